@@ -1,0 +1,91 @@
+"""Fully connected (linear) layer: ``y = x W^T + b``, PyTorch's ``(out, in)`` weight layout."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refimpl.nn.init import uniform_fan_in
+from refimpl.nn.module import Module
+
+__all__ = ["Linear", "linear_backward", "linear_forward", "linear_naive"]
+
+
+def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
+    r"""Affine map of a batch.
+
+    .. math:: y_{nj} = \sum_i x_{ni} W_{ji} + b_j
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, IN)
+    w : ndarray, shape (OUT, IN)
+    b : ndarray, shape (OUT,) or None
+
+    Returns
+    -------
+    out : ndarray, shape (N, OUT)
+    cache : tuple
+        ``(x, w, has_bias)`` for :func:`linear_backward`.
+    """
+    out = x @ w.T
+    if b is not None:
+        out += b
+    return out, (x, w, b is not None)
+
+
+def linear_backward(dout: np.ndarray, cache):
+    r"""Gradients of :func:`linear_forward`.
+
+    .. math:: \frac{\partial L}{\partial x} = G W, \quad \frac{\partial L}{\partial W} = G^T x, \quad
+              \frac{\partial L}{\partial b} = \textstyle\sum_n G_{n\cdot}
+
+    with ``G = dout`` of shape (N, OUT). Returns ``(dx, dw, db)``; ``db`` is ``None`` without a bias.
+    """
+    x, w, has_bias = cache
+    dx = dout @ w
+    dw = dout.T @ x
+    db = dout.sum(axis=0) if has_bias else None
+    return dx, dw, db
+
+
+def linear_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+    """Loop twin of :func:`linear_forward` (the definition, one output at a time; tests only)."""
+    n, _ = x.shape
+    out = np.zeros((n, w.shape[0]), dtype=np.result_type(x, w))
+    for i in range(n):
+        for j in range(w.shape[0]):
+            out[i, j] = np.dot(x[i], w[j]) + (b[j] if b is not None else 0.0)
+    return out
+
+
+class Linear(Module):
+    """Fully connected layer holding ``weight`` (OUT, IN) and optionally ``bias`` (OUT,)."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
+                 rng: np.random.Generator | None = None, dtype=np.float32) -> None:
+        super().__init__()
+        rng = np.random.default_rng(0) if rng is None else rng
+        self.in_features, self.out_features = int(in_features), int(out_features)
+        self.params["weight"] = uniform_fan_in((out_features, in_features), in_features, rng, dtype)
+        if bias:
+            self.params["bias"] = uniform_fan_in((out_features,), in_features, rng, dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self._cache = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (N, IN) -> (N, OUT)."""
+        if x.ndim != 2 or x.shape[1] != self.in_features:
+            raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
+        out, self._cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Write ``grads['weight']`` (and ``grads['bias']``); return dL/dx."""
+        dx, dw, db = linear_backward(dout, self._cache)
+        self.grads["weight"][...] = dw
+        if db is not None:
+            self.grads["bias"][...] = db
+        return dx
+
+    def extra_repr(self) -> str:
+        return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}"
