@@ -1,0 +1,67 @@
+"""Rectified linear unit: ``relu(x) = max(x, 0)``, elementwise."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from refimpl.nn.module import Module
+
+__all__ = ["ReLU", "relu_backward", "relu_forward", "relu_naive"]
+
+
+def relu_forward(x: np.ndarray):
+    r"""Elementwise rectifier.
+
+    .. math:: y = \max(x, 0)
+
+    Parameters
+    ----------
+    x : ndarray, any shape
+
+    Returns
+    -------
+    out : ndarray, same shape and dtype as ``x``
+    cache : ndarray of bool
+        The mask ``x > 0`` for :func:`relu_backward`.
+    """
+    mask = x > 0
+    return np.where(mask, x, np.zeros((), dtype=x.dtype)), mask
+
+
+def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
+    r"""Gradient of :func:`relu_forward`.
+
+    .. math:: \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y} \cdot [x > 0]
+
+    The derivative at exactly ``x = 0`` is taken as 0 (the subgradient PyTorch uses too).
+    """
+    mask = cache
+    return np.where(mask, dout, np.zeros((), dtype=dout.dtype))
+
+
+def relu_naive(x: np.ndarray) -> np.ndarray:
+    """Loop twin of :func:`relu_forward` (one entry at a time; tests only)."""
+    out = np.empty_like(x)
+    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in range(flat_in.size):
+        flat_out[i] = flat_in[i] if flat_in[i] > 0 else 0.0
+    return out
+
+
+class ReLU(Module):
+    """Parameter-free rectifier layer (keeps the ``x > 0`` mask between forward and backward)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._cache = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``max(x, 0)``, any shape."""
+        out, self._cache = relu_forward(x)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        """Pass the gradient where the input was positive, 0 elsewhere."""
+        if self._cache is None:
+            raise RuntimeError("ReLU.backward called before forward")
+        return relu_backward(dout, self._cache)
