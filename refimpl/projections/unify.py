@@ -1,0 +1,467 @@
+r"""Weight unification: blocks whose entries share one magnitude, and its special case, block pruning.
+
+Micro-structured weight unification (Lin, Jiang et al., 2021) cuts the GEMM view of a layer into
+``bh x bw`` blocks and constrains a chosen share of them to be *unified*: every entry of such a block has
+the same magnitude ``c >= 0`` and keeps its own sign,
+
+.. math:: z_k = \operatorname{sign}^+(v_k)\, c, \qquad \operatorname{sign}^+(x) = 1 \text{ if } x \ge 0
+          \text{ else } -1 .
+
+A unified block stores one number (plus signs) and its products need one multiplication; setting
+``c = 0`` prunes the block, which is why pruning is the special case of unification.
+
+Everything here is per block and exact:
+
+* :func:`unification_costs` — for each block the best magnitude ``c = mean|v|``, the unification
+  distortion ``d_b`` and the pruning cost ``e_b = ||v_b||^2``;
+* :func:`unify_assignment` — what each block becomes (0 copied, 1 unified, 2 pruned);
+* :func:`project_unified` — the Euclidean projection onto "U blocks unified" or "P blocks pruned and U
+  other blocks unified";
+* :func:`mask_unified` — the boolean mask of the entries that are copied unchanged.
+
+The joint prune-or-unify choice is an assignment problem; :func:`unify_assignment` documents the exact
+algorithm and its proof. Its sequential scan runs as a numba kernel (``engine="numba"``) or as its
+pure-Python/NumPy twin (``engine="numpy"``); both give bit-identical results.
+
+References
+----------
+.. [1] S. Lin, W. Jiang, W. Wang, K. Xu, Y. Wang, S. Liu, S. Li, "Efficient Micro-Structured Weight
+   Unification and Pruning for Neural Network Compression", arXiv:2106.08301, 2021.
+   :doi:`10.48550/arXiv.2106.08301`
+"""
+
+from __future__ import annotations
+
+import heapq
+
+import numpy as np
+from numba import njit
+
+from refimpl._validation import as_float_array, check_probability, resolve_count
+from refimpl.projections._select import check_engine, check_tile, expand_tiles, gemm_view, top_k_mask
+
+__all__ = [
+    "COPY",
+    "PRUNE",
+    "UNIFY",
+    "mask_unified",
+    "project_unified",
+    "unification_costs",
+    "unify_assignment",
+]
+
+#: Block kinds returned by :func:`unify_assignment`.
+COPY, UNIFY, PRUNE = 0, 1, 2
+
+
+# --------------------------------------------------------------------------------------------------
+# Blocks of the GEMM view
+# --------------------------------------------------------------------------------------------------
+def _check_block_shape(block_shape, gemm_shape: tuple[int, int]) -> tuple[int, int]:
+    """Validate ``block_shape = (bh, bw)``: integers with ``1 <= bh <= rows``, ``1 <= bw <= cols``."""
+    if not isinstance(block_shape, (tuple, list)) or len(block_shape) != 2:
+        raise TypeError(f"block_shape must be a pair (bh, bw), got {block_shape!r}")
+    rows, cols = gemm_shape
+    bh = check_tile(block_shape[0], "block_shape[0]", rows, "rows of the GEMM view")
+    bw = check_tile(block_shape[1], "block_shape[1]", cols, "columns of the GEMM view")
+    return bh, bw
+
+
+def _tiles(w2d: np.ndarray, bh: int, bw: int) -> tuple[np.ndarray, np.ndarray]:
+    """Cut the GEMM view into a grid of ``bh x bw`` tiles.
+
+    Returns ``tiles`` of shape ``(nbr, nbc, bh*bw)`` (edge tiles padded with zeros) and the boolean
+    ``valid`` array of the same shape marking the real entries, so that every per-block statistic is a
+    vectorised reduction over the last axis.
+    """
+    rows, cols = w2d.shape
+    nbr, nbc = -(-rows // bh), -(-cols // bw)
+    padded = np.zeros((nbr * bh, nbc * bw), dtype=w2d.dtype)
+    padded[:rows, :cols] = w2d
+    valid = np.zeros(padded.shape, dtype=bool)
+    valid[:rows, :cols] = True
+
+    def cut(a):
+        return a.reshape(nbr, bh, nbc, bw).transpose(0, 2, 1, 3).reshape(nbr, nbc, bh * bw)
+
+    return cut(padded), cut(valid)
+
+
+def unification_costs(w, block_shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    r"""Per-block optimal magnitude, unification distortion and pruning cost.
+
+    For a block :math:`v \in \mathbb{R}^{n_b}` (its real entries; edge tiles have fewer), the nearest
+    unified block :math:`z_k = \operatorname{sign}^+(v_k)\,c` with :math:`c \ge 0` solves
+
+    .. math:: \min_{c \ge 0} \sum_k \bigl(v_k - \operatorname{sign}^+(v_k)\,c\bigr)^2
+              = \min_{c \ge 0} \sum_k \bigl(|v_k| - c\bigr)^2 ,
+
+    because :math:`v_k - \operatorname{sign}^+(v_k) c = \operatorname{sign}^+(v_k)(|v_k| - c)`. This is a
+    one-dimensional least-squares fit of a constant, so :math:`c^\star = \overline{|v|}` (the mean of the
+    magnitudes, which is :math:`\ge 0`, so the constraint is inactive), and
+
+    .. math:: d_b = \sum_k \bigl(|v_k| - \overline{|v|}\bigr)^2, \qquad
+              e_b = \|v_b\|_2^2 = d_b + n_b\,\overline{|v|}^2 \ \ge d_b ,
+
+    where :math:`e_b` is the cost of pruning the block (:math:`c = 0`). Keeping the signs is optimal
+    too: flipping an entry's sign can only move it further from :math:`v_k`. A zero entry takes sign +
+    (any sign gives the same distortion).
+
+    Parameters
+    ----------
+    w : array_like, shape (F, C, KH, KW) or (OUT, IN)
+        The weight; its GEMM view ``w.reshape(F, -1)`` is tiled.
+    block_shape : (int, int)
+        ``(bh, bw)``; edge tiles may be smaller.
+
+    Returns
+    -------
+    magnitude : ndarray, shape (ceil(rows/bh), ceil(cols/bw))
+        :math:`c^\star_b = \overline{|v_b|}`. All three arrays are float64 (or a wider input dtype).
+    distortion : ndarray, same shape
+        :math:`d_b`, the squared error of unifying the block.
+    energy : ndarray, same shape
+        :math:`e_b = \|v_b\|^2`, the squared error of pruning it.
+
+    Examples
+    --------
+    >>> c, d, e = unification_costs(np.array([[3.0, -1.0], [0.0, 2.0]]), (1, 2))
+    >>> c.ravel(), d.ravel(), e.ravel()
+    (array([2., 1.]), array([2., 2.]), array([10.,  4.]))
+    """
+    w = as_float_array(w, "w", ndim=(2, 4))
+    w2d = gemm_view(w)
+    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    return _costs(w2d, bh, bw)
+
+
+def _costs(w2d: np.ndarray, bh: int, bw: int):
+    # Costs are accumulated in float64 (or wider) so float32 weights are ranked as accurately as they allow.
+    w2d = w2d.astype(np.promote_types(w2d.dtype, np.float64), copy=False)
+    tiles, valid = _tiles(w2d, bh, bw)
+    n_b = valid.sum(axis=-1)
+    mags = np.abs(tiles)
+    magnitude = mags.sum(axis=-1) / n_b.astype(w2d.dtype)
+    # A block that is already unified gets its common magnitude back exactly (the rounded mean may be
+    # off in the last bit), so a point of the set is returned unchanged, bit for bit.
+    largest = np.max(np.where(valid, mags, -np.inf), axis=-1)
+    smallest = np.min(np.where(valid, mags, np.inf), axis=-1)
+    magnitude = np.where(largest == smallest, largest, magnitude)
+    # The distortion is summed directly (not as e - n*c^2) to avoid cancellation when d << e.
+    dev = np.where(valid, mags - magnitude[..., None], 0)
+    distortion = np.sum(dev * dev, axis=-1)
+    energy = np.sum(tiles * tiles, axis=-1)
+    return magnitude, distortion, energy
+
+
+# --------------------------------------------------------------------------------------------------
+# Counts
+# --------------------------------------------------------------------------------------------------
+def _resolve_counts(n: int, sparsity, keep, unify, prune) -> tuple[int, int]:
+    """Return ``(n_pruned, n_unified)`` from the documented count arguments."""
+    given = [name for name, value in (("sparsity", sparsity), ("keep", keep), ("unify", unify))
+             if value is not None]
+    if len(given) != 1:
+        raise ValueError(
+            "give exactly one of sparsity=, keep= or unify= (the unified share or the copied count), got "
+            f"sparsity={sparsity!r}, keep={keep!r}, unify={unify!r}"
+        )
+    n_pruned = 0
+    if prune is not None:
+        n_pruned = round(check_probability(prune, "prune") * n)
+    if keep is not None:
+        n_copied = resolve_count(n, keep=keep)
+        n_unified = n - n_copied - n_pruned
+        if n_unified < 0:
+            raise ValueError(
+                f"keep={keep} copied blocks plus round(prune*n)={n_pruned} pruned blocks exceed the "
+                f"{n} blocks"
+            )
+        return n_pruned, n_unified
+    share = sparsity if sparsity is not None else unify
+    n_unified = n - resolve_count(n, sparsity=share)
+    if n_pruned + n_unified > n:
+        raise ValueError(
+            f"prune={prune} and unify/sparsity={share} ask for {n_pruned} pruned plus {n_unified} "
+            f"unified blocks, more than the {n} blocks"
+        )
+    return n_pruned, n_unified
+
+
+# --------------------------------------------------------------------------------------------------
+# Selection
+# --------------------------------------------------------------------------------------------------
+def _cheapest(cost: np.ndarray, count: int, candidates: np.ndarray | None = None) -> np.ndarray:
+    """Flat indices of the ``count`` blocks of smallest ``cost`` (among ``candidates``, default all).
+
+    The complement of :func:`~refimpl.projections._select.top_k_mask` (the blocks *kept*), so the tie
+    rule is the library's: among equal costs the lower flat index is kept (copied) and the higher one is
+    modified.
+    """
+    idx = np.arange(cost.size) if candidates is None else np.sort(candidates)
+    kept = top_k_mask(cost[idx], idx.size - count)
+    return idx[~kept]
+
+
+def _running_k_smallest_sum_numpy(x: np.ndarray, k: int) -> np.ndarray:
+    """``out[t]`` = sum of the ``k`` smallest of ``x[:t]`` (``inf`` while ``t < k``), for t = 0..n.
+
+    A max-heap holds the ``k`` smallest seen so far; a new value replaces the heap's maximum when it is
+    smaller. This is the inherently sequential step of the joint assignment; it is the twin of
+    :func:`_running_k_smallest_sum_numba` and performs the same floating-point operations in the same
+    order, so both engines agree bit for bit.
+    """
+    n = x.shape[0]
+    out = np.full(n + 1, np.inf)
+    if k == 0:
+        out[:] = 0.0
+        return out
+    heap: list[float] = []  # negated values: heapq is a min-heap
+    total = 0.0
+    for t in range(n):
+        value = float(x[t])
+        if len(heap) < k:
+            heapq.heappush(heap, -value)
+            total += value
+        elif value < -heap[0]:
+            largest = -heapq.heapreplace(heap, -value)
+            total += value - largest
+        if len(heap) == k:
+            out[t + 1] = total
+    return out
+
+
+@njit(cache=True)
+def _running_k_smallest_sum_numba(x, k):  # pragma: no cover - compiled; twin tested under both engines
+    """Numba twin of :func:`_running_k_smallest_sum_numpy` (an explicit array max-heap)."""
+    n = x.shape[0]
+    out = np.full(n + 1, np.inf)
+    if k == 0:
+        out[:] = 0.0
+        return out
+    heap = np.empty(k)
+    size = 0
+    total = 0.0
+    for t in range(n):
+        value = float(x[t])
+        if size < k:
+            # push, sift up
+            i = size
+            heap[i] = value
+            size += 1
+            while i > 0:
+                parent = (i - 1) // 2
+                if heap[parent] >= heap[i]:
+                    break
+                heap[parent], heap[i] = heap[i], heap[parent]
+                i = parent
+            total += value
+        elif value < heap[0]:
+            largest = heap[0]
+            heap[0] = value
+            i = 0
+            while True:  # sift down
+                left = 2 * i + 1
+                if left >= size:
+                    break
+                child = left
+                if left + 1 < size and heap[left + 1] > heap[left]:
+                    child = left + 1
+                if heap[i] >= heap[child]:
+                    break
+                heap[i], heap[child] = heap[child], heap[i]
+                i = child
+            total += value - largest
+        if size == k:
+            out[t + 1] = total
+    return out
+
+
+def _running_k_smallest_sum(x: np.ndarray, k: int, engine: str) -> np.ndarray:
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    if engine == "numba":
+        return _running_k_smallest_sum_numba(x, k)
+    return _running_k_smallest_sum_numpy(x, k)
+
+
+def _assign(distortion: np.ndarray, energy: np.ndarray, n_pruned: int, n_unified: int,
+            engine: str) -> np.ndarray:
+    """Exact block kinds (flat, int8) for exactly ``n_pruned`` pruned and ``n_unified`` unified blocks."""
+    d, e = distortion.ravel(), energy.ravel()
+    n = d.size
+    kinds = np.zeros(n, dtype=np.int8)
+    if n_pruned == 0:
+        kinds[_cheapest(d, n_unified)] = UNIFY
+        return kinds
+    if n_unified == 0:
+        kinds[_cheapest(e, n_pruned)] = PRUNE
+        return kinds
+    # Sort by the pruning premium delta = e - d (ties by flat index); by the exchange lemma an optimal
+    # solution prunes only blocks before some split t in this order and unifies only blocks after it.
+    premium = e - d
+    order = np.lexsort((np.arange(n), premium))
+    e_sorted, d_sorted = e[order], d[order]
+    prefix = _running_k_smallest_sum(e_sorted, n_pruned, engine)  # best P prunes among order[:t]
+    suffix = _running_k_smallest_sum(d_sorted[::-1], n_unified, engine)[::-1]  # best U among order[t:]
+    t_best = int(np.argmin(prefix + suffix))  # the first split of least total cost
+    pruned = _cheapest(e, n_pruned, order[:t_best])
+    unified = _cheapest(d, n_unified, order[t_best:])
+    kinds[pruned] = PRUNE
+    kinds[unified] = UNIFY
+    return kinds
+
+
+# --------------------------------------------------------------------------------------------------
+# Public API
+# --------------------------------------------------------------------------------------------------
+def unify_assignment(w, block_shape, sparsity=None, keep=None, *, unify=None, prune=None,
+                     engine: str = "numba") -> np.ndarray:
+    r"""Return what each block becomes under :func:`project_unified`: 0 copied, 1 unified, 2 pruned.
+
+    Counts. With ``n`` blocks, the number of unified blocks is given by exactly one of
+
+    * ``sparsity=s`` or, synonymously, ``unify=s``: the *share* of blocks unified,
+      ``U = round(s*n)`` with round-half-to-even (a unified block loses its freedom as a pruned one
+      does, hence "sparsity");
+    * ``keep=k``: the number of blocks copied unchanged, so ``U = n - k - P``.
+
+    ``prune=p`` (default none) additionally prunes ``P = round(p*n)`` blocks; ``P + U <= n`` is required.
+    The assignment has *exactly* ``P`` pruned and ``U`` unified blocks: since every cost is
+    :math:`\ge 0` = the cost of copying, "at least" and "exactly" have the same optimum.
+
+    Parameters
+    ----------
+    w : array_like, shape (F, C, KH, KW) or (OUT, IN)
+    block_shape : (int, int)
+        ``(bh, bw)`` tiles of the GEMM view; edge tiles may be smaller.
+    sparsity, keep, unify : float, int, float
+        Exactly one: the unified share, the copied count, or the unified share.
+    prune : float in [0, 1], optional
+        Share of blocks pruned.
+    engine : {"numba", "numpy"}
+        Engine of the sequential scan in the joint case (identical results).
+
+    Returns
+    -------
+    kinds : ndarray of int8, shape (ceil(rows/bh), ceil(cols/bw))
+        :data:`COPY` (0), :data:`UNIFY` (1) or :data:`PRUNE` (2) per block.
+
+    Notes
+    -----
+    Per block the three choices cost (see :func:`unification_costs`)
+
+    .. math:: \text{copy: } 0, \qquad \text{unify: } d_b, \qquad \text{prune: } e_b = d_b + \delta_b,
+              \quad \delta_b = n_b\,\overline{|v_b|}^2 \ge 0 .
+
+    The distances add up over disjoint blocks, so the projection is the assignment
+
+    .. math:: \min_{A \cap B = \emptyset,\ |A| = P,\ |B| = U}\ \sum_{b \in A} e_b + \sum_{b \in B} d_b .
+
+    *Unify only* (``P = 0``): unify the ``U`` blocks of smallest :math:`d_b`. *Prune only*
+    (``U = 0``): prune the ``P`` blocks of smallest :math:`e_b` (largest-L2-norm blocks survive, the
+    block projection). Both are the usual "drop the cheapest groups" argument.
+
+    *Joint* (the exact rule chosen). **Exchange lemma:** order the blocks by the pruning premium
+    :math:`\delta_b = e_b - d_b` (ties by flat index). Some optimal solution prunes only blocks that
+    come before every unified block. Proof: if :math:`x \in A`, :math:`y \in B` with
+    :math:`\delta_x > \delta_y`, swapping them (unify x, prune y) changes the cost by
+    :math:`(d_x + e_y) - (e_x + d_y) = \delta_y - \delta_x < 0`; equal premiums swap at no cost. Hence
+    for some split :math:`t`, :math:`A` lies in the first :math:`t` blocks of the order and :math:`B`
+    in the rest, and then each is simply the cheapest choice on its side:
+
+    .. math:: \mathrm{OPT} = \min_{t}\ \Bigl[\,\text{sum of the } P \text{ smallest } e
+              \text{ among the first } t\Bigr] + \Bigl[\,\text{sum of the } U \text{ smallest } d
+              \text{ among the rest}\Bigr].
+
+    Both brackets, for all :math:`t` at once, are running sums of the k smallest values, maintained with
+    a max-heap in one pass each: :math:`O(n \log n)` in total. Note that the greedy rules "prune the
+    cheapest first, then unify" or the reverse are *not* optimal (the tests hold a counterexample).
+    Ties **(choice)**: the first split of least cost; within a side, among equal costs the block with
+    the higher flat index is modified (the lower index is kept), as everywhere in refimpl.
+
+    Examples
+    --------
+    >>> w = np.array([[1.0, 1.0, 5.0, 1.0, 0.1, 0.2]])
+    >>> unify_assignment(w, (1, 2), unify=1/3, prune=1/3)   # unify [1, 1], prune [0.1, 0.2]
+    array([[1, 0, 2]], dtype=int8)
+    """
+    w = as_float_array(w, "w", ndim=(2, 4))
+    w2d = gemm_view(w)
+    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    engine = check_engine(engine)
+    _, distortion, energy = _costs(w2d, bh, bw)
+    n_pruned, n_unified = _resolve_counts(distortion.size, sparsity, keep, unify, prune)
+    return _assign(distortion, energy, n_pruned, n_unified, engine).reshape(distortion.shape)
+
+
+def project_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, prune=None,
+                    engine: str = "numba") -> np.ndarray:
+    r"""Euclidean projection onto "``U`` blocks unified (and ``P`` other blocks pruned)".
+
+    .. math:: \Pi(W) = \operatorname*{arg\,min}_{Z \in S} \|W - Z\|_F^2, \qquad
+              S = \{Z : \text{at least } P \text{ blocks of } Z \text{ are } 0 \text{ and at least } U
+              \text{ other blocks are unified}\}
+
+    where a block is unified when all its entries have one magnitude. A unified block of the result is
+    :math:`\operatorname{sign}^+(v_k)\,\overline{|v_b|}`, a pruned block is exactly 0, every other block
+    is copied unchanged. Which blocks become what is :func:`unify_assignment` (see its Notes for the
+    counts, the proof of exactness and the tie rule).
+
+    Parameters
+    ----------
+    w : array_like, shape (F, C, KH, KW) or (OUT, IN)
+        Not modified; read-only and non-contiguous arrays work.
+    block_shape : (int, int)
+        ``(bh, bw)`` tiles of the GEMM view ``w.reshape(F, -1)``; edge tiles may be smaller.
+    sparsity, keep, unify, prune, engine
+        As in :func:`unify_assignment`.
+
+    Returns
+    -------
+    z : ndarray, same shape and dtype as ``w``
+
+    Raises
+    ------
+    ValueError
+        NaN/inf in ``w``, wrong ndim, ``block_shape`` out of range, counts out of range or not exactly
+        one of ``sparsity``/``keep``/``unify``, unknown ``engine``.
+
+    Examples
+    --------
+    >>> w = np.array([[3.0, -1.0, 0.5, 0.25]])
+    >>> project_unified(w, (1, 2), sparsity=0.5)       # unify the block [0.5, 0.25] (d = 0.03125)
+    array([[ 3.   , -1.   ,  0.375,  0.375]])
+    >>> project_unified(w, (1, 2), unify=0.5, prune=0.5)
+    array([[ 2., -2.,  0.,  0.]])
+    """
+    w = as_float_array(w, "w", ndim=(2, 4))
+    w2d = gemm_view(w)
+    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    engine = check_engine(engine)
+    magnitude, distortion, energy = _costs(w2d, bh, bw)
+    n_pruned, n_unified = _resolve_counts(distortion.size, sparsity, keep, unify, prune)
+    kinds = _assign(distortion, energy, n_pruned, n_unified, engine).reshape(distortion.shape)
+    kind = expand_tiles(kinds, w2d.shape, bh, bw)
+    c = expand_tiles(magnitude, w2d.shape, bh, bw)
+    signs = np.where(w2d >= 0, 1, -1).astype(w2d.dtype)  # sign+: a zero entry takes +
+    z = np.where(kind == COPY, w2d, np.where(kind == UNIFY, signs * c, 0))
+    return z.astype(w.dtype, copy=False).reshape(w.shape)
+
+
+def mask_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, prune=None,
+                 engine: str = "numba") -> np.ndarray:
+    """Boolean mask, shape of ``w``: ``True`` where :func:`project_unified` copies the entry unchanged.
+
+    ``False`` marks the entries of unified and pruned blocks (use :func:`unify_assignment` to tell the
+    two apart). Arguments as in :func:`project_unified`.
+
+    Examples
+    --------
+    >>> mask_unified(np.array([[3.0, -1.0, 0.5, 0.25]]), (1, 2), sparsity=0.5)
+    array([[ True,  True, False, False]])
+    """
+    w = as_float_array(w, "w", ndim=(2, 4))
+    w2d = gemm_view(w)
+    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    kinds = unify_assignment(w, block_shape, sparsity, keep, unify=unify, prune=prune, engine=engine)
+    return (expand_tiles(kinds, w2d.shape, bh, bw) == COPY).reshape(w.shape)
