@@ -1,0 +1,188 @@
+"""Atomic, pickle-free checkpoints: a nested dict of arrays and JSON values in one ``.npz`` file.
+
+Format
+------
+A checkpoint is an ordinary NumPy ``.npz`` archive (a zip of ``.npy`` files, readable with
+``np.load(path)``). Every ndarray found in the state becomes one archive member, named after its path in
+the state (``model/conv1.weight``, ``optimizer/state/fc1.weight/momentum_buffer``); everything else —
+numbers, strings, booleans, ``None``, lists, nested dicts with string keys, Python ints of any size (a
+random generator's state) — goes into one JSON document stored as the member ``__meta__`` (UTF-8 bytes),
+where each array is replaced by ``{"__ndarray__": "<member name>"}``.
+
+Why no pickle: loading a pickle runs arbitrary code, so a checkpoint downloaded from somewhere would be a
+security hole. Here arrays are read with ``allow_pickle=False`` and the rest is plain JSON; object arrays
+are refused when saving. The price: tuples come back as lists, NumPy scalars as Python numbers.
+
+Atomicity
+---------
+:func:`save_checkpoint` writes to a temporary file in the destination's directory, flushes and
+``os.fsync``-s it, then ``os.replace``-s it over the destination (an atomic rename on POSIX and Windows)
+and fsyncs the directory. A crash at any moment leaves either the old checkpoint or the new one, never a
+mix; the temporary file is removed if writing fails.
+
+Integrity
+---------
+Every zip member carries a CRC-32 that is checked when it is read, and :func:`load_checkpoint` reads every
+member, so truncated or corrupted files raise :class:`CheckpointError` instead of loading garbage.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["CHECKPOINT_NAME", "CheckpointError", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
+
+#: file name of the checkpoint the :class:`~refimpl.train.trainer.Trainer` keeps in its ``out_dir``
+CHECKPOINT_NAME = "checkpoint.npz"
+
+_FORMAT = "refimpl-checkpoint"
+_VERSION = 1
+_META = "__meta__"
+_ARRAY_TAG = "__ndarray__"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, truncated, corrupted or not a refimpl checkpoint."""
+
+
+# --- flattening: nested state <-> (JSON tree, {member name: array}) -----------------------------------
+def _split(value, path: str, arrays: dict[str, np.ndarray]):
+    """Return ``value`` with every ndarray moved into ``arrays`` and replaced by a tag."""
+    if isinstance(value, np.ndarray):
+        if value.dtype.hasobject:
+            raise TypeError(f"state at {path or '<root>'!r} is an object array; checkpoints never pickle")
+        name = path or "array"
+        while name in arrays or name == _META:  # a key containing '/' could repeat a path
+            name += "_"
+        arrays[name] = value
+        return {_ARRAY_TAG: name}
+    if isinstance(value, dict):
+        out = {}
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise TypeError(f"state keys must be strings (JSON), got {key!r} at {path or '<root>'!r}")
+            if key == _ARRAY_TAG:
+                raise ValueError(f"state key {_ARRAY_TAG!r} is reserved by the checkpoint format")
+            out[key] = _split(item, f"{path}/{key}" if path else key, arrays)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_split(item, f"{path}/{i}" if path else str(i), arrays) for i, item in enumerate(value)]
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(f"cannot store a {type(value).__name__} in a checkpoint (at {path or '<root>'!r})")
+
+
+def _join(value, arrays: dict[str, np.ndarray]):
+    """Inverse of :func:`_split`."""
+    if isinstance(value, dict):
+        if set(value) == {_ARRAY_TAG}:
+            return arrays[value[_ARRAY_TAG]]
+        return {key: _join(item, arrays) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_join(item, arrays) for item in value]
+    return value
+
+
+# --- public API ---------------------------------------------------------------------------------------
+def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
+    """Write ``state`` to ``path`` atomically (see the module docstring for the format).
+
+    Parameters
+    ----------
+    path : str or path-like
+        Destination file (conventionally ``*.npz``); its directory must exist.
+    state : dict
+        Nested dicts (string keys) / lists of ndarrays and JSON values.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    TypeError
+        If ``state`` holds something that is neither an array nor JSON-able (nothing is written).
+    """
+    if not isinstance(state, dict):
+        raise TypeError(f"state must be a dict, got {type(state).__name__}")
+    path = Path(path)
+    arrays: dict[str, np.ndarray] = {}
+    tree = _split(state, "", arrays)  # validates everything before a byte is written
+    meta = json.dumps({"format": _FORMAT, "version": _VERSION, "state": tree})
+    arrays[_META] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
+
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Persist the rename itself (POSIX); silently skipped where directories cannot be opened."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` and return the nested state.
+
+    Raises
+    ------
+    CheckpointError
+        If the file is missing, truncated, corrupted (CRC mismatch) or not a refimpl checkpoint.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}")
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            # Reading every member checks every CRC: corruption anywhere is caught here, not later.
+            arrays = {name: data[name] for name in data.files}
+    except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
+        raise CheckpointError(f"{path} is truncated or corrupted and cannot be loaded: {err}") from err
+    if _META not in arrays:
+        raise CheckpointError(f"{path} is an .npz file but not a refimpl checkpoint (no {_META!r} entry)")
+    try:
+        meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(f"{path}: the metadata is corrupted: {err}") from err
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise CheckpointError(f"{path} is not a refimpl checkpoint")
+    if meta.get("version") != _VERSION:
+        raise CheckpointError(f"{path} has checkpoint format version {meta.get('version')}, "
+                              f"this refimpl reads version {_VERSION}")
+    try:
+        return _join(meta["state"], arrays)
+    except KeyError as err:
+        raise CheckpointError(f"{path}: the metadata names a missing array {err}") from err
+
+
+def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
+    """Return the trainer's checkpoint ``out_dir/checkpoint.npz``, or ``None`` if there is none."""
+    path = Path(out_dir) / CHECKPOINT_NAME
+    return path if path.is_file() else None
