@@ -27,6 +27,7 @@ from refimpl._validation import resolve_count
 
 __all__ = [
     "ENGINES",
+    "apply_mask",
     "check_engine",
     "check_tile",
     "expand_tiles",
@@ -51,6 +52,14 @@ def check_engine(engine) -> str:
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
     return engine
+
+
+def apply_mask(w: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Return a new array: entries of ``w`` where ``mask`` (copied bit for bit), exactly ``+0`` elsewhere.
+
+    The dtype of ``w`` is kept and ``w`` itself is never written to.
+    """
+    return np.where(mask, w, np.zeros((), dtype=w.dtype))
 
 
 def gemm_view(w: np.ndarray) -> np.ndarray:
