@@ -296,10 +296,11 @@ def _assign(distortion: np.ndarray, energy: np.ndarray, n_pruned: int, n_unified
     if n_unified == 0:
         kinds[_cheapest(e, n_pruned)] = PRUNE
         return kinds
-    # Sort by the pruning premium delta = e - d (ties by flat index); by the exchange lemma an optimal
-    # solution prunes only blocks before some split t in this order and unifies only blocks after it.
+    # Sort by the pruning premium delta = e - d; by the exchange lemma an optimal solution prunes only
+    # blocks before some split t in this order and unifies only blocks after it. Equal premiums put the
+    # higher flat index first, so of two interchangeable blocks the lower index is unified, not pruned.
     premium = e - d
-    order = np.lexsort((np.arange(n), premium))
+    order = np.lexsort((-np.arange(n), premium))
     e_sorted, d_sorted = e[order], d[order]
     prefix = _running_k_smallest_sum(e_sorted, n_pruned, engine)  # best P prunes among order[:t]
     suffix = _running_k_smallest_sum(d_sorted[::-1], n_unified, engine)[::-1]  # best U among order[t:]
@@ -362,8 +363,8 @@ def unify_assignment(w, block_shape, sparsity=None, keep=None, *, unify=None, pr
     block projection). Both are the usual "drop the cheapest groups" argument.
 
     *Joint* (the exact rule chosen). **Exchange lemma:** order the blocks by the pruning premium
-    :math:`\delta_b = e_b - d_b` (ties by flat index). Some optimal solution prunes only blocks that
-    come before every unified block. Proof: if :math:`x \in A`, :math:`y \in B` with
+    :math:`\delta_b = e_b - d_b` (ties: higher flat index first). Some optimal solution prunes only
+    blocks that come before every unified block. Proof: if :math:`x \in A`, :math:`y \in B` with
     :math:`\delta_x > \delta_y`, swapping them (unify x, prune y) changes the cost by
     :math:`(d_x + e_y) - (e_x + d_y) = \delta_y - \delta_x < 0`; equal premiums swap at no cost. Hence
     for some split :math:`t`, :math:`A` lies in the first :math:`t` blocks of the order and :math:`B`
@@ -377,7 +378,9 @@ def unify_assignment(w, block_shape, sparsity=None, keep=None, *, unify=None, pr
     a max-heap in one pass each: :math:`O(n \log n)` in total. Note that the greedy rules "prune the
     cheapest first, then unify" or the reverse are *not* optimal (the tests hold a counterexample).
     Ties **(choice)**: the first split of least cost; within a side, among equal costs the block with
-    the higher flat index is modified (the lower index is kept), as everywhere in refimpl.
+    the higher flat index is modified (the lower index is kept), as everywhere in refimpl; and since
+    equal premiums are ordered higher index first, of two identical blocks the lower index is the one
+    unified rather than pruned (gentler treatment for the lower index: copy, then unify, then prune).
 
     Examples
     --------
