@@ -89,3 +89,7 @@ PROJECTIONS: dict[str, tuple[Callable, Callable]] = {
 
 # --- weight unification (refimpl.projections.unify, owned by another module author) -----------------
 # Append the "unified" import, its __all__ names and its PROJECTIONS["unified"] entry below this line.
+from refimpl.projections.unify import mask_unified, project_unified, unify_assignment  # noqa: E402
+
+__all__ += ["mask_unified", "project_unified", "unify_assignment"]
+PROJECTIONS["unified"] = (project_unified, mask_unified)
