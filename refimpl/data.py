@@ -90,6 +90,7 @@ the few globals a batch needs (NumPy's array reconstruction); anything else rais
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import hashlib
 import io
@@ -202,6 +203,7 @@ MIRRORS: dict[str, tuple[str, ...]] = {
 }
 """Public download locations (plain HTTP is acceptable only because every file is digest-checked)."""
 
+_SYSTEM_DATA_DIR = Path("/usr/share/datasets")  # Debian's dataset-* packages install here
 _DIGITS_TEST_SIZE = 360
 _DIGITS_SPLIT_SEED = 0
 _SYNTHETIC_SEED = 20180908  # fixed: the synthetic set is the same everywhere, whatever ``seed`` says
@@ -538,7 +540,7 @@ def dataset_search_paths(name: str, root: str | os.PathLike | None = None) -> li
     if env:
         paths.append(Path(env).expanduser() / name)
     paths.append(_cache_dir(name))
-    paths.append(Path("/usr/share/datasets") / name)
+    paths.append(_SYSTEM_DATA_DIR / name)
     return paths
 
 
@@ -832,7 +834,9 @@ class _BatchUnpickler(pickle.Unpickler):
     """Unpickler that resolves only what a CIFAR batch holds: NumPy array reconstruction.
 
     Batches written by Python 2 name ``numpy.core.multiarray``; NumPy 2 moved it to ``numpy._core``, so
-    both spellings map to the current functions (without NumPy's deprecation shim).
+    both spellings map to the current functions (without NumPy's deprecation shim). Pickles written by
+    Python 3 with protocol 2 spell ``bytes`` as ``_codecs.encode(text, "latin1")``, a pure function,
+    so it is allowed too.
     """
 
     _ALLOWED = {
@@ -840,6 +844,7 @@ class _BatchUnpickler(pickle.Unpickler):
         ("numpy._core.multiarray", "_reconstruct"): np.ndarray.__reduce__(np.zeros(0))[0],
         ("numpy", "ndarray"): np.ndarray,
         ("numpy", "dtype"): np.dtype,
+        ("_codecs", "encode"): codecs.encode,
     }
 
     def find_class(self, module, name):  # noqa: D102 (pickle API)
