@@ -1,0 +1,60 @@
+"""Pruning methods: ADMM (StructADMM), hard pruning + masked retraining, magnitude and progressive pruning.
+
+Every method is configured with the same :class:`~refimpl.prune.constraints.Constraint` objects (which
+parameter, which structure from :data:`refimpl.projections.PROJECTIONS`, how sparse) and plugs into the
+trainer through hooks, so the trainer knows nothing about pruning:
+
+* :class:`~refimpl.prune.admm.ADMM` — penalty gradient after backward, Z/U update every epoch or step;
+* :func:`~refimpl.prune.masking.hard_prune` and :class:`~refimpl.prune.masking.MaskedRetraining` — fix the
+  support, keep pruned weights (and their optimizer state) at exactly zero;
+* :func:`~refimpl.prune.magnitude.run_magnitude_pruning` — the one-shot / iterative baseline;
+* :func:`~refimpl.prune.progressive.progressive_prune` — ADMM → hard prune → retrain per target.
+"""
+
+from refimpl.prune.admm import (
+    ADMM,
+    admm_penalty,
+    admm_penalty_gradient,
+    admm_residuals,
+    admm_update,
+    augmented_loss,
+    next_rho,
+)
+from refimpl.prune.constraints import Constraint, constraints_by_param, parse_constraints
+from refimpl.prune.magnitude import iterative_targets, magnitude_prune, run_magnitude_pruning, split_budget
+from refimpl.prune.masking import (
+    MaskedRetraining,
+    PruningStage,
+    apply_masks,
+    combine_masks,
+    hard_prune,
+    masks_sparsity,
+    run_phase,
+)
+from refimpl.prune.progressive import progressive_prune, stage_constraints
+
+__all__ = [
+    "ADMM",
+    "Constraint",
+    "MaskedRetraining",
+    "PruningStage",
+    "admm_penalty",
+    "admm_penalty_gradient",
+    "admm_residuals",
+    "admm_update",
+    "apply_masks",
+    "augmented_loss",
+    "combine_masks",
+    "constraints_by_param",
+    "hard_prune",
+    "iterative_targets",
+    "magnitude_prune",
+    "masks_sparsity",
+    "next_rho",
+    "parse_constraints",
+    "progressive_prune",
+    "run_magnitude_pruning",
+    "run_phase",
+    "split_budget",
+    "stage_constraints",
+]

@@ -1,0 +1,238 @@
+r"""Sparsity constraints ``W_i ∈ S_i``: which parameter, which structure, how sparse.
+
+A :class:`Constraint` is the one object every pruning method in :mod:`refimpl.prune` is configured with
+(ADMM, hard pruning, the magnitude baseline, progressive pruning). It names a parameter by its dotted name
+(``"conv1.weight"``), a structure from the projection registry
+:data:`refimpl.projections.PROJECTIONS` (``"unstructured"``, ``"filters"``, ``"shapes"``, ...), the amount
+of pruning (exactly one of ``sparsity`` or ``keep``, counted in the structure's groups) and any extra
+arguments the projection needs (``block_shape=``, ``vector_size=``, ``n=``, ``m=``, ``engine=``).
+
+Frozen masks
+------------
+Progressive pruning (:mod:`refimpl.prune.progressive`) keeps the masks of earlier steps frozen, so the
+sets of a later step are intersected with "zero wherever an earlier mask pruned":
+
+.. math:: S' = S \cap \{W : W \odot (1 - M) = 0\}.
+
+:meth:`Constraint.project` with ``frozen=M`` returns :math:`\Pi_S(V \odot M) \odot M`. For every structure
+whose set is "drop whole disjoint groups" (unstructured, filters, channels, shapes, kernels, blocks) and
+for the per-vector structures (balanced, N:M) this is the **exact** projection onto :math:`S'`: for one
+group :math:`g`, the best point of :math:`S'` that keeps :math:`g` is :math:`V_g \odot M_g` (cost
+:math:`\|V_g \odot (1 - M_g)\|^2`), dropping it costs :math:`\|V_g\|^2`, so the saving of keeping it is
+:math:`\|V_g \odot M_g\|^2` — exactly the score the projection ranks ``V ⊙ M`` by. For the heuristic
+structures (``"vector_block"``, ``"unified"``) it is a heuristic too.
+"""
+
+from __future__ import annotations
+
+import inspect
+import numbers
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import numpy as np
+
+from refimpl._validation import as_float_array, check_probability
+
+__all__ = ["Constraint", "constraints_by_param", "parse_constraints"]
+
+#: Keyword arguments by which some projections take their amount instead of ``sparsity`` / ``keep``
+#: (unification's ``unify=``).
+_OTHER_AMOUNTS = {"unify"}
+
+#: Structures whose projection changes kept values (a unified block gets one shared magnitude), so the
+#: projection's ``mask_fn`` ("copied unchanged") is not the set of entries allowed to be nonzero.
+_VALUE_CHANGING = {"unified"}
+
+
+def _registry() -> dict:
+    # Imported here, not at module load, so that ``refimpl.prune`` can be imported (and its docs read)
+    # on its own; the registry itself is the single source of truth for the structure names.
+    from refimpl.projections import PROJECTIONS
+
+    return PROJECTIONS
+
+
+class Constraint:
+    """One sparsity constraint ``W ∈ S`` on one named parameter.
+
+    Parameters
+    ----------
+    param : str
+        Dotted parameter name, e.g. ``"conv1.weight"`` (the keys of ``model.parameters()``).
+    structure : str
+        A key of :data:`refimpl.projections.PROJECTIONS`.
+    sparsity : float in [0, 1], optional
+        Share of the structure's groups to prune (``round(sparsity * n)`` groups, half to even).
+    keep : int, optional
+        Number of groups to keep instead. Exactly one of ``sparsity`` / ``keep`` is given, except for the
+        structures that take their amount from their own arguments (``"nm"``: ``n=, m=``;
+        ``"vector_block"``: ``vector_sparsity=`` ... ``block_keep=``; ``"unified"`` also ``unify=``).
+    **params
+        Extra keyword arguments of the projection (``block_shape=(4, 4)``, ``vector_size=8``,
+        ``n=2, m=4``, ``engine="numpy"``, ...), passed through unchanged and checked against the
+        projection's signature at construction (``TypeError`` for a missing or unknown argument).
+
+    Examples
+    --------
+    >>> c = Constraint("fc1.weight", "unstructured", sparsity=0.5)
+    >>> c.project(np.array([[1.0, -3.0], [0.5, 2.0]]))
+    array([[ 0., -3.],
+           [ 0.,  2.]])
+    >>> Constraint.from_dict({"param": "fc1.weight", "structure": "filters", "keep": 3}).keep
+    3
+    """
+
+    __slots__ = ("param", "structure", "sparsity", "keep", "params")
+
+    def __init__(self, param: str, structure: str, sparsity: float | None = None, keep: int | None = None,
+                 **params: Any) -> None:
+        if not isinstance(param, str) or not param:
+            raise TypeError(f"param must be a non-empty parameter name (str), got {param!r}")
+        registry = _registry()
+        if structure not in registry:
+            raise ValueError(f"structure must be one of {sorted(registry)}, got {structure!r}")
+        if sparsity is not None and keep is not None:
+            raise ValueError(
+                f"give at most one of sparsity= or keep=, got sparsity={sparsity!r} and keep={keep!r}"
+            )
+        if sparsity is not None:
+            sparsity = check_probability(sparsity, "sparsity")
+        if keep is not None:
+            if isinstance(keep, bool) or not isinstance(keep, numbers.Integral):
+                raise TypeError(f"keep must be an integer, got {keep!r}")
+            if keep < 0:
+                raise ValueError(f"keep must be >= 0, got {keep}")
+            keep = int(keep)
+        self.param = param
+        self.structure = structure
+        self.sparsity = sparsity
+        self.keep = keep
+        self.params = dict(params)
+        # Check the arguments against the projection's signature now, not at the first Z-step hours into a
+        # run: a missing block_shape= or a sparsity= given to "nm" (whose amount is n:m) fails here.
+        project_fn, _ = registry[structure]
+        try:
+            inspect.signature(project_fn).bind(np.zeros((1, 1)), **self._amount(), **self.params)
+        except TypeError as err:
+            raise TypeError(f"invalid arguments for structure {structure!r}: {err}") from None
+        if (sparsity is None and keep is None and "sparsity" in inspect.signature(project_fn).parameters
+                and not self.params.keys() & _OTHER_AMOUNTS):
+            raise ValueError(f"structure {structure!r} needs exactly one of sparsity= or keep=, got neither")
+
+    def _amount(self) -> dict[str, Any]:
+        """Return the ``sparsity=`` / ``keep=`` keyword actually given ("nm" and others take neither)."""
+        if self.sparsity is not None:
+            return {"sparsity": self.sparsity}
+        if self.keep is not None:
+            return {"keep": self.keep}
+        return {}
+
+    # --- construction --------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, spec: Mapping[str, Any]) -> Constraint:
+        """Build from a mapping such as one TOML table ``{param, structure, sparsity|keep, ...}``.
+
+        Lists are turned into tuples (TOML has no tuples; ``block_shape = [4, 4]`` means ``(4, 4)``).
+        """
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"spec must be a mapping, got {type(spec).__name__}")
+        spec = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()}
+        for required in ("param", "structure"):
+            if required not in spec:
+                raise ValueError(f"spec must contain {required!r}, got keys {sorted(spec)}")
+        return cls(**spec)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the inverse of :meth:`from_dict` (JSON/TOML-able when the extra params are)."""
+        out: dict[str, Any] = {"param": self.param, "structure": self.structure}
+        out.update(self._amount())
+        out.update(self.params)
+        return out
+
+    def with_sparsity(self, sparsity: float) -> Constraint:
+        """Return a copy with a new ``sparsity`` target (and no ``keep``); used by multi-step schedules."""
+        if "sparsity" not in inspect.signature(self._functions()[0]).parameters:
+            raise ValueError(f"structure {self.structure!r} has no sparsity= argument; give its per-step "
+                             "constraints explicitly")
+        return Constraint(self.param, self.structure, sparsity=sparsity, **self.params)
+
+    # --- the projection ------------------------------------------------------------------------------
+    def _functions(self):
+        return _registry()[self.structure]
+
+    def _prepare(self, w, frozen) -> tuple[np.ndarray, np.ndarray | None]:
+        w = as_float_array(w, "w")
+        if frozen is None:
+            return w, None
+        frozen = np.asarray(frozen)
+        if frozen.dtype != np.bool_:
+            raise TypeError(f"frozen must be a boolean mask, got dtype {frozen.dtype}")
+        if frozen.shape != w.shape:
+            raise ValueError(f"frozen has shape {frozen.shape}, w has shape {w.shape}")
+        return w * frozen, frozen
+
+    def project(self, w: np.ndarray, frozen: np.ndarray | None = None) -> np.ndarray:
+        r"""Euclidean projection :math:`\Pi_S(w)` (a new array; ``w`` is not modified).
+
+        Parameters
+        ----------
+        w : ndarray
+            The parameter's value (any shape the structure accepts).
+        frozen : bool ndarray, same shape as ``w``, optional
+            Keep mask of earlier pruning steps: the result is :math:`\Pi_S(w \odot M) \odot M`, the exact
+            projection onto :math:`S \cap \{W \odot (1 - M) = 0\}` for the group structures (see the module
+            docstring).
+        """
+        project_fn, _ = self._functions()
+        v, frozen = self._prepare(w, frozen)
+        z = project_fn(v, **self._amount(), **self.params)
+        return z if frozen is None else z * frozen
+
+    def mask(self, w: np.ndarray, frozen: np.ndarray | None = None) -> np.ndarray:
+        """Boolean keep mask of :meth:`project`: ``True`` where the result may be nonzero.
+
+        For the pruning structures this is the registry's ``mask_fn``. For ``"unified"``, whose
+        ``mask_fn`` marks only the entries copied unchanged, the unified blocks count as kept too (they are
+        not pruned): the mask is ``mask_fn(w) | (project(w) != 0)``. ANDed with ``frozen`` when given.
+        """
+        project_fn, mask_fn = self._functions()
+        v, frozen = self._prepare(w, frozen)
+        m = np.asarray(mask_fn(v, **self._amount(), **self.params), dtype=bool)
+        if self.structure in _VALUE_CHANGING:
+            m |= project_fn(v, **self._amount(), **self.params) != 0
+        return m if frozen is None else m & frozen
+
+    # --- dunder --------------------------------------------------------------------------------------
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Constraint):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash((self.param, self.structure, self.sparsity, self.keep))
+
+    def __repr__(self) -> str:
+        amount = f"sparsity={self.sparsity}" if self.sparsity is not None else f"keep={self.keep}"
+        extra = "".join(f", {k}={v!r}" for k, v in self.params.items())
+        return f"Constraint({self.param!r}, {self.structure!r}, {amount}{extra})"
+
+
+def parse_constraints(specs: Iterable[Constraint | Mapping[str, Any]]) -> list[Constraint]:
+    """Turn a list of :class:`Constraint` objects and/or dicts into a list of constraints."""
+    if isinstance(specs, (Constraint, Mapping, str)):
+        raise TypeError("constraints must be a list of Constraint objects or dicts, not a single item")
+    out = [c if isinstance(c, Constraint) else Constraint.from_dict(c) for c in specs]
+    if not out:
+        raise ValueError("constraints must not be empty")
+    return out
+
+
+def constraints_by_param(constraints: Iterable[Constraint]) -> dict[str, list[Constraint]]:
+    """Group constraints by parameter name, keeping their order (several constraints per layer allowed)."""
+    groups: dict[str, list[Constraint]] = {}
+    for c in constraints:
+        if not isinstance(c, Constraint):
+            raise TypeError(f"constraints must hold Constraint objects, got {type(c).__name__}")
+        groups.setdefault(c.param, []).append(c)
+    return groups

@@ -1,0 +1,128 @@
+r"""Magnitude pruning (Han et al., 2015): the baseline every pruning method is compared against.
+
+Keep the weights (or groups) with the largest magnitude, drop the rest, retrain the survivors. With the
+same :class:`~refimpl.prune.constraints.Constraint` objects as ADMM this *is* the Euclidean projection:
+"largest :math:`|w|`" for unstructured sparsity and "largest L2 group norm" for filters, shapes, blocks —
+:math:`\Pi_S(W)` minimises :math:`\|W - Z\|_F` over :math:`Z \in S` — so the only difference from ADMM is
+that the network is never trained toward the set before the cut.
+
+Two schedules, compared under the **same total retraining budget** of ``epochs``:
+
+* **one-shot**: prune to the final target, then retrain all ``epochs`` with the mask frozen;
+* **iterative** (Han et al.'s "iterative pruning"): ``rounds`` rounds of prune-to-a-higher-target +
+  retrain, the epochs split between the rounds. Weights pruned in one round stay pruned (the next round's
+  projection respects the frozen mask, exactly as in :mod:`refimpl.prune.progressive`).
+
+References
+----------
+.. [1] S. Han, J. Pool, J. Tran, W. J. Dally, "Learning both Weights and Connections for Efficient Neural
+   Networks", NeurIPS 2015. https://arxiv.org/abs/1506.02626
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+from refimpl._validation import check_positive_int, check_probability
+from refimpl.prune.constraints import Constraint, parse_constraints
+from refimpl.prune.masking import MaskedRetraining, PruningStage, TrainerFactory, hard_prune, run_phase
+
+__all__ = ["iterative_targets", "magnitude_prune", "run_magnitude_pruning", "split_budget"]
+
+
+def magnitude_prune(model, constraints: Sequence[Constraint | Mapping[str, Any]], *,
+                    frozen_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    """One-shot magnitude pruning of ``model`` in place; returns the keep masks.
+
+    The same operation as :func:`refimpl.prune.masking.hard_prune` (projection = magnitude ranking),
+    named for what it is in the baseline.
+    """
+    return hard_prune(model, constraints, frozen_masks=frozen_masks)
+
+
+def iterative_targets(final: float, rounds: int, schedule: str = "geometric") -> list[float]:
+    r"""Increasing sparsity targets :math:`s_1 < \dots < s_R = s` for iterative pruning.
+
+    * ``"geometric"`` (default): every round prunes the same share of the survivors,
+      :math:`1 - s_r = (1 - s)^{r/R}` — Han et al.'s "prune a fixed fraction each iteration";
+    * ``"linear"``: :math:`s_r = s \cdot r / R`.
+
+    The last target is exactly ``final``.
+
+    Examples
+    --------
+    >>> iterative_targets(0.75, 2)
+    [0.5, 0.75]
+    >>> iterative_targets(0.9, 3, "linear")
+    [0.3, 0.6, 0.9]
+    """
+    final = check_probability(final, "final")
+    rounds = check_positive_int(rounds, "rounds")
+    if schedule == "geometric":
+        targets = [1.0 - (1.0 - final) ** (r / rounds) for r in range(1, rounds)]
+    elif schedule == "linear":
+        targets = [final * r / rounds for r in range(1, rounds)]
+    else:
+        raise ValueError(f"schedule must be 'geometric' or 'linear', got {schedule!r}")
+    return [round(t, 12) for t in targets] + [final]
+
+
+def split_budget(epochs: int, rounds: int) -> list[int]:
+    """Split ``epochs`` into ``rounds`` near-equal integer parts, the extra epochs going to the last rounds.
+
+    >>> split_budget(10, 3)
+    [3, 3, 4]
+    """
+    epochs = check_positive_int(epochs, "epochs", minimum=0)
+    rounds = check_positive_int(rounds, "rounds")
+    base, extra = divmod(epochs, rounds)
+    return [base + (1 if r >= rounds - extra else 0) for r in range(rounds)]
+
+
+def run_magnitude_pruning(model, constraints: Sequence[Constraint | Mapping[str, Any]],
+                          make_trainer: TrainerFactory, *, epochs: int, rounds: int = 1,
+                          schedule: str = "geometric") -> list[PruningStage]:
+    """Magnitude-prune ``model`` (in place) one-shot (``rounds=1``) or iteratively, with masked retraining.
+
+    Parameters
+    ----------
+    model : Module
+        The trained dense model; ``make_trainer`` must train this same object.
+    constraints : list of Constraint (or dicts)
+        The final targets. For ``rounds > 1`` each must be given by ``sparsity`` (the intermediate
+        targets are :func:`iterative_targets` of it, per constraint).
+    make_trainer : callable ``(hooks, epochs) -> trainer``
+        Builds a trainer with a fresh optimizer on ``model``; its ``fit()`` is called once per round.
+    epochs : int
+        Total retraining budget, split by :func:`split_budget` (so one-shot and iterative compare fairly).
+    rounds : int, default 1
+    schedule : {"geometric", "linear"}
+
+    Returns
+    -------
+    list of PruningStage
+        One per round; the last holds the final masks. ``stage.fit["retrain"]`` is the round's
+        ``trainer.fit()`` result.
+    """
+    constraints = parse_constraints(constraints)
+    rounds = check_positive_int(rounds, "rounds")
+    budget = split_budget(epochs, rounds)
+    if rounds > 1:
+        for c in constraints:
+            if c.sparsity is None:
+                raise ValueError(f"iterative pruning needs sparsity= targets, {c!r} gives keep=")
+    per_round = ([iterative_targets(c.sparsity, rounds, schedule) for c in constraints] if rounds > 1
+                 else [[None] for _ in constraints])
+    stages: list[PruningStage] = []
+    masks: dict[str, np.ndarray] | None = None
+    for r in range(rounds):
+        round_constraints = (constraints if rounds == 1 else
+                             [c.with_sparsity(t[r]) for c, t in zip(constraints, per_round, strict=True)])
+        masks = hard_prune(model, round_constraints, frozen_masks=masks)
+        fit = run_phase(make_trainer, [MaskedRetraining(masks)], budget[r])
+        target = None if rounds == 1 else (per_round[0][r] if len(constraints) == 1 else None)
+        stages.append(PruningStage.from_masks(target, round_constraints, masks, fit={"retrain": fit}))
+    return stages
