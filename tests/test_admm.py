@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from refimpl.nn.activation import ReLU
 from refimpl.nn.linear import Linear
 from refimpl.nn.loss import softmax_cross_entropy
 from refimpl.nn.module import Sequential
@@ -23,6 +24,8 @@ from refimpl.prune.admm import (
 )
 from refimpl.prune.constraints import Constraint
 from refimpl.testing.gradcheck import check_gradient, numerical_gradient
+from refimpl.train.optim import SGD
+from refimpl.train.trainer import Trainer
 
 # --- the formulas on hand-made arrays -------------------------------------------------------------------
 
@@ -144,7 +147,8 @@ def test_hook_gradient_matches_augmented_loss_finite_differences(rng):
         return loss
 
     def aug():
-        return augmented_loss(loss_only(), [params[c.param] for c in hook.constraints], hook.Z, hook.U, hook.rho)
+        weights = [params[c.param] for c in hook.constraints]
+        return augmented_loss(loss_only(), weights, hook.Z, hook.U, hook.rho)
 
     loss, dlogits = softmax_cross_entropy(model.forward(x), y)
     model.backward(dlogits)
@@ -224,7 +228,7 @@ def test_hook_update_schedule_steps_and_epochs(rng):
     assert hook.updates == 3 and len(trainer.logged) == 3
     assert [r["admm.rho"] for r in trainer.logged] == [1e-3, 2e-3, 3e-3]  # doubled, then capped
     assert hook.rho == 3e-3
-    assert [r["step"] for r in trainer.logged] == [2, 4, 6]
+    assert [r["step"] for r in hook.history] == [2, 4, 6]
     assert "admm.fc.weight:unstructured.primal" in trainer.logged[0]
 
     epoch_hook = ADMM([_c()], update_every=1)
@@ -267,3 +271,96 @@ def test_frozen_masks_are_respected_by_z(rng):
     # exact projection onto "3 filters among the survivors": the 3 largest surviving rows
     norms = np.linalg.norm(W[2:], axis=1)
     np.testing.assert_array_equal(kept_rows, np.sort(2 + np.argsort(-norms)[:3]))
+
+
+# --- through the real Trainer ------------------------------------------------------------------------------
+
+
+def _ls_trainer(rng, W_init, A, B, hooks, epochs):
+    """Full-batch gradient descent on f(W) = ½‖A W − B‖² with a bias-free Linear layer (weight = Wᵀ)."""
+    n, p = W_init.shape
+    model = Linear(n, p, bias=False, dtype=np.float64)
+    model.params["weight"][...] = W_init.T
+
+    def sum_of_squares(out, idx):  # labels index the rows of B; gradient of the *sum*: exactly ∇f
+        diff = out - B[idx]
+        return 0.5 * float(np.vdot(diff, diff)), diff
+
+    return Trainer(model, SGD(model.parameters(), lr=0.5), (A, np.arange(len(A))), batch_size=len(A),
+                   epochs=epochs, hooks=hooks, loss_fn=sum_of_squares, progress=False), model
+
+
+@pytest.mark.parametrize(("structure", "keep"), [("unstructured", 15), ("filters", 2)])
+def test_hook_in_trainer_converges_to_projection_of_optimum(rng, structure, keep):
+    A, B, W_star = _least_squares(rng)
+    constraint = Constraint("weight", structure, keep=keep, engine="numpy") if structure == "filters" else \
+        Constraint("weight", structure, keep=keep)
+    hook = ADMM([constraint], rho=1e-3, rho_growth=1.3, rho_max=1.0, update_every=20, update_unit="step")
+    trainer, model = _ls_trainer(rng, rng.standard_normal(W_star.shape), A, B, [hook], epochs=1200)
+    trainer.fit()
+    target = constraint.project(W_star.T)  # the Linear weight is Wᵀ: filters = its rows
+    np.testing.assert_array_equal(hook.Z[0] != 0, target != 0)
+    np.testing.assert_allclose(hook.Z[0], target, atol=1e-8)
+    np.testing.assert_allclose(model.params["weight"], target, atol=1e-6)
+    last = hook.history[-1]
+    assert last["admm.primal_max"] < 1e-6 and last["admm.dual_max"] < 1e-8
+    assert "batch_loss" in last and hook.updates == 60
+
+
+def _classifier(seed):
+    rng = np.random.default_rng(seed)
+    return Sequential([("fc1", Linear(6, 8, rng=rng, dtype=np.float64)), ("relu", ReLU()),
+                       ("fc2", Linear(8, 3, rng=rng, dtype=np.float64))])
+
+
+def _blobs(rng, n=48):
+    x = rng.standard_normal((n, 6))
+    y = (x[:, 0] + x[:, 1] > 0).astype(int) + (x[:, 2] > 1).astype(int)
+    return x, y
+
+
+def _fit(data, hooks, *, epochs=3, out_dir=None, resume=False, stop_after=None):
+    model = _classifier(7)
+    opt = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
+    trainer = Trainer(model, opt, data, val_data=data, batch_size=16, epochs=stop_after or epochs,
+                      hooks=hooks, seed=3, out_dir=out_dir, progress=False)
+    trainer.fit(resume=resume)
+    return model, trainer
+
+
+def _constraints():
+    return [Constraint("fc1.weight", "filters", sparsity=0.5), Constraint("fc1.weight", "shapes", keep=4),
+            Constraint("fc2.weight", "unstructured", sparsity=0.75)]
+
+
+def test_rho_zero_is_bit_identical_to_no_hook(rng):
+    data = _blobs(rng)
+    plain, _ = _fit(data, [])
+    spectator, trainer = _fit(data, [ADMM(_constraints(), rho=0.0)])
+    penalised, _ = _fit(data, [ADMM(_constraints(), rho=0.1)])
+    for name, value in plain.parameters().items():
+        np.testing.assert_array_equal(spectator.parameters()[name], value)
+    assert not np.array_equal(penalised.parameters()["fc1.weight"], plain.parameters()["fc1.weight"])
+    # the epoch records carry the ADMM diagnostics next to the trainer's loss and accuracy
+    record = trainer.history[-1]
+    assert {"train_loss", "train_acc", "val_acc", "admm.rho", "admm.fc1.weight:filters.primal",
+            "admm.fc1.weight:shapes.dual", "admm.fc2.weight:unstructured.z_sparsity"} <= set(record)
+    assert record["admm.fc2.weight:unstructured.z_sparsity"] == pytest.approx(0.75, abs=1 / 24)
+
+
+def test_resume_mid_admm_is_bitwise_identical(rng, tmp_path):
+    data = _blobs(rng)
+    full_hook = ADMM(_constraints(), rho=0.05)
+    full, _ = _fit(data, [full_hook], epochs=3)
+    first = ADMM(_constraints(), rho=0.05)
+    _fit(data, [first], epochs=3, out_dir=tmp_path, stop_after=1)  # "crash" after epoch 1 of 3
+    assert first.updates == 1
+    resumed_hook = ADMM(_constraints(), rho=0.05)
+    resumed, trainer = _fit(data, [resumed_hook], epochs=3, out_dir=tmp_path, resume=True)
+    assert trainer.epoch == 3
+    for name, value in full.parameters().items():
+        np.testing.assert_array_equal(resumed.parameters()[name], value)
+    for a, b in zip(full_hook.Z + full_hook.U, resumed_hook.Z + resumed_hook.U, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert resumed_hook.rho == full_hook.rho and resumed_hook.updates == 3
+    assert resumed_hook.history == full_hook.history

@@ -305,8 +305,10 @@ class ADMM(Hook):
             return None
         self._ticks = 0
         record = self.update(trainer.params)
-        record.update(step=int(trainer.step), epoch=int(trainer.epoch))
-        self.history.append(dict(record))
+        if self.update_unit == "step" and getattr(trainer, "last_batch_loss", None) is not None:
+            # An epoch record already carries the trainer's loss and accuracy; a step record gets the batch's.
+            record["batch_loss"] = float(trainer.last_batch_loss)
+        self.history.append({"epoch": int(trainer.epoch), "step": int(trainer.step), **record})
         return record
 
     # --- Hook interface ------------------------------------------------------------------------------
