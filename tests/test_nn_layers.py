@@ -15,8 +15,10 @@ from refimpl.nn.batchnorm import (
 )
 from refimpl.nn.dropout import Dropout, dropout_backward, dropout_forward
 from refimpl.nn.flatten import Flatten, flatten_backward, flatten_forward
+from refimpl.nn.linear import Linear
 from refimpl.nn.loss import accuracy, softmax, softmax_cross_entropy
 from refimpl.nn.module import Sequential
+from refimpl.nn.residual import BasicBlock, Residual
 from refimpl.testing.gradcheck import check_gradient
 
 TOL = 1e-7  # finite-difference relative error bound (float64, centred differences)
@@ -357,3 +359,67 @@ def test_accuracy():
     assert accuracy(logits, np.array([1, 0, 0, 0])) == 0.75  # the tie goes to class 0
     with pytest.raises(ValueError, match="labels must lie in"):
         accuracy(logits, np.array([1, 0, 0, 2]))
+
+
+# --- residual connections -------------------------------------------------------------------------------
+
+def _linear_body(rng):
+    return Sequential([("fc1", Linear(4, 5, rng=rng, dtype=np.float64)), ("relu", ReLU()),
+                       ("fc2", Linear(5, 4, rng=rng, dtype=np.float64))])
+
+
+@pytest.mark.parametrize("with_shortcut", [False, True])
+def test_residual_gradcheck(rng, with_shortcut):
+    shortcut = Linear(4, 4, rng=rng, dtype=np.float64) if with_shortcut else None
+    block = Residual(_linear_body(rng), shortcut)
+    x = rng.standard_normal((3, 4))
+    g = rng.standard_normal((3, 4))
+    block.forward(x)
+    dx = block.backward(g)
+    grads = {k: v.copy() for k, v in block.gradients().items()}
+    f = lambda: float(np.sum(block.forward(x) * g))  # noqa: E731
+    check_gradient(f, x, dx, rtol=TOL, name="x")
+    params = block.parameters()
+    for name in grads:
+        check_gradient(f, params[name], grads[name], rtol=TOL, name=name)
+    expected = {"body.fc1.weight", "body.fc1.bias", "body.fc2.weight", "body.fc2.bias"}
+    if with_shortcut:
+        expected |= {"shortcut.weight", "shortcut.bias"}
+    assert set(params) == expected
+
+
+def test_residual_identity_adds_input(rng):
+    body = _linear_body(rng)
+    block = Residual(body)
+    x = rng.standard_normal((2, 4))
+    np.testing.assert_allclose(block.forward(x), body.forward(x) + x, rtol=1e-15)
+    bad = Residual(Linear(4, 3, dtype=np.float64))
+    with pytest.raises(ValueError, match="cannot be added"):
+        bad.forward(x)
+
+
+@pytest.mark.parametrize(("in_channels", "out_channels", "stride"), [(3, 3, 1), (2, 4, 2)])
+def test_basic_block_gradcheck(rng, in_channels, out_channels, stride):
+    block = BasicBlock(in_channels, out_channels, stride, rng=rng, dtype=np.float64)
+    has_projection = stride != 1 or in_channels != out_channels
+    assert [n for n, _ in block.children()] == ["conv1", "bn1", "conv2", "bn2"] + (
+        ["shortcut"] if has_projection else [])
+    # non-trivial BatchNorm affine parameters (the only 1-D ones: the convs have no bias)
+    for name, p in block.parameters().items():
+        if p.ndim == 1:
+            is_gamma = name.endswith("weight")
+            p[...] = rng.uniform(0.5, 1.5, p.shape) if is_gamma else rng.standard_normal(p.shape)
+    x = rng.standard_normal((2, in_channels, 5, 5))
+    out = block.forward(x)
+    assert out.shape == (2, out_channels, -(-5 // stride), -(-5 // stride))
+    g = rng.standard_normal(out.shape)
+    dx = block.backward(g)
+    grads = {k: v.copy() for k, v in block.gradients().items()}
+    f = lambda: float(np.sum(block.forward(x) * g))  # noqa: E731
+    check_gradient(f, x, dx, rtol=TOL, name="x")
+    params = block.parameters()
+    names = ["conv1.weight", "bn1.weight", "conv2.weight", "bn2.bias"]
+    if has_projection:
+        names += ["shortcut.0.weight", "shortcut.1.weight"]
+    for name in names:
+        check_gradient(f, params[name], grads[name], rtol=TOL, name=name)
