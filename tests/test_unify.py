@@ -301,7 +301,7 @@ def test_dtype_kept_input_untouched_read_only_and_non_contiguous(rng, dtype):
         ({"w": np.ones((2, 2, 2))}, ValueError, "w must have 2 or 4 dimensions"),
         ({"block_shape": (0, 1)}, ValueError, r"block_shape\[0\]"),
         ({"block_shape": (1, 9)}, ValueError, r"block_shape\[1\]"),
-        ({"block_shape": (2,)}, TypeError, "block_shape must be a pair"),
+        ({"block_shape": (2,)}, ValueError, "block_shape must be a pair"),
         ({"block_shape": (1.5, 1)}, TypeError, r"block_shape\[0\] must be an integer"),
         ({"sparsity": 1.5}, ValueError, "sparsity must lie in"),
         ({"sparsity": 0.5, "keep": 1}, ValueError, "exactly one of sparsity=, keep= or unify="),

@@ -60,7 +60,7 @@ COPY, UNIFY, PRUNE = 0, 1, 2
 def _check_block_shape(block_shape, gemm_shape: tuple[int, int]) -> tuple[int, int]:
     """Validate ``block_shape = (bh, bw)``: integers with ``1 <= bh <= rows``, ``1 <= bw <= cols``."""
     if not isinstance(block_shape, (tuple, list)) or len(block_shape) != 2:
-        raise TypeError(f"block_shape must be a pair (bh, bw), got {block_shape!r}")
+        raise ValueError(f"block_shape must be a pair (bh, bw), got {block_shape!r}")
     rows, cols = gemm_shape
     bh = check_tile(block_shape[0], "block_shape[0]", rows, "rows of the GEMM view")
     bw = check_tile(block_shape[1], "block_shape[1]", cols, "columns of the GEMM view")
