@@ -123,6 +123,5 @@ def run_magnitude_pruning(model, constraints: Sequence[Constraint | Mapping[str,
                              [c.with_sparsity(t[r]) for c, t in zip(constraints, per_round, strict=True)])
         masks = hard_prune(model, round_constraints, frozen_masks=masks)
         fit = run_phase(make_trainer, [MaskedRetraining(masks)], budget[r])
-        target = None if rounds == 1 else (per_round[0][r] if len(constraints) == 1 else None)
-        stages.append(PruningStage.from_masks(target, round_constraints, masks, fit={"retrain": fit}))
+        stages.append(PruningStage.from_masks(None, round_constraints, masks, fit={"retrain": fit}))
     return stages

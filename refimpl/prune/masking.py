@@ -238,7 +238,7 @@ class PruningStage:
     Attributes
     ----------
     target : float or None
-        The step's sparsity target (``None`` when the step was given as explicit constraints).
+        The step's sparsity target (``None`` when its constraints have different targets).
     constraints : list of Constraint
         The constraints of this step.
     masks : dict of name -> bool ndarray
@@ -262,8 +262,11 @@ class PruningStage:
 
     @classmethod
     def from_masks(cls, target, constraints, masks, **extra) -> PruningStage:
-        """Fill the sparsity fields from ``masks``."""
+        """Build from ``masks``; ``target=None`` becomes the constraints' common sparsity, if any."""
         masks = {k: v.copy() for k, v in masks.items()}
+        targets = {c.sparsity for c in constraints}
+        if target is None and len(targets) == 1:
+            target = targets.pop()
         return cls(target=target, constraints=list(constraints), masks=masks,
                    sparsity=masks_sparsity(masks), layer_sparsity=masks_sparsity(masks, per_param=True),
                    **extra)

@@ -90,11 +90,10 @@ def progressive_prune(model, constraints: Sequence[Constraint | Mapping[str, Any
     admm_epochs = check_positive_int(admm_epochs, "admm_epochs", minimum=0)
     retrain_epochs = check_positive_int(retrain_epochs, "retrain_epochs", minimum=0)
     steps = stage_constraints(constraints, targets)
-    float_targets = all(isinstance(t, numbers.Real) for t in targets)
     masks = None if initial_masks is None else {k: np.asarray(v, dtype=bool).copy()
                                                 for k, v in initial_masks.items()}
     stages: list[PruningStage] = []
-    for k, step_constraints in enumerate(steps):
+    for step_constraints in steps:
         admm = ADMM(step_constraints, rho=rho, rho_growth=rho_growth, rho_max=rho_max,
                     update_every=update_every, update_unit=update_unit, frozen_masks=masks)
         # Order matters: ADMM adds its penalty gradient, then the frozen mask zeroes pruned positions.
@@ -102,7 +101,6 @@ def progressive_prune(model, constraints: Sequence[Constraint | Mapping[str, Any
         fit_admm = run_phase(make_trainer, hooks, admm_epochs)
         masks = hard_prune(model, step_constraints, frozen_masks=masks)
         fit_retrain = run_phase(make_trainer, [MaskedRetraining(masks)], retrain_epochs)
-        stages.append(PruningStage.from_masks(
-            float(targets[k]) if float_targets else None, step_constraints, masks,
-            admm=list(admm.history), fit={"admm": fit_admm, "retrain": fit_retrain}))
+        stages.append(PruningStage.from_masks(None, step_constraints, masks, admm=list(admm.history),
+                                              fit={"admm": fit_admm, "retrain": fit_retrain}))
     return stages
