@@ -159,12 +159,17 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"no checkpoint at {path}")
+    if not zipfile.is_zipfile(path):  # also what a truncated file (no zip directory at its end) looks like
+        raise CheckpointError(f"{path} is truncated or corrupted, or not an .npz file: no zip directory")
     try:
         with np.load(path, allow_pickle=False) as data:
             # Reading every member checks every CRC: corruption anywhere is caught here, not later.
             arrays = {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
         raise CheckpointError(f"{path} is truncated or corrupted and cannot be loaded: {err}") from err
+    for name, value in arrays.items():
+        if not isinstance(value, np.ndarray):  # np.load hands back raw bytes for a non-.npy member
+            raise CheckpointError(f"{path}: member {name!r} is not a NumPy array; not a refimpl checkpoint")
     if _META not in arrays:
         raise CheckpointError(f"{path} is an .npz file but not a refimpl checkpoint (no {_META!r} entry)")
     try:
