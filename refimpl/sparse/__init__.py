@@ -1,0 +1,28 @@
+"""Sparse-format inference: own CSR / block-CSR formats, a validator, SpMM kernels and a cost model.
+
+* :mod:`refimpl.sparse.formats` — :class:`CSRMatrix`, :class:`BSRMatrix` and :func:`check_format`;
+* :mod:`refimpl.sparse.kernels` — :func:`spmm` (``Y = A @ X``, engines ``"numba"``, ``"numpy"``,
+  ``"scipy"``), :func:`csr_spmm`, :func:`bsr_spmm`;
+* :mod:`refimpl.sparse.cost` — :func:`spmm_cost`, the MACs and bytes each format moves.
+"""
+
+from refimpl.sparse.cost import compact_dense_shape, spmm_cost
+from refimpl.sparse.formats import BSRMatrix, CSRMatrix, FormatReport, check_format
+from refimpl.sparse.kernels import ENGINES, bsr_spmm, csr_spmm, spmm
+
+# The inference engine ``compile(model, format=...)`` (compact dense / CSR / BSR layers built on the
+# formats and kernels above) will be added here by its own module, e.g. ``from refimpl.sparse.engine
+# import compile``.
+
+__all__ = [
+    "ENGINES",
+    "BSRMatrix",
+    "CSRMatrix",
+    "FormatReport",
+    "bsr_spmm",
+    "check_format",
+    "compact_dense_shape",
+    "csr_spmm",
+    "spmm",
+    "spmm_cost",
+]
