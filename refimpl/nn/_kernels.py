@@ -1,0 +1,365 @@
+r"""Low-level kernels behind the convolution and pooling layers: ``im2col``, ``col2im``, max pooling.
+
+Every kernel exists twice: a numba version (``@njit(cache=True, parallel=True)``, the fast path) and a NumPy
+twin written with strided slices (the readable reference, and the fallback). ``engine="numba" | "numpy"``
+selects one; both give bit-identical results because they perform the same additions in the same order.
+
+The im2col layout
+-----------------
+For an input ``x`` of shape ``(N, C, H, W)``, a kernel of ``(KH, KW)``, stride ``s`` and zero padding ``p``,
+the output has spatial size
+
+.. math:: OH = \left\lfloor \frac{H + 2p - KH}{s} \right\rfloor + 1, \qquad
+          OW = \left\lfloor \frac{W + 2p - KW}{s} \right\rfloor + 1 .
+
+``im2col`` returns the matrix ``cols`` of shape ``(C*KH*KW, N*OH*OW)`` with
+
+.. math:: \mathrm{cols}[(c, i, j),\ (n, o_h, o_w)] = x_{\mathrm{pad}}[n, c, s\,o_h + i, s\,o_w + j],
+
+rows ordered ``(c, i, j)`` row-major (the order of ``W.reshape(F, C*KH*KW)``, the *GEMM view* of a conv
+weight) and columns ordered ``(n, o_h, o_w)``. A convolution is then one matrix product,
+``W.reshape(F, -1) @ cols`` of shape ``(F, N*OH*OW)``. Putting the batch in the columns (rather than one GEMM
+per image) gives BLAS one large product, which is what makes it fast on small images such as LeNet's.
+
+A shape-pruned layer keeps only some GEMM columns of ``W`` (some ``(c, i, j)`` positions), so it needs only
+those rows of ``cols``: ``im2col(..., rows=kept)`` builds exactly the rows listed, in the order listed.
+``col2im`` is the adjoint (transpose) of ``im2col``: it scatters a ``cols`` matrix back onto an image,
+adding up the entries that overlapping windows share. That is the backward pass of im2col.
+
+Threads: numba's parallel loops and OpenBLAS share the machine's cores; they run one after the other (the
+kernels here never call BLAS), so they do not oversubscribe.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+from numba import njit, prange
+
+from refimpl._validation import check_ndim, check_positive_int
+
+__all__ = [
+    "ENGINES",
+    "check_engine",
+    "col2im",
+    "conv_output_size",
+    "im2col",
+    "maxpool2d_backward_kernel",
+    "maxpool2d_forward_kernel",
+]
+
+ENGINES = ("numba", "numpy")
+
+
+# --- argument helpers shared by conv.py and pool.py ---------------------------------------------------
+
+def check_engine(engine) -> str:
+    """Return ``engine`` if it is ``"numba"`` or ``"numpy"``; raise ``ValueError`` naming it otherwise."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    return engine
+
+
+def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
+    """Return ``value`` (an int or a pair of ints, each ``>= minimum``) as a ``(rows, cols)`` tuple."""
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        v = check_positive_int(value, name, minimum=minimum)
+        return v, v
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        return (check_positive_int(value[0], f"{name}[0]", minimum=minimum),
+                check_positive_int(value[1], f"{name}[1]", minimum=minimum))
+    raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
+
+
+def check_float_array(x, name: str, ndim: int) -> np.ndarray:
+    """Return ``x`` as a floating ndarray with ``ndim`` dimensions, raising ``TypeError``/``ValueError``.
+
+    Unlike :func:`refimpl._validation.as_float_array` this skips the NaN/inf scan: layers sit on the hot
+    path of training, and a convolution propagates NaN without having to guess what it means.
+    """
+    arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.floating):
+        raise TypeError(f"{name} must be a floating-point array, got dtype {arr.dtype}")
+    check_ndim(arr, name, ndim)
+    return arr
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int, *, name: str = "kernel") -> int:
+    r"""Output length of a sliding window: :math:`\lfloor (size + 2p - k)/s \rfloor + 1`.
+
+    Raises ``ValueError`` (naming ``name``) when the kernel is larger than the padded input.
+    """
+    padded = size + 2 * padding
+    if kernel > padded:
+        raise ValueError(
+            f"{name} size {kernel} is larger than the padded input size {padded} "
+            f"(input {size} + 2*padding {padding})"
+        )
+    return (padded - kernel) // stride + 1
+
+
+def _check_rows(rows, n_rows: int) -> np.ndarray:
+    """Validate a ``rows=`` selection of GEMM rows; ``None`` means all ``n_rows`` in order."""
+    if rows is None:
+        return np.arange(n_rows, dtype=np.int64)
+    arr = np.asarray(rows)
+    if arr.dtype == np.bool_ or not np.issubdtype(arr.dtype, np.integer):
+        raise TypeError(f"rows must be an integer index array, got dtype {arr.dtype}")
+    check_ndim(arr, "rows", 1)
+    if arr.size and (arr.min() < 0 or arr.max() >= n_rows):
+        raise ValueError(f"rows must lie in [0, {n_rows}) (= C*KH*KW), got min {arr.min()}, max {arr.max()}")
+    return np.ascontiguousarray(arr, dtype=np.int64)
+
+
+def _window_geometry(x_shape, kh: int, kw: int, stride: int, padding: int):
+    """Validate the window parameters against an ``(N, C, H, W)`` shape; return ``(OH, OW)``."""
+    kh = check_positive_int(kh, "kh")
+    kw = check_positive_int(kw, "kw")
+    check_positive_int(stride, "stride")
+    check_positive_int(padding, "padding", minimum=0)
+    oh = conv_output_size(x_shape[2], kh, stride, padding, name="kernel height kh")
+    ow = conv_output_size(x_shape[3], kw, stride, padding, name="kernel width kw")
+    return oh, ow
+
+
+# --- im2col -------------------------------------------------------------------------------------------
+
+def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, padding: int = 0, *, rows=None,
+           engine: str = "numba") -> np.ndarray:
+    r"""Unfold the sliding windows of a batch of images into the columns of a matrix.
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+        Floating-point input batch.
+    kh, kw : int
+        Kernel height and width.
+    stride : int, default 1
+        Step between windows (same in both directions).
+    padding : int, default 0
+        Zero padding added on every side.
+    rows : array_like of int, shape (R,), optional
+        Flat indices ``c*KH*KW + i*KW + j`` of the GEMM rows to build (in this order; repeats allowed).
+        Default: all ``C*KH*KW`` rows. A shape-pruned convolution passes its kept columns here.
+    engine : {"numba", "numpy"}
+
+    Returns
+    -------
+    cols : ndarray, shape (R, N*OH*OW), dtype of ``x``
+        See the module docstring for the exact layout;
+        :math:`\mathrm{cols}[r, (n, o_h, o_w)] = x_{\mathrm{pad}}[n, c_r, s o_h + i_r, s o_w + j_r]`.
+
+    Examples
+    --------
+    >>> x = np.arange(9.0).reshape(1, 1, 3, 3)
+    >>> im2col(x, 2, 2, engine="numpy")
+    array([[0., 1., 3., 4.],
+           [1., 2., 4., 5.],
+           [3., 4., 6., 7.],
+           [4., 5., 7., 8.]])
+    """
+    x = check_float_array(x, "x", 4)
+    engine = check_engine(engine)
+    oh, ow = _window_geometry(x.shape, kh, kw, stride, padding)
+    rows = _check_rows(rows, x.shape[1] * kh * kw)
+    n = x.shape[0]
+    cols = np.empty((rows.size, n * oh * ow), dtype=x.dtype)
+    kernel = _im2col_numba if engine == "numba" else _im2col_numpy
+    kernel(_pad(np.ascontiguousarray(x), padding), rows, kh, kw, stride, oh, ow, cols.reshape(-1, n, oh, ow))
+    return cols
+
+
+def _pad(x: np.ndarray, padding: int) -> np.ndarray:
+    """Zero-pad the two spatial axes (no copy when ``padding == 0``)."""
+    if padding == 0:
+        return x
+    return np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+
+
+def _decode_row(row, kh, kw):
+    """Split a flat GEMM row index into its ``(c, i, j)`` position (row-major over ``(C, KH, KW)``)."""
+    c = row // (kh * kw)
+    rest = row - c * kh * kw
+    i = rest // kw
+    return c, i, rest - i * kw
+
+
+_decode_row_jit = njit(cache=True)(_decode_row)
+
+
+def _im2col_numpy(x_pad, rows, kh, kw, stride, oh, ow, cols4):
+    """NumPy twin of :func:`_im2col_numba`: GEMM row ``(c, i, j)`` is one strided slice of the padded input.
+
+    ``cols4`` is ``cols`` viewed as (R, N, OH, OW).
+    """
+    for r, row in enumerate(rows):
+        c, i, j = _decode_row(int(row), kh, kw)
+        cols4[r] = x_pad[:, c, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+
+
+@njit(cache=True, parallel=True)
+def _im2col_numba(x_pad, rows, kh, kw, stride, oh, ow, cols4):
+    """Numba kernel of :func:`im2col`: the same slice copies, GEMM rows spread over the threads.
+
+    (Slice assignment compiles to a tight copy loop; a per-element loop with explicit padding tests measured
+    several times slower.)
+    """
+    for r in prange(rows.shape[0]):
+        c, i, j = _decode_row_jit(rows[r], kh, kw)
+        cols4[r] = x_pad[:, c, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+
+
+# --- col2im (the adjoint of im2col) -------------------------------------------------------------------
+
+def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0, *, rows=None,
+           engine: str = "numba") -> np.ndarray:
+    r"""Scatter-add the columns of ``cols`` back onto an image batch: the adjoint of :func:`im2col`.
+
+    .. math:: \langle \mathrm{col2im}(A), X \rangle = \langle A, \mathrm{im2col}(X) \rangle
+              \quad \text{for all } A, X,
+
+    so ``col2im(dcols)`` is the gradient with respect to ``x`` of any loss that reads ``im2col(x)``. An
+    input pixel covered by several windows receives the sum of their entries; padding entries are dropped.
+
+    Parameters
+    ----------
+    cols : ndarray, shape (R, N*OH*OW)
+    x_shape : tuple of 4 ints
+        ``(N, C, H, W)``, the shape of the image batch ``im2col`` was applied to.
+    kh, kw, stride, padding, rows, engine
+        As for :func:`im2col` (``rows`` lists which GEMM row each row of ``cols`` is).
+
+    Returns
+    -------
+    x : ndarray, shape ``x_shape``, dtype of ``cols``
+    """
+    cols = check_float_array(cols, "cols", 2)
+    engine = check_engine(engine)
+    if len(x_shape) != 4:
+        raise ValueError(f"x_shape must be (N, C, H, W), got {x_shape!r}")
+    x_shape = tuple(int(d) for d in x_shape)
+    oh, ow = _window_geometry(x_shape, kh, kw, stride, padding)
+    rows = _check_rows(rows, x_shape[1] * kh * kw)
+    if cols.shape != (rows.size, x_shape[0] * oh * ow):
+        raise ValueError(f"cols must have shape {(rows.size, x_shape[0] * oh * ow)} for x_shape {x_shape}, "
+                         f"got {cols.shape}")
+    n, c, h, w = x_shape
+    x_pad = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
+    kernel = _col2im_numba if engine == "numba" else _col2im_numpy
+    kernel(np.ascontiguousarray(cols).reshape(-1, n, oh, ow), rows, kh, kw, stride, oh, ow, x_pad)
+    if padding == 0:
+        return x_pad
+    # the padding entries collected the gradient of the zeros; they are dropped
+    return np.ascontiguousarray(x_pad[:, :, padding:padding + h, padding:padding + w])
+
+
+def _col2im_numpy(cols4, rows, kh, kw, stride, oh, ow, x_pad):
+    """NumPy twin of :func:`_col2im_numba`: add each GEMM row onto its strided slice of the padded image."""
+    for r, row in enumerate(rows):
+        c, i, j = _decode_row(int(row), kh, kw)
+        # one GEMM row never hits the same pixel twice, so a slice '+=' is an exact scatter-add
+        x_pad[:, c, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride] += cols4[r]
+
+
+@njit(cache=True, parallel=True)
+def _col2im_numba(cols4, rows, kh, kw, stride, oh, ow, x_pad):
+    """Numba kernel of :func:`col2im`; one parallel task per image, so no two tasks write the same pixel.
+
+    (Explicit loops here: in numba a slice ``+=`` allocates a temporary and measured several times slower.)
+    """
+    for n in prange(x_pad.shape[0]):
+        for r in range(rows.shape[0]):
+            c, i, j = _decode_row_jit(rows[r], kh, kw)
+            for o_h in range(oh):
+                for o_w in range(ow):
+                    x_pad[n, c, i + stride * o_h, j + stride * o_w] += cols4[r, n, o_h, o_w]
+
+
+# --- max pooling --------------------------------------------------------------------------------------
+
+def maxpool2d_forward_kernel(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, engine: str):
+    """Max over every ``(kh, kw)`` window (strides ``sh``, ``sw``, no padding) and the winner's position.
+
+    ``x`` must be a validated (N, C, H, W) float array with windows that fit. Returns ``(out, argmax)``,
+    both of shape (N, C, OH, OW); ``argmax`` holds the in-window position ``i*kw + j`` (int32) of the
+    **first** maximum in row-major window order (a later entry wins only if it is strictly larger, or NaN).
+    """
+    n, c, h, w = x.shape
+    oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
+    out = np.empty((n, c, oh, ow), dtype=x.dtype)
+    argmax = np.empty((n, c, oh, ow), dtype=np.int32)
+    kernel = _maxpool_forward_numba if engine == "numba" else _maxpool_forward_numpy
+    kernel(np.ascontiguousarray(x), kh, kw, sh, sw, out, argmax)
+    return out, argmax
+
+
+def _maxpool_forward_numpy(x, kh, kw, sh, sw, out, argmax):
+    """NumPy twin: a running maximum over the ``kh*kw`` strided slices, visited in row-major order."""
+    oh, ow = out.shape[2:]
+    out[...] = x[:, :, :sh * (oh - 1) + 1:sh, :sw * (ow - 1) + 1:sw]
+    argmax[...] = 0
+    for i in range(kh):
+        for j in range(kw):
+            if i == 0 and j == 0:
+                continue
+            v = x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            better = (v > out) | np.isnan(v)  # strict '>': ties keep the earlier position
+            out[better] = v[better]
+            argmax[better] = i * kw + j
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_forward_numba(x, kh, kw, sh, sw, out, argmax):
+    """Numba kernel of :func:`maxpool2d_forward_kernel`; one parallel task per (image, channel)."""
+    n_batch, channels, oh, ow = out.shape
+    for task in prange(n_batch * channels):
+        n = task // channels
+        c = task - n * channels
+        for o_h in range(oh):
+            for o_w in range(ow):
+                h0 = o_h * sh
+                w0 = o_w * sw
+                best = x[n, c, h0, w0]
+                best_k = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        v = x[n, c, h0 + i, w0 + j]
+                        if v > best or np.isnan(v):
+                            best = v
+                            best_k = i * kw + j
+                out[n, c, o_h, o_w] = best
+                argmax[n, c, o_h, o_w] = best_k
+
+
+def maxpool2d_backward_kernel(dout: np.ndarray, argmax: np.ndarray, x_shape, kh: int, kw: int,
+                              sh: int, sw: int, engine: str) -> np.ndarray:
+    """Route each ``dout`` entry to the input position its window's ``argmax`` names (summing overlaps)."""
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    kernel = _maxpool_backward_numba if engine == "numba" else _maxpool_backward_numpy
+    kernel(np.ascontiguousarray(dout), argmax, kh, kw, sh, sw, dx)
+    return dx
+
+
+def _maxpool_backward_numpy(dout, argmax, kh, kw, sh, sw, dx):
+    """NumPy twin: for every window position, add the gradients of the windows that chose it."""
+    oh, ow = dout.shape[2:]
+    for i in range(kh):
+        for j in range(kw):
+            # within one (i, j) slice no input pixel repeats, so '+=' on the slice is an exact scatter-add
+            dx[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += \
+                np.where(argmax == i * kw + j, dout, 0)
+
+
+@njit(cache=True, parallel=True)
+def _maxpool_backward_numba(dout, argmax, kh, kw, sh, sw, dx):
+    """Numba kernel of :func:`maxpool2d_backward_kernel`; one parallel task per (image, channel)."""
+    n_batch, channels, oh, ow = dout.shape
+    for task in prange(n_batch * channels):
+        n = task // channels
+        c = task - n * channels
+        for o_h in range(oh):
+            for o_w in range(ow):
+                k = argmax[n, c, o_h, o_w]
+                i = k // kw
+                dx[n, c, o_h * sh + i, o_w * sw + k - i * kw] += dout[n, c, o_h, o_w]

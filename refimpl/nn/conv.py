@@ -1,0 +1,261 @@
+r"""2-D convolution (cross-correlation, as in PyTorch) computed as one GEMM over an im2col matrix.
+
+For an input ``x`` (N, C, H, W), weights ``W`` (F, C, KH, KW), bias ``b`` (F,), stride ``s`` and zero
+padding ``p``:
+
+.. math:: y_{n f o_h o_w} = b_f + \sum_{c=0}^{C-1} \sum_{i=0}^{KH-1} \sum_{j=0}^{KW-1}
+          W_{f c i j}\; x^{\mathrm{pad}}_{n,\, c,\, s o_h + i,\, s o_w + j}
+
+With ``cols = im2col(x)`` (see :mod:`refimpl.nn._kernels`) of shape (C·KH·KW, N·OH·OW) and the *GEMM view*
+``W_g = W.reshape(F, C·KH·KW)``, this is the matrix product ``Y_g = W_g @ cols + b`` of shape (F, N·OH·OW),
+whose columns are then rearranged to (N, F, OH, OW). Backpropagation is two more products and the adjoint
+of im2col:
+
+.. math:: \frac{\partial L}{\partial W_g} = G_g\, \mathrm{cols}^T, \qquad
+          \frac{\partial L}{\partial b} = G_g \mathbf{1}, \qquad
+          \frac{\partial L}{\partial x} = \mathrm{col2im}\!\left(W_g^T G_g\right),
+
+where ``G_g`` is the upstream gradient ``dout`` (N, F, OH, OW) rearranged to (F, N·OH·OW).
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from refimpl._validation import check_positive_int
+from refimpl.nn._kernels import check_engine, check_float_array, col2im, conv_output_size, im2col, pair
+from refimpl.nn.init import uniform_fan_in
+from refimpl.nn.module import Module
+
+__all__ = ["Conv2d", "conv2d_backward", "conv2d_backward_naive", "conv2d_forward", "conv2d_naive"]
+
+
+def _check_conv_args(x, w, b, stride, padding):
+    """Validate a convolution's arguments; return them as arrays/ints (shared by fast and naive code)."""
+    x = check_float_array(x, "x", 4)
+    w = check_float_array(w, "w", 4)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"x has {x.shape[1]} channels but w expects {w.shape[1]} "
+                         f"(x shape {x.shape}, w shape {w.shape})")
+    if b is not None:
+        b = check_float_array(b, "b", 1)
+        if b.shape[0] != w.shape[0]:
+            raise ValueError(f"b must have shape ({w.shape[0]},) (one entry per filter), got {b.shape}")
+    stride = check_positive_int(stride, "stride")
+    padding = check_positive_int(padding, "padding", minimum=0)
+    kh, kw = w.shape[2:]
+    oh = conv_output_size(x.shape[2], kh, stride, padding, name="kernel height (w.shape[2])")
+    ow = conv_output_size(x.shape[3], kw, stride, padding, name="kernel width (w.shape[3])")
+    return x, w, b, stride, padding, oh, ow
+
+
+def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1, padding: int = 0,
+                   engine: str = "numba"):
+    r"""Convolve a batch of images with a bank of filters (one im2col GEMM).
+
+    Parameters
+    ----------
+    x : ndarray, shape (N, C, H, W)
+    w : ndarray, shape (F, C, KH, KW)
+    b : ndarray, shape (F,) or None
+    stride : int, default 1
+        Step between windows, in both directions.
+    padding : int, default 0
+        Zeros added on every side of every image.
+    engine : {"numba", "numpy"}
+        Kernel used for im2col (the GEMM is BLAS either way).
+
+    Returns
+    -------
+    out : ndarray, shape (N, F, OH, OW), C-contiguous
+        :math:`OH = \lfloor (H + 2p - KH)/s \rfloor + 1`, likewise ``OW``. dtype: ``result_type(x, w)``
+        (float32 in, float32 out).
+    cache : tuple
+        What :func:`conv2d_backward` needs, including the im2col matrix.
+
+    Raises
+    ------
+    ValueError
+        Wrong ``ndim``, channel mismatch between ``x`` and ``w``, a bias of the wrong length, a kernel
+        larger than the padded input, ``stride < 1``, ``padding < 0`` or an unknown ``engine``.
+    TypeError
+        Non-floating ``x``/``w``/``b`` or non-integer ``stride``/``padding``.
+
+    Examples
+    --------
+    >>> x = np.arange(16.0).reshape(1, 1, 4, 4)
+    >>> w = np.ones((1, 1, 2, 2))
+    >>> conv2d_forward(x, w, None, stride=2)[0]
+    array([[[[10., 18.],
+             [42., 50.]]]])
+    """
+    x, w, b, stride, padding, oh, ow = _check_conv_args(x, w, b, stride, padding)
+    engine = check_engine(engine)
+    n = x.shape[0]
+    f, _, kh, kw = w.shape
+    cols = im2col(x, kh, kw, stride, padding, engine=engine)
+    w_gemm = w.reshape(f, -1)
+    out_gemm = w_gemm @ cols  # (F, N*OH*OW): one BLAS call for the whole batch
+    if b is not None:
+        out_gemm += b[:, None]
+    # (F, N, OH, OW) -> (N, F, OH, OW); the copy is small next to the GEMM and keeps NCHW contiguous
+    out = np.ascontiguousarray(out_gemm.reshape(f, n, oh, ow).transpose(1, 0, 2, 3))
+    cache = (x.shape, w, b is not None, stride, padding, cols, engine)
+    return out, cache
+
+
+def conv2d_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
+    r"""Gradients of :func:`conv2d_forward` with respect to ``x``, ``w`` and ``b``.
+
+    Parameters
+    ----------
+    dout : ndarray, shape (N, F, OH, OW)
+        Upstream gradient :math:`\partial L / \partial y`.
+    cache : tuple
+        From :func:`conv2d_forward`.
+    input_grad : bool, default True
+        ``False`` skips :math:`\partial L/\partial x` (returned as ``None``): a network's first layer does
+        not need it, and it costs a GEMM and a col2im.
+
+    Returns
+    -------
+    dx : ndarray, shape (N, C, H, W), or None
+        ``col2im(W_g^T G_g)``.
+    dw : ndarray, shape (F, C, KH, KW)
+        ``(G_g cols^T)`` reshaped.
+    db : ndarray, shape (F,), or None when the forward pass had no bias
+        ``sum over n, o_h, o_w`` of ``dout``.
+    """
+    x_shape, w, has_bias, stride, padding, cols, engine = cache
+    dout = check_float_array(dout, "dout", 4)
+    n, _, oh, ow = dout.shape
+    f, _, kh, kw = w.shape
+    if dout.shape != (x_shape[0], f, *dout.shape[2:]) or cols.shape[1] != n * oh * ow:
+        raise ValueError(f"dout has shape {dout.shape}, the forward pass produced "
+                         f"{(x_shape[0], f)} + (OH, OW) with OH*OW = {cols.shape[1] // x_shape[0]}")
+    # (N, F, OH, OW) -> (F, N*OH*OW), the column order of cols
+    dout_gemm = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(f, -1)
+    dw = (dout_gemm @ cols.T).reshape(w.shape)
+    db = dout_gemm.sum(axis=1) if has_bias else None
+    dx = None
+    if input_grad:
+        dcols = w.reshape(f, -1).T @ dout_gemm
+        dx = col2im(dcols, x_shape, kh, kw, stride, padding, engine=engine)
+    return dx, dw, db
+
+
+def conv2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
+                 padding: int = 0) -> np.ndarray:
+    """Loop twin of :func:`conv2d_forward`: the definition, one output pixel at a time (tests only).
+
+    Same arguments, checks and output as :func:`conv2d_forward` (without the cache).
+    """
+    x, w, b, stride, padding, oh, ow = _check_conv_args(x, w, b, stride, padding)
+    n, f = x.shape[0], w.shape[0]
+    kh, kw = w.shape[2:]
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    out = np.zeros((n, f, oh, ow), dtype=np.result_type(x, w))
+    for i in range(n):
+        for k in range(f):
+            for r in range(oh):
+                for c in range(ow):
+                    window = x_pad[i, :, r * stride:r * stride + kh, c * stride:c * stride + kw]
+                    out[i, k, r, c] = np.sum(window * w[k]) + (b[k] if b is not None else 0.0)
+    return out
+
+
+def conv2d_backward_naive(dout: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                          stride: int = 1, padding: int = 0):
+    """Loop twin of :func:`conv2d_backward`: each output pixel sends its gradient back through its window.
+
+    Returns ``(dx, dw, db)`` like :func:`conv2d_backward` (``db`` is ``None`` when ``b`` is ``None``).
+    """
+    x, w, b, stride, padding, oh, ow = _check_conv_args(x, w, b, stride, padding)
+    n, f = x.shape[0], w.shape[0]
+    kh, kw = w.shape[2:]
+    x_pad = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    dx_pad = np.zeros_like(x_pad)
+    dw = np.zeros_like(w)
+    for i in range(n):
+        for k in range(f):
+            for r in range(oh):
+                for c in range(ow):
+                    g = dout[i, k, r, c]
+                    rows, cols = slice(r * stride, r * stride + kh), slice(c * stride, c * stride + kw)
+                    dw[k] += g * x_pad[i, :, rows, cols]
+                    dx_pad[i, :, rows, cols] += g * w[k]
+    dx = dx_pad[:, :, padding:padding + x.shape[2], padding:padding + x.shape[3]]
+    db = dout.sum(axis=(0, 2, 3)) if b is not None else None
+    return dx, dw, db
+
+
+class Conv2d(Module):
+    r"""2-D convolution layer holding ``weight`` (F, C, KH, KW) and optionally ``bias`` (F,).
+
+    Parameters
+    ----------
+    in_channels, out_channels : int
+        ``C`` and ``F``.
+    kernel_size : int or (int, int)
+        ``(KH, KW)``; an int means a square kernel.
+    stride : int, default 1
+    padding : int, default 0
+    bias : bool, default True
+    rng : numpy.random.Generator, optional
+        Source of the initial weights (default ``default_rng(0)``).
+    dtype : numpy dtype, default float32
+
+    Notes
+    -----
+    Weights and bias start as :math:`U(-1/\sqrt{C K_H K_W},\ 1/\sqrt{C K_H K_W})`, PyTorch's default.
+    Attribute ``engine`` (``"numba"`` or ``"numpy"``) selects the im2col kernels. Setting
+    ``input_grad = False`` (e.g. on a network's first layer) makes :meth:`backward` skip dL/dx and
+    return ``None``.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride: int = 1, padding: int = 0,
+                 bias: bool = True, *, rng: np.random.Generator | None = None, dtype=np.float32) -> None:
+        super().__init__()
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.out_channels = check_positive_int(out_channels, "out_channels")
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = check_positive_int(stride, "stride")
+        self.padding = check_positive_int(padding, "padding", minimum=0)
+        if not isinstance(bias, (bool, np.bool_, numbers.Integral)):
+            raise TypeError(f"bias must be a bool, got {bias!r}")
+        rng = np.random.default_rng(0) if rng is None else rng
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        kh, kw = self.kernel_size
+        fan_in = self.in_channels * kh * kw
+        shape = (self.out_channels, self.in_channels, kh, kw)
+        self.params["weight"] = uniform_fan_in(shape, fan_in, rng, dtype)
+        if bias:
+            self.params["bias"] = uniform_fan_in((self.out_channels,), fan_in, rng, dtype)
+        self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
+        self.engine = "numba"
+        self.input_grad = True
+        self._cache = None
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """``x`` (N, C, H, W) -> (N, F, OH, OW)."""
+        out, self._cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                          self.stride, self.padding, engine=self.engine)
+        return out
+
+    def backward(self, dout: np.ndarray) -> np.ndarray | None:
+        """Write ``grads['weight']`` (and ``grads['bias']``); return dL/dx (None unless input_grad)."""
+        if self._cache is None:
+            raise RuntimeError("backward called before forward")
+        dx, dw, db = conv2d_backward(dout, self._cache, input_grad=self.input_grad)
+        self.grads["weight"][...] = dw
+        if db is not None:
+            self.grads["bias"][...] = db
+        return dx
+
+    def extra_repr(self) -> str:
+        """Describe the layer's settings (shown by ``repr``)."""
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, bias={'bias' in self.params}")
