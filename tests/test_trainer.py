@@ -144,6 +144,20 @@ def test_tiny_model_learns_separable_blobs():
                                "time"}
 
 
+def test_float32_training_keeps_float32():
+    # The default dtype of refimpl: parameters, optimizer state and BN buffers stay float32 throughout.
+    rng = np.random.default_rng(0)
+    model = Sequential([Linear(N_FEATURES, 16, rng=rng), ToImage(), BatchNorm2d(16), Flatten(), ReLU(),
+                        Linear(16, N_CLASSES, rng=rng)])
+    x, y = blobs()
+    trainer = Trainer(model, SGD(model.parameters(), lr=0.1, momentum=0.9), (x.astype(np.float32), y),
+                      batch_size=16, epochs=4, loss_fn=softmax_cross_entropy, progress=False)
+    history = trainer.fit()
+    assert history[-1]["train_loss"] < history[0]["train_loss"]
+    assert all(v.dtype == np.float32 for v in model.state_dict().values())
+    assert all(b.dtype == np.float32 for s in trainer.optimizer.state.values() for b in s.values())
+
+
 def test_epoch_metrics_are_exact_sample_means():
     # Zero learning rate: the weights never change, so the epoch's train metrics equal an eval pass in
     # train mode (no dropout, no BN here) including the short last batch.
