@@ -124,11 +124,11 @@ def test_hard_prune_single_constraint_is_the_projection_in_place(rng):
     np.testing.assert_array_equal(masks["fc.weight"], project_unstructured(original, sparsity=0.6) != 0)
 
 
-def test_hard_prune_several_constraints_lies_in_every_set(rng):
+def test_hard_prune_several_constraints_lies_in_every_set(rng, engine):
     w = rng.standard_normal((6, 3, 3, 3))
     params = {"conv.weight": w.copy()}
-    filters = Constraint("conv.weight", "filters", keep=3, engine="numpy")
-    shapes = Constraint("conv.weight", "shapes", keep=10, engine="numpy")
+    filters = Constraint("conv.weight", "filters", keep=3, engine=engine)
+    shapes = Constraint("conv.weight", "shapes", keep=10, engine=engine)
     masks = hard_prune(params, [filters, shapes])
     z = params["conv.weight"]
     gemm = z.reshape(6, -1)

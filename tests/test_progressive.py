@@ -10,7 +10,13 @@ from refimpl.nn.linear import Linear
 from refimpl.nn.module import Sequential
 from refimpl.prune.admm import ADMM
 from refimpl.prune.constraints import Constraint
-from refimpl.prune.magnitude import iterative_targets, magnitude_prune, run_magnitude_pruning, split_budget
+from refimpl.prune.magnitude import (
+    global_magnitude_prune,
+    iterative_targets,
+    magnitude_prune,
+    run_magnitude_pruning,
+    split_budget,
+)
 from refimpl.prune.masking import MaskedRetraining, masks_sparsity
 from refimpl.prune.progressive import progressive_prune, stage_constraints
 from refimpl.train.optim import SGD
@@ -171,3 +177,46 @@ def test_iterative_magnitude_pruning_same_budget(rng):
     with pytest.raises(ValueError, match="sparsity= targets"):
         run_magnitude_pruning(model, [Constraint("fc1.weight", "filters", keep=2)], make_trainer, epochs=2,
                               rounds=2)
+
+
+def test_global_magnitude_prune_shares_one_threshold(rng):
+    params = {"a": rng.standard_normal((4, 5)), "b": 0.1 * rng.standard_normal((3, 3)), "c": np.ones(2)}
+    dense = {k: v.copy() for k, v in params.items()}
+    masks = global_magnitude_prune(params, ["a", "b"], sparsity=0.5)
+    assert set(masks) == {"a", "b"} and sum(m.sum() for m in masks.values()) == 29 - round(14.5)
+    kept = np.concatenate([np.abs(dense[n])[masks[n]] for n in masks])
+    dropped = np.concatenate([np.abs(dense[n])[~masks[n]] for n in masks])
+    assert kept.min() >= dropped.max()  # one threshold over both layers
+    assert masks["b"].mean() < masks["a"].mean()  # the small-magnitude layer is pruned harder
+    for n in masks:
+        np.testing.assert_array_equal(params[n], dense[n] * masks[n])
+    np.testing.assert_array_equal(params["c"], 1.0)  # not listed, untouched
+    frozen = {"a": masks["a"]}
+    again = global_magnitude_prune(params, ["a", "b"], keep=5, frozen_masks=frozen)
+    assert not (again["a"] & ~masks["a"]).any() and sum(m.sum() for m in again.values()) == 5
+    with pytest.raises(KeyError, match="zz"):
+        global_magnitude_prune(params, ["zz"], sparsity=0.5)
+
+
+def test_lenet5_progressive_structured_pruning(rng, engine):
+    """End to end on the real LeNet-5: filters AND shapes on conv2, unstructured on fc1."""
+    from refimpl.models import lenet5
+
+    model = lenet5(input_size=12, rng=np.random.default_rng(0), dtype=np.float64)
+    x = rng.standard_normal((8, 1, 12, 12))  # one batch: the test is about the masks, not the accuracy
+    y = rng.integers(0, 10, size=8)
+
+    def make_trainer(hooks, epochs):
+        opt = SGD(model.parameters(), lr=0.01, momentum=0.9)
+        return Trainer(model, opt, (x, y), batch_size=8, epochs=epochs, hooks=hooks, progress=False)
+
+    constraints = [Constraint("conv2.weight", "filters", sparsity=0.5, engine=engine),
+                   Constraint("conv2.weight", "shapes", sparsity=0.5, engine=engine),
+                   Constraint("fc1.weight", "unstructured", sparsity=0.5)]
+    stages = progressive_prune(model, constraints, [0.5, 0.8], make_trainer, admm_epochs=1, retrain_epochs=1)
+    conv2 = model.parameters()["conv2.weight"]
+    gemm = conv2.reshape(conv2.shape[0], -1)
+    assert np.count_nonzero(np.any(gemm != 0, axis=1)) <= conv2.shape[0] - round(0.8 * conv2.shape[0])
+    assert np.count_nonzero(np.any(gemm != 0, axis=0)) <= gemm.shape[1] - round(0.8 * gemm.shape[1])
+    assert stages[-1].layer_sparsity["fc1.weight"] == pytest.approx(0.8, abs=1e-3)
+    assert not (stages[1].masks["conv2.weight"] & ~stages[0].masks["conv2.weight"]).any()

@@ -21,7 +21,13 @@ from refimpl.prune.admm import (
     next_rho,
 )
 from refimpl.prune.constraints import Constraint, constraints_by_param, parse_constraints
-from refimpl.prune.magnitude import iterative_targets, magnitude_prune, run_magnitude_pruning, split_budget
+from refimpl.prune.magnitude import (
+    global_magnitude_prune,
+    iterative_targets,
+    magnitude_prune,
+    run_magnitude_pruning,
+    split_budget,
+)
 from refimpl.prune.masking import (
     MaskedRetraining,
     PruningStage,
@@ -46,6 +52,7 @@ __all__ = [
     "augmented_loss",
     "combine_masks",
     "constraints_by_param",
+    "global_magnitude_prune",
     "hard_prune",
     "iterative_targets",
     "magnitude_prune",

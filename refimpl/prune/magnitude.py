@@ -27,10 +27,24 @@ from typing import Any
 import numpy as np
 
 from refimpl._validation import check_positive_int, check_probability
+from refimpl.projections import mask_unstructured_global
 from refimpl.prune.constraints import Constraint, parse_constraints
-from refimpl.prune.masking import MaskedRetraining, PruningStage, TrainerFactory, hard_prune, run_phase
+from refimpl.prune.masking import (
+    MaskedRetraining,
+    PruningStage,
+    TrainerFactory,
+    _live_params,
+    hard_prune,
+    run_phase,
+)
 
-__all__ = ["iterative_targets", "magnitude_prune", "run_magnitude_pruning", "split_budget"]
+__all__ = [
+    "global_magnitude_prune",
+    "iterative_targets",
+    "magnitude_prune",
+    "run_magnitude_pruning",
+    "split_budget",
+]
 
 
 def magnitude_prune(model, constraints: Sequence[Constraint | Mapping[str, Any]], *,
@@ -41,6 +55,38 @@ def magnitude_prune(model, constraints: Sequence[Constraint | Mapping[str, Any]]
     named for what it is in the baseline.
     """
     return hard_prune(model, constraints, frozen_masks=frozen_masks)
+
+
+def global_magnitude_prune(model, names: Sequence[str], sparsity: float | None = None,
+                           keep: int | None = None, *,
+                           frozen_masks: Mapping[str, np.ndarray] | None = None) -> dict[str, np.ndarray]:
+    r"""Unstructured magnitude pruning with one threshold shared by the layers ``names`` (in place).
+
+    Keeps the ``k`` largest :math:`|w|` over all listed layers together
+    (:func:`refimpl.projections.mask_unstructured_global`), so each layer's own sparsity follows from the
+    magnitudes — the per-layer ratios of Han et al. and of the ADMM LeNet-5 result are of this kind
+    (the large fully connected layers end up far sparser than the convolutions). With ``frozen_masks``
+    the ranking runs on :math:`W \odot M` and the result is ANDed with :math:`M`.
+
+    Returns
+    -------
+    dict of name -> bool ndarray
+        The keep masks of the listed layers.
+    """
+    params = _live_params(model)
+    if isinstance(names, str) or not names:
+        raise ValueError(f"names must be a non-empty list of parameter names, got {names!r}")
+    missing = [n for n in names if n not in params]
+    if missing:
+        raise KeyError(f"names {missing} are not parameters of the model (it has {sorted(params)})")
+    frozen = dict(frozen_masks or {})
+    scores = {n: params[n] * frozen[n] if n in frozen else params[n] for n in names}
+    masks = mask_unstructured_global(scores, sparsity=sparsity, keep=keep)
+    for n in names:
+        if n in frozen:
+            masks[n] = masks[n] & frozen[n]
+        params[n][~masks[n]] = 0
+    return masks
 
 
 def iterative_targets(final: float, rounds: int, schedule: str = "geometric") -> list[float]:
