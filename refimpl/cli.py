@@ -7,13 +7,16 @@
 
 ``refimpl train`` writes into ``--out``:
 
-============== ==============================================================================
-``config.json`` every setting of the run (the command line, resolved), the dataset and model summary
-``log.jsonl``   one JSON record per epoch (:mod:`refimpl.train.log`): loss, accuracy, lr, time
-``checkpoint.npz`` the latest checkpoint (:mod:`refimpl.train.checkpoint`); ``--resume`` continues it
-``model.npz``   the final weights and buffers, PyTorch names (``np.load`` / ``Module.load``)
-``results.json`` the final test loss and accuracy (also printed)
-============== ==============================================================================
+==================  ==========================================================================
+``config.json``     every setting of the run (the command line, resolved), dataset and model summary
+``log.jsonl``       one JSON record per epoch (:mod:`refimpl.train.log`): loss, accuracy, lr, time
+``checkpoint.npz``  the latest checkpoint (:mod:`refimpl.train.checkpoint`); ``--resume`` continues it
+``model.npz``       the final weights and buffers, PyTorch names (``np.load`` / ``Module.load``)
+``results.json``    the final test loss and accuracy (also printed)
+==================  ==========================================================================
+
+A rerun into a directory that already holds a run is refused unless ``--resume`` is given, and a resumed
+run must keep every setting except ``--epochs`` (the new total), ``--data-root`` and ``--no-progress``.
 
 Adding a subcommand
 -------------------
