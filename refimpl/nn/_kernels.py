@@ -2,7 +2,9 @@ r"""Low-level kernels behind the convolution and pooling layers: ``im2col``, ``c
 
 Every kernel exists twice: a numba version (``@njit(cache=True, parallel=True)``, the fast path) and a NumPy
 twin written with strided slices (the readable reference, and the fallback). ``engine="numba" | "numpy"``
-selects one; both give bit-identical results because they perform the same additions in the same order.
+selects one. ``im2col``, ``col2im`` and the max-pool forward give bit-identical results in both engines
+(the same additions in the same order); the max-pool backward with *overlapping* windows may add a pixel's
+gradients in another order, so it agrees to rounding.
 
 The im2col layout
 -----------------

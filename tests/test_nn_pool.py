@@ -1,0 +1,254 @@
+"""Tests for max, average and global average pooling (refimpl.nn.pool)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from refimpl.nn.pool import (
+    AvgPool2d,
+    GlobalAvgPool2d,
+    MaxPool2d,
+    avgpool2d_backward,
+    avgpool2d_forward,
+    avgpool2d_naive,
+    global_avgpool_backward,
+    global_avgpool_forward,
+    global_avgpool_naive,
+    maxpool2d_backward,
+    maxpool2d_forward,
+    maxpool2d_naive,
+)
+from refimpl.testing.gradcheck import check_gradient
+
+# (N, C, H, W, kernel_size, stride): non-overlapping, overlapping (stride < kernel), gaps (stride > kernel),
+# non-square kernels and inputs, a border that does not fit a whole window
+POOL_CASES = [
+    (2, 3, 4, 4, 2, None),
+    (2, 2, 5, 6, 3, 1),
+    (1, 2, 7, 5, (2, 3), (2, 1)),
+    (2, 1, 7, 7, 2, 3),
+    (1, 3, 5, 5, 2, 2),
+]
+POOL_IDS = ["2x2", "3x3-s1-overlap", "2x3-s2x1", "2x2-s3-gaps", "2x2-odd-border"]
+
+
+@st.composite
+def pool_geometry(draw):
+    kh, kw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    stride = draw(st.one_of(st.none(), st.integers(1, 3), st.tuples(st.integers(1, 3), st.integers(1, 3))))
+    return dict(shape=(draw(st.integers(1, 3)), draw(st.integers(1, 3)), draw(st.integers(kh, 8)),
+                       draw(st.integers(kw, 8))),
+                kernel_size=(kh, kw), stride=stride, seed=draw(st.integers(0, 2**32 - 1)))
+
+
+# --- max pooling ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
+def test_maxpool_gradient(case, engine, rng):
+    n, c, h, w, k, s = case
+    x = rng.standard_normal((n, c, h, w))  # continuous: no ties, so the max is differentiable
+    out, cache = maxpool2d_forward(x, k, s, engine=engine)
+    g = rng.standard_normal(out.shape)
+    dx = maxpool2d_backward(g, cache)
+    check_gradient(lambda: float(np.sum(maxpool2d_forward(x, k, s, engine=engine)[0] * g)), x, dx)
+
+
+@given(pool_geometry())
+def test_maxpool_matches_naive_and_engines_agree(geometry):
+    rng = np.random.default_rng(geometry["seed"])
+    x = rng.standard_normal(geometry["shape"])
+    k, s = geometry["kernel_size"], geometry["stride"]
+    expected = maxpool2d_naive(x, k, s)
+    out_np, cache_np = maxpool2d_forward(x, k, s, engine="numpy")
+    out_nb, cache_nb = maxpool2d_forward(x, k, s, engine="numba")
+    np.testing.assert_array_equal(out_np, expected)
+    np.testing.assert_array_equal(out_nb, expected)
+    g = rng.standard_normal(expected.shape)
+    np.testing.assert_array_equal(cache_nb[1], cache_np[1])  # the same winners
+    # overlapping windows add their gradients in a different order in the two engines: allclose, not equal
+    np.testing.assert_allclose(maxpool2d_backward(g, cache_nb), maxpool2d_backward(g, cache_np),
+                               rtol=1e-13, atol=1e-15)
+
+
+def test_maxpool_naive_worked_example():
+    x = np.array([[1.0, 5.0, 2.0, 0.0],
+                  [3.0, 4.0, 8.0, 1.0],
+                  [0.0, 0.0, -1.0, -2.0],
+                  [7.0, 6.0, -3.0, -4.0]])[None, None]
+    np.testing.assert_array_equal(maxpool2d_naive(x, 2), [[[[5.0, 8.0], [7.0, -1.0]]]])
+    np.testing.assert_array_equal(maxpool2d_naive(x, 3, 1), [[[[8.0, 8.0], [8.0, 8.0]]]])
+    np.testing.assert_array_equal(maxpool2d_naive(x, (2, 4), 2), [[[[8.0], [7.0]]]])
+
+
+def test_maxpool_tie_goes_to_first_maximum(engine):
+    # every window is constant: the whole gradient goes to the window's first entry (row-major)
+    x = np.ones((1, 1, 4, 4))
+    out, cache = maxpool2d_forward(x, 2, engine=engine)
+    dx = maxpool2d_backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), cache)
+    expected = np.zeros((4, 4))
+    expected[0, 0], expected[0, 2], expected[2, 0], expected[2, 2] = 1.0, 2.0, 3.0, 4.0
+    np.testing.assert_array_equal(dx[0, 0], expected)
+    # a tie between positions (0, 1) and (1, 0): (0, 1) comes first in row-major order
+    x = np.array([[0.0, 9.0], [9.0, 1.0]])[None, None]
+    _, cache = maxpool2d_forward(x, 2, engine=engine)
+    np.testing.assert_array_equal(maxpool2d_backward(np.ones((1, 1, 1, 1)), cache)[0, 0], [[0, 1], [0, 0]])
+
+
+def test_maxpool_overlapping_windows_accumulate(engine):
+    # the centre is the max of all four 2x2 windows of a 3x3 image: it gets all four gradients
+    x = np.zeros((1, 1, 3, 3))
+    x[0, 0, 1, 1] = 1.0
+    _, cache = maxpool2d_forward(x, 2, 1, engine=engine)
+    dx = maxpool2d_backward(np.array([[[[1.0, 2.0], [3.0, 4.0]]]]), cache)
+    assert dx[0, 0, 1, 1] == 10.0 and np.count_nonzero(dx) == 1
+
+
+def test_maxpool_propagates_nan(engine):
+    x = np.zeros((1, 1, 2, 2))
+    x[0, 0, 1, 0] = np.nan
+    out, _ = maxpool2d_forward(x, 2, engine=engine)
+    assert np.isnan(out).all()
+
+
+def test_maxpool_float32_and_layer(engine, rng):
+    x = rng.standard_normal((2, 3, 6, 6)).astype(np.float32)
+    layer = MaxPool2d(2)
+    layer.engine = engine
+    out = layer(x)
+    assert out.dtype == np.float32 and out.shape == (2, 3, 3, 3)
+    np.testing.assert_array_equal(out, maxpool2d_naive(x, 2))
+    dx = layer.backward(np.ones_like(out))
+    assert dx.dtype == np.float32 and dx.shape == x.shape
+    assert dx.sum() == out.size  # non-overlapping windows: one winner each
+    assert layer.kernel_size == layer.stride == (2, 2)
+    assert MaxPool2d(3, 1).stride == (1, 1) and "kernel_size=(3, 3)" in repr(MaxPool2d(3))
+
+
+# --- average pooling ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
+def test_avgpool_gradient(case, rng):
+    n, c, h, w, k, s = case
+    x = rng.standard_normal((n, c, h, w))
+    out, cache = avgpool2d_forward(x, k, s)
+    g = rng.standard_normal(out.shape)
+    dx = avgpool2d_backward(g, cache)
+    check_gradient(lambda: float(np.sum(avgpool2d_forward(x, k, s)[0] * g)), x, dx)
+
+
+@given(pool_geometry())
+def test_avgpool_matches_naive(geometry):
+    x = np.random.default_rng(geometry["seed"]).standard_normal(geometry["shape"])
+    out, _ = avgpool2d_forward(x, geometry["kernel_size"], geometry["stride"])
+    np.testing.assert_allclose(out, avgpool2d_naive(x, geometry["kernel_size"], geometry["stride"]),
+                               rtol=1e-12, atol=1e-12)
+
+
+def test_avgpool_naive_worked_example_and_layer():
+    x = np.arange(16.0).reshape(1, 1, 4, 4)
+    np.testing.assert_array_equal(avgpool2d_naive(x, 2), [[[[2.5, 4.5], [10.5, 12.5]]]])
+    layer = AvgPool2d(2)
+    np.testing.assert_array_equal(layer(x), [[[[2.5, 4.5], [10.5, 12.5]]]])
+    # every input entry lies in exactly one window: it receives a quarter of that window's gradient
+    np.testing.assert_array_equal(layer.backward(np.ones((1, 1, 2, 2))), np.full((1, 1, 4, 4), 0.25))
+    assert layer(x.astype(np.float32)).dtype == np.float32
+
+
+# --- global average pooling -----------------------------------------------------------------------------
+
+def test_global_avgpool_gradient_and_naive(rng):
+    x = rng.standard_normal((3, 4, 5, 2))
+    out, cache = global_avgpool_forward(x)
+    assert out.shape == (3, 4)
+    np.testing.assert_allclose(out, global_avgpool_naive(x), rtol=1e-12)
+    g = rng.standard_normal(out.shape)
+    dx = global_avgpool_backward(g, cache)
+    assert dx.flags.writeable
+    check_gradient(lambda: float(np.sum(global_avgpool_forward(x)[0] * g)), x, dx)
+
+
+def test_global_avgpool_worked_example_and_layer():
+    x = np.arange(8.0).reshape(1, 2, 2, 2)
+    np.testing.assert_array_equal(global_avgpool_naive(x), [[1.5, 5.5]])
+    layer = GlobalAvgPool2d()
+    np.testing.assert_array_equal(layer(x), [[1.5, 5.5]])
+    np.testing.assert_array_equal(layer.backward(np.array([[4.0, 8.0]])),
+                                  [[[[1.0, 1.0], [1.0, 1.0]], [[2.0, 2.0], [2.0, 2.0]]]])
+
+
+# --- bad arguments --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("forward", [maxpool2d_forward, avgpool2d_forward, maxpool2d_naive, avgpool2d_naive])
+@pytest.mark.parametrize("x_shape, kwargs, exc, match", [
+    ((4, 4), dict(kernel_size=2), ValueError, "x must have 4 dimensions"),
+    ((1, 1, 4, 4), dict(kernel_size=0), ValueError, "kernel_size"),
+    ((1, 1, 4, 4), dict(kernel_size=2.0), TypeError, "kernel_size"),
+    ((1, 1, 4, 4), dict(kernel_size=(2, 2, 2)), TypeError, "kernel_size"),
+    ((1, 1, 4, 4), dict(kernel_size=2, stride=0), ValueError, "stride"),
+    ((1, 1, 4, 4), dict(kernel_size=2, stride=(1, -1)), ValueError, r"stride\[1\]"),
+    ((1, 1, 1, 4), dict(kernel_size=2), ValueError, r"kernel_size\[0\]"),
+    ((1, 1, 4, 1), dict(kernel_size=2), ValueError, r"kernel_size\[1\]"),
+])
+def test_pool_bad_arguments(forward, x_shape, kwargs, exc, match):
+    with pytest.raises(exc, match=match):
+        forward(np.ones(x_shape), **kwargs)
+
+
+def test_pool_bad_engine_dtype_and_dout():
+    with pytest.raises(ValueError, match="engine"):
+        maxpool2d_forward(np.ones((1, 1, 4, 4)), 2, engine="fortran")
+    with pytest.raises(TypeError, match="x must be a floating-point array"):
+        maxpool2d_forward(np.ones((1, 1, 4, 4), dtype=int), 2)
+    with pytest.raises(ValueError, match="x must have 4 dimensions"):
+        global_avgpool_forward(np.ones((2, 3)))
+    _, cache = maxpool2d_forward(np.ones((1, 1, 4, 4)), 2)
+    with pytest.raises(ValueError, match="dout"):
+        maxpool2d_backward(np.ones((1, 1, 3, 3)), cache)
+    _, cache = avgpool2d_forward(np.ones((1, 1, 4, 4)), 2)
+    with pytest.raises(ValueError, match="dout"):
+        avgpool2d_backward(np.ones((1, 2, 2, 2)), cache)
+    _, cache = global_avgpool_forward(np.ones((1, 2, 4, 4)))
+    with pytest.raises(ValueError, match="dout"):
+        global_avgpool_backward(np.ones((2, 2)), cache)
+    with pytest.raises(RuntimeError, match="before forward"):
+        MaxPool2d(2).backward(np.ones((1, 1, 1, 1)))
+
+
+# --- PyTorch cross-check --------------------------------------------------------------------------------
+
+def _torch_pair(value):
+    return value if value is None or isinstance(value, tuple) else (value, value)
+
+
+@pytest.mark.torch
+@pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)
+def test_pools_match_torch(case, engine, rng, torch):
+    n, c, h, w, k, s = case
+    x = rng.standard_normal((n, c, h, w))
+    functional = torch.nn.functional
+    for ours_forward, ours_backward, theirs in [
+        (lambda x_: maxpool2d_forward(x_, k, s, engine=engine), maxpool2d_backward, functional.max_pool2d),
+        (lambda x_: avgpool2d_forward(x_, k, s), avgpool2d_backward, functional.avg_pool2d),
+    ]:
+        out, cache = ours_forward(x)
+        g = rng.standard_normal(out.shape)
+        tx = torch.tensor(x, requires_grad=True)
+        tout = theirs(tx, _torch_pair(k), _torch_pair(s))
+        tout.backward(torch.tensor(g))
+        np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-10)
+        np.testing.assert_allclose(ours_backward(g, cache), tx.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.torch
+def test_global_avgpool_matches_torch(rng, torch):
+    x = rng.standard_normal((3, 4, 5, 6))
+    out, cache = global_avgpool_forward(x)
+    g = rng.standard_normal(out.shape)
+    tx = torch.tensor(x, requires_grad=True)
+    tout = torch.nn.functional.adaptive_avg_pool2d(tx, 1).flatten(1)
+    tout.backward(torch.tensor(g))
+    np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(global_avgpool_backward(g, cache), tx.grad.numpy(), rtol=1e-10, atol=1e-10)
