@@ -132,7 +132,7 @@ def admm_residuals(W: np.ndarray, Z: np.ndarray, Z_prev: np.ndarray, rho: float)
     return {
         "primal": primal / w_norm if w_norm > 0 else primal,
         "dual": float(rho) * float(np.linalg.norm(Z - Z_prev)),
-        "z_sparsity": 1.0 - np.count_nonzero(Z) / Z.size if Z.size else 0.0,
+        "z_sparsity": 1.0 - int(np.count_nonzero(Z)) / Z.size if Z.size else 0.0,
     }
 
 
@@ -263,7 +263,7 @@ class ADMM(Hook):
         return c.project(v, frozen=self.frozen_masks.get(c.param)).astype(v.dtype, copy=False)
 
     def penalty(self, params: Mapping[str, np.ndarray]) -> float:
-        r""":math:`\sum_j \frac{\rho}{2}\|W_j - Z_j + U_j\|_F^2` at the current state."""
+        r"""Return the penalty :math:`\sum_j \frac{\rho}{2}\|W_j - Z_j + U_j\|_F^2` at the current state."""
         return sum(admm_penalty(params[c.param], z, u, self.rho)
                    for c, z, u in zip(self.constraints, self.Z, self.U, strict=True))
 

@@ -135,9 +135,9 @@ def apply_masks(model, masks: Mapping[str, np.ndarray]) -> None:
 def masks_sparsity(masks: Mapping[str, np.ndarray], *, per_param: bool = False) -> float | dict[str, float]:
     """Share of pruned (``False``) entries over all masks, or per parameter with ``per_param=True``."""
     if per_param:
-        return {name: 1.0 - np.count_nonzero(m) / m.size if m.size else 0.0 for name, m in masks.items()}
+        return {name: 1.0 - int(np.count_nonzero(m)) / m.size if m.size else 0.0 for name, m in masks.items()}
     total = sum(m.size for m in masks.values())
-    kept = sum(np.count_nonzero(m) for m in masks.values())
+    kept = sum(int(np.count_nonzero(m)) for m in masks.values())
     return 1.0 - kept / total if total else 0.0
 
 
