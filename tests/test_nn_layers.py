@@ -322,6 +322,9 @@ def test_cross_entropy_stable_for_huge_logits():
     # row 0 is certain and right (loss 0); row 1 puts 1/2 on each of classes 1, 2: loss 1e4 + log 2
     np.testing.assert_allclose(loss, 0.5 * (1e4 + np.log(2.0)), rtol=1e-14)
     np.testing.assert_allclose(dlogits, [[0, 0, 0], [-0.5, 0.25, 0.25]], atol=1e-15)
+    loss32, dlogits32 = softmax_cross_entropy(logits.astype(np.float32), np.array([0, 0]))
+    assert dlogits32.dtype == np.float32 and np.isfinite(loss32)
+    np.testing.assert_allclose(loss32, loss, rtol=1e-6)
     s = softmax(logits.astype(np.float32))
     assert s.dtype == np.float32 and np.all(np.isfinite(s))
     np.testing.assert_allclose(s.sum(axis=1), 1.0, rtol=1e-6)
