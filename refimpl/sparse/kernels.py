@@ -179,7 +179,6 @@ def _csr_spmm_numba(indptr, indices, data, x, y, tile):  # pragma: no cover - co
                 for j in range(w):
                     yi[j] += a * xk[j]
                 p += 1
-    return y
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -307,7 +306,6 @@ def _make_bsr_kernel(BH: int, BW: int):  # noqa: N803 - block sizes are constant
                             for j in range(w):
                                 yr[j] += a * xc[j]
                             c += 1
-        return y
 
     return bsr_spmm_kernel
 
