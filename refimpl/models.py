@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl._validation import check_positive_int
+from refimpl._validation import check_positive_int, check_probability
 from refimpl.nn.activation import ReLU
 from refimpl.nn.batchnorm import BatchNorm2d
 from refimpl.nn.conv import Conv2d
@@ -214,6 +214,7 @@ def vgg_small(num_classes: int = 10, in_channels: int = 3, input_size: int = 32,
     input_size = check_positive_int(input_size, "input_size")
     width = check_positive_int(width, "width")
     hidden = check_positive_int(hidden, "hidden")
+    dropout = check_probability(dropout, "dropout")
     if input_size < 8:
         raise ValueError(f"input_size must be >= 8 (three 2x2 max-pools), got {input_size}")
     rng = _rng(rng)

@@ -318,6 +318,8 @@ def test_vgg_small_dropout_option(rng):
     assert dict(model.children())["drop"].p == 0.5
     assert list(dict(model.children()))[-2:] == ["drop", "fc2"]
     assert "drop" not in dict(vgg_small(input_size=8, width=2, hidden=4).children())
+    with pytest.raises(ValueError, match="dropout must lie in"):
+        vgg_small(dropout=-0.1)
 
 
 def test_save_load_round_trip(tmp_path, rng):
