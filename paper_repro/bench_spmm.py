@@ -1,0 +1,164 @@
+"""SpMM timings on a conv layer's GEMM: dense BLAS vs own / scipy CSR and BSR, against the ideal FLOP ratio.
+
+The setting (ALGORITHMS.md section 5): a 512×4608 float32 weight (512 filters of 512 channels × 3×3) times
+an im2col matrix ``X`` of 4608×1024 (float32, row-major). For each sparsity the script times
+
+* ``dense``      — ``W @ X`` with NumPy's BLAS (the zeros multiplied too);
+* ``own_csr``    — :func:`refimpl.sparse.kernels.csr_spmm` (numba) on an unstructured mask;
+* ``scipy_csr``  — ``scipy.sparse.csr_matrix @ X`` on the same mask (converted once, outside the timing);
+* ``own_bsr``/``scipy_bsr`` — the same for block masks of 4×4 and 8×8 blocks at the same sparsity.
+
+Each time is the median of ``--repeats`` runs after one warm-up run. Ratios are printed and written to
+``paper_repro/results/spmm.json`` with the thread counts and the ideal ratio (dense FLOPs / sparse FLOPs,
+from :func:`refimpl.sparse.cost.spmm_cost`) beside them.
+
+**Threads.** numba's pool and OpenBLAS's pool are separate. The kernels are timed one after the other, so
+the numba kernels run while BLAS is idle and vice versa (both pools default to all cores); nothing here
+runs the two at once. Set ``NUMBA_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` to change them.
+
+Run: ``python paper_repro/bench_spmm.py`` (about a minute on 2 cores); ``--smoke`` runs a tiny case.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from refimpl.sparse.cost import spmm_cost
+from refimpl.sparse.formats import BSRMatrix, CSRMatrix
+from refimpl.sparse.kernels import DEFAULT_TILE, bsr_spmm, csr_spmm
+
+RESULTS = Path(__file__).resolve().parent / "results" / "spmm.json"
+
+
+def blas_threads() -> str:
+    """BLAS thread count via threadpoolctl when installed, else the environment variables."""
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+            if var in os.environ:
+                return f"{os.environ[var]} ({var})"
+        return f"unset (default: {os.cpu_count()} cores)"
+    infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in infos) or "no BLAS pool found"
+
+
+def median_ms(fn, repeats: int) -> float:
+    """Median wall time of ``fn()`` in milliseconds, after one warm-up call (JIT, caches, page faults)."""
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return 1e3 * float(np.median(times))
+
+
+def unstructured_mask(shape, sparsity: float, rng: np.random.Generator) -> np.ndarray:
+    """Keep exactly ``M·K - round(s·M·K)`` entries, chosen uniformly at random."""
+    size = shape[0] * shape[1]
+    keep = np.zeros(size, dtype=bool)
+    keep[rng.permutation(size)[: size - round(sparsity * size)]] = True
+    return keep.reshape(shape)
+
+
+def block_mask(shape, block: int, sparsity: float, rng: np.random.Generator) -> np.ndarray:
+    """Keep ``n - round(s·n)`` of the ``n`` block×block tiles, chosen uniformly at random."""
+    mb, kb = shape[0] // block, shape[1] // block
+    tiles = unstructured_mask((mb, kb), sparsity, rng)
+    return np.kron(tiles, np.ones((block, block), dtype=bool))
+
+
+def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, seed: int) -> dict:
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((m, k), dtype=np.float32)
+    x = rng.standard_normal((k, n), dtype=np.float32)
+    dense_cost = spmm_cost(w, n)
+    t_dense = median_ms(lambda: w @ x, repeats)
+    setting = {
+        "M": m, "K": k, "N": n, "dtype": "float32", "repeats": repeats, "tile": tile, "seed": seed,
+        "numba_threads": numba.get_num_threads(), "blas_threads": blas_threads(),
+        "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
+        "numpy": np.__version__, "numba": numba.__version__,
+    }
+    print(f"W {m}x{k} @ X {k}x{n} float32; numba threads {setting['numba_threads']}, "
+          f"BLAS threads {setting['blas_threads']}; median of {repeats}; tile {tile}")
+    print(f"dense BLAS: {t_dense:.1f} ms ({dense_cost['flops'] / t_dense / 1e6:.1f} GFLOP/s)")
+    header = (f"{'format':>8} {'sparsity':>8} {'ideal':>7} {'own ms':>8} {'scipy ms':>9} "
+              f"{'own/scipy':>9} {'dense/own':>9} {'dense/scipy':>11}")
+    print(header)
+    rows = []
+    for s in sparsities:
+        cases = [("csr", CSRMatrix.from_dense(w, unstructured_mask(w.shape, s, rng)))]
+        for b in blocks:
+            mask = block_mask(w.shape, b, s, rng)
+            cases.append((f"bsr{b}x{b}", BSRMatrix.from_dense(w, mask, block_shape=(b, b))))
+        for name, a in cases:
+            kernel = csr_spmm if isinstance(a, CSRMatrix) else bsr_spmm
+            scipy_a = a.to_scipy()  # converted once: only the product is timed
+            # correctness guard: a fast wrong kernel must not produce a speedup
+            y_own, y_ref = kernel(a, x, tile=tile), scipy_a @ x
+            np.testing.assert_allclose(y_own, y_ref, rtol=1e-3, atol=1e-3)
+            t_own = median_ms(lambda a=a, kernel=kernel: kernel(a, x, tile=tile), repeats)
+            t_scipy = median_ms(lambda s_a=scipy_a: s_a @ x, repeats)
+            ideal = dense_cost["flops"] / max(spmm_cost(a, n)["flops"], 1)
+            row = {
+                "format": name, "sparsity": s, "density": a.density, "ideal_flop_ratio": ideal,
+                "own_ms": t_own, "scipy_ms": t_scipy, "dense_ms": t_dense,
+                "own_over_scipy_speedup": t_scipy / t_own, "dense_over_own": t_dense / t_own,
+                "dense_over_scipy": t_dense / t_scipy,
+            }
+            rows.append(row)
+            print(f"{name:>8} {s:8.2f} {ideal:7.1f} {t_own:8.1f} {t_scipy:9.1f} {t_scipy / t_own:9.2f} "
+                  f"{t_dense / t_own:9.2f} {t_dense / t_scipy:11.2f}", flush=True)
+    return {"setting": setting, "dense_ms": t_dense, "results": rows}
+
+
+def tile_sweep(m, k, n, tiles, repeats, seed) -> dict:
+    """Own CSR (90 %) and BSR 4×4 (80 %) times per tile width: the data behind ``DEFAULT_TILE``."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((m, k), dtype=np.float32)
+    x = rng.standard_normal((k, n), dtype=np.float32)
+    csr = CSRMatrix.from_dense(w, unstructured_mask(w.shape, 0.9, rng))
+    bsr = BSRMatrix.from_dense(w, block_mask(w.shape, 4, 0.8, rng), block_shape=(4, 4))
+    out = {}
+    for t in tiles:
+        out[t] = {"csr90_ms": median_ms(lambda t=t: csr_spmm(csr, x, tile=t), repeats),
+                  "bsr4x4_80_ms": median_ms(lambda t=t: bsr_spmm(bsr, x, tile=t), repeats)}
+        print(f"tile {t:5d}: CSR 90% {out[t]['csr90_ms']:7.1f} ms, "
+              f"BSR 4x4 80% {out[t]['bsr4x4_80_ms']:7.1f} ms")
+    return out
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--smoke", action="store_true", help="tiny sizes, no results file (CI)")
+    p.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported)")
+    p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="columns of X per cache tile")
+    p.add_argument("--tiles", type=int, nargs="*", default=None, help="also sweep these tile widths")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    if args.smoke:
+        m, k, n, sparsities, blocks = 64, 144, 32, [0.5, 0.9], [4]
+    else:
+        m, k, n, sparsities, blocks = 512, 4608, 1024, [0.5, 0.7, 0.8, 0.9, 0.95, 0.99], [4, 8]
+    report = run(m, k, n, sparsities, blocks, args.repeats, args.tile, args.seed)
+    if args.tiles:
+        report["tile_sweep_ms"] = tile_sweep(m, k, n, args.tiles, args.repeats, args.seed)
+    if not args.smoke:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
