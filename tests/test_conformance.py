@@ -53,7 +53,7 @@ def shapes_keep0_returns_input(w, sparsity=None, keep=None):
 
 
 def test_l1_ranking_fails_with_a_named_counterexample():
-    report = check_projection(filters_by_l1, "filters", sparsity=0.5)
+    report = check_projection(filters_by_l1, "filters", sparsity=0.5, n_examples=100)
     assert not report.passed
     assert "optimal" in report.violated()
     text = str(report)

@@ -103,9 +103,10 @@ def test_costs_worked_example():
     np.testing.assert_array_equal(energy, [[10.0], [4.0]])
 
 
-def test_edge_tiles_average_over_their_real_entries_only():
+@pytest.mark.parametrize("engine", ENGINES)
+def test_edge_tiles_average_over_their_real_entries_only(engine):
     w = np.arange(1.0, 16.0).reshape(3, 5)  # 2x2 blocks: a 2x1 right edge, a 1x2 bottom edge, a 1x1 corner
-    magnitude, distortion, energy = unification_costs(w, (2, 2))
+    magnitude, distortion, energy = unification_costs(w, (2, 2), engine=engine)
     for (rs, cs), c, d, e in zip(naive_blocks(w, (2, 2)), magnitude.ravel(), distortion.ravel(),
                                  energy.ravel(), strict=True):
         v = np.abs(w[rs, cs])
@@ -203,6 +204,9 @@ def test_projection_is_pointwise_nearest_for_its_own_assignment(problem, engine)
 @given(small_problems(max_blocks=40))
 def test_engines_agree_bit_for_bit(problem):
     w, bs, n, n_pruned, n_unified = problem
+    for a, b in zip(unification_costs(w, bs, engine="numba"), unification_costs(w, bs, engine="numpy"),
+                    strict=True):
+        np.testing.assert_array_equal(a, b)
     kw = counts_kwargs(n, n_pruned, n_unified)
     np.testing.assert_array_equal(unify_assignment(w, bs, engine="numba", **kw),
                                   unify_assignment(w, bs, engine="numpy", **kw))

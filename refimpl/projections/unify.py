@@ -35,7 +35,7 @@ from __future__ import annotations
 import heapq
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from refimpl._validation import as_float_array, check_probability, resolve_count
 from refimpl.projections._select import check_engine, check_tile, expand_tiles, gemm_view, top_k_mask
@@ -67,27 +67,8 @@ def _check_block_shape(block_shape, gemm_shape: tuple[int, int]) -> tuple[int, i
     return bh, bw
 
 
-def _tiles(w2d: np.ndarray, bh: int, bw: int) -> tuple[np.ndarray, np.ndarray]:
-    """Cut the GEMM view into a grid of ``bh x bw`` tiles.
-
-    Returns ``tiles`` of shape ``(nbr, nbc, bh*bw)`` (edge tiles padded with zeros) and the boolean
-    ``valid`` array of the same shape marking the real entries, so that every per-block statistic is a
-    vectorised reduction over the last axis.
-    """
-    rows, cols = w2d.shape
-    nbr, nbc = -(-rows // bh), -(-cols // bw)
-    padded = np.zeros((nbr * bh, nbc * bw), dtype=w2d.dtype)
-    padded[:rows, :cols] = w2d
-    valid = np.zeros(padded.shape, dtype=bool)
-    valid[:rows, :cols] = True
-
-    def cut(a):
-        return a.reshape(nbr, bh, nbc, bw).transpose(0, 2, 1, 3).reshape(nbr, nbc, bh * bw)
-
-    return cut(padded), cut(valid)
-
-
-def unification_costs(w, block_shape) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def unification_costs(w, block_shape, *, engine: str = "numba"
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Per-block optimal magnitude, unification distortion and pruning cost.
 
     For a block :math:`v \in \mathbb{R}^{n_b}` (its real entries; edge tiles have fewer), the nearest
@@ -113,6 +94,8 @@ def unification_costs(w, block_shape) -> tuple[np.ndarray, np.ndarray, np.ndarra
         The weight; its GEMM view ``w.reshape(F, -1)`` is tiled.
     block_shape : (int, int)
         ``(bh, bw)``; edge tiles may be smaller.
+    engine : {"numba", "numpy"}
+        The numba kernel (float32/float64 input) or its NumPy twin; bit-identical results.
 
     Returns
     -------
@@ -132,25 +115,100 @@ def unification_costs(w, block_shape) -> tuple[np.ndarray, np.ndarray, np.ndarra
     w = as_float_array(w, "w", ndim=(2, 4))
     w2d = gemm_view(w)
     bh, bw = _check_block_shape(block_shape, w2d.shape)
-    return _costs(w2d, bh, bw)
+    return _costs(w2d, bh, bw, check_engine(engine))
 
 
-def _costs(w2d: np.ndarray, bh: int, bw: int):
+def _costs(w2d: np.ndarray, bh: int, bw: int, engine: str = "numba"):
+    """Per-block ``(magnitude, distortion, energy)``; see :func:`unification_costs`."""
+    if engine == "numba" and w2d.dtype in (np.float32, np.float64):
+        return _costs_numba(np.ascontiguousarray(w2d), bh, bw)
+    return _costs_numpy(w2d, bh, bw)
+
+
+def _costs_numpy(w2d: np.ndarray, bh: int, bw: int):
+    """NumPy twin of :func:`_costs_numba`, vectorised over blocks.
+
+    The loop runs over the ``bh*bw`` positions *inside* a block (never over blocks), adding in the
+    kernel's order (row-major within the block) so that both engines return bit-identical costs. Edge
+    tiles are padded: with 0 for the sums (adding 0.0 is exact) and with NaN for the min/max
+    (``fmin``/``fmax`` skip NaN); padded positions add nothing to the distortion.
+    """
+    rows, cols = w2d.shape
+    nbr, nbc = -(-rows // bh), -(-cols // bw)
     # Costs are accumulated in float64 (or wider) so float32 weights are ranked as accurately as they allow.
-    w2d = w2d.astype(np.promote_types(w2d.dtype, np.float64), copy=False)
-    tiles, valid = _tiles(w2d, bh, bw)
-    n_b = valid.sum(axis=-1)
-    mags = np.abs(tiles)
-    magnitude = mags.sum(axis=-1) / n_b.astype(w2d.dtype)
+    acc = np.promote_types(w2d.dtype, np.float64)
+    mags = np.full((nbr * bh, nbc * bw), np.nan, dtype=acc)
+    mags[:rows, :cols] = np.abs(w2d)
+    tiles = mags.reshape(nbr, bh, nbc, bw)
+    real = np.isfinite(tiles)
+    zeroed = np.where(real, tiles, 0)
+    n_b = real.sum(axis=(1, 3)).astype(acc)
+    s1, energy = np.zeros((nbr, nbc), acc), np.zeros((nbr, nbc), acc)
+    largest, smallest = np.full((nbr, nbc), -np.inf, acc), np.full((nbr, nbc), np.inf, acc)
+    for i in range(bh):
+        for j in range(bw):
+            a = zeroed[:, i, :, j]
+            s1 += a
+            energy += a * a
+            np.fmax(largest, tiles[:, i, :, j], out=largest)
+            np.fmin(smallest, tiles[:, i, :, j], out=smallest)
+    magnitude = s1 / n_b
     # A block that is already unified gets its common magnitude back exactly (the rounded mean may be
     # off in the last bit), so a point of the set is returned unchanged, bit for bit.
-    largest = np.max(np.where(valid, mags, -np.inf), axis=-1)
-    smallest = np.min(np.where(valid, mags, np.inf), axis=-1)
-    magnitude = np.where(largest == smallest, largest, magnitude)
+    uniform = largest == smallest
+    magnitude[uniform] = largest[uniform]
     # The distortion is summed directly (not as e - n*c^2) to avoid cancellation when d << e.
-    dev = np.where(valid, mags - magnitude[..., None], 0)
-    distortion = np.sum(dev * dev, axis=-1)
-    energy = np.sum(tiles * tiles, axis=-1)
+    distortion = np.zeros((nbr, nbc), acc)
+    for i in range(bh):
+        for j in range(bw):
+            dev = zeroed[:, i, :, j] - magnitude
+            distortion += np.where(real[:, i, :, j], dev * dev, 0)
+    return magnitude, distortion, energy
+
+
+@njit(cache=True, parallel=True)
+def _costs_numba(w2d, bh, bw):  # pragma: no cover - compiled; tested against its twin under both engines
+    """Per-block costs, two passes over each block (parallel over block rows).
+
+    Pass 1 accumulates ``sum|v|``, ``sum v^2``, ``max|v|`` and ``min|v|``; pass 2 the distortion
+    around the mean. Within a block the entries are visited row-major, the order of the NumPy twin, so
+    the two agree bit for bit.
+    """
+    rows, cols = w2d.shape
+    nbr = (rows + bh - 1) // bh
+    nbc = (cols + bw - 1) // bw
+    magnitude = np.empty((nbr, nbc))
+    distortion = np.empty((nbr, nbc))
+    energy = np.empty((nbr, nbc))
+    for bi in prange(nbr):
+        r0 = bi * bh
+        r1 = min(r0 + bh, rows)
+        for bj in range(nbc):
+            c0 = bj * bw
+            c1 = min(c0 + bw, cols)
+            s1 = 0.0
+            s2 = 0.0
+            largest = -np.inf
+            smallest = np.inf
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    a = abs(np.float64(w2d[r, c]))
+                    s1 += a
+                    s2 += a * a
+                    largest = max(largest, a)
+                    smallest = min(smallest, a)
+            energy[bi, bj] = s2
+            if largest == smallest:
+                m = largest
+            else:
+                m = s1 / ((r1 - r0) * (c1 - c0))
+            magnitude[bi, bj] = m
+            d = 0.0
+            for r in range(r0, r1):
+                for c in range(c0, c1):
+                    dev = abs(np.float64(w2d[r, c])) - m
+                    d += dev * dev
+            distortion[bi, bj] = d
     return magnitude, distortion, energy
 
 
@@ -340,7 +398,7 @@ def unify_assignment(w, block_shape, sparsity=None, keep=None, *, unify=None, pr
     prune : float in [0, 1], optional
         Share of blocks pruned.
     engine : {"numba", "numpy"}
-        Engine of the sequential scan in the joint case (identical results).
+        Engine of the per-block costs and of the sequential scan in the joint case (identical results).
 
     Returns
     -------
@@ -392,7 +450,7 @@ def unify_assignment(w, block_shape, sparsity=None, keep=None, *, unify=None, pr
     w2d = gemm_view(w)
     bh, bw = _check_block_shape(block_shape, w2d.shape)
     engine = check_engine(engine)
-    _, distortion, energy = _costs(w2d, bh, bw)
+    _, distortion, energy = _costs(w2d, bh, bw, engine)
     n_pruned, n_unified = _resolve_counts(distortion.size, sparsity, keep, unify, prune)
     return _assign(distortion, energy, n_pruned, n_unified, engine).reshape(distortion.shape)
 
@@ -441,14 +499,43 @@ def project_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, pru
     w2d = gemm_view(w)
     bh, bw = _check_block_shape(block_shape, w2d.shape)
     engine = check_engine(engine)
-    magnitude, distortion, energy = _costs(w2d, bh, bw)
+    magnitude, distortion, energy = _costs(w2d, bh, bw, engine)
     n_pruned, n_unified = _resolve_counts(distortion.size, sparsity, keep, unify, prune)
     kinds = _assign(distortion, energy, n_pruned, n_unified, engine).reshape(distortion.shape)
-    kind = expand_tiles(kinds, w2d.shape, bh, bw)
-    c = expand_tiles(magnitude, w2d.shape, bh, bw)
-    signs = np.where(w2d >= 0, 1, -1).astype(w2d.dtype)  # sign+: a zero entry takes +
-    z = np.where(kind == COPY, w2d, np.where(kind == UNIFY, signs * c, 0))
-    return z.astype(w.dtype, copy=False).reshape(w.shape)
+    # The new magnitude per block: c* for unified blocks, 0 for pruned ones (unused for copied ones).
+    scale = np.where(kinds == UNIFY, magnitude, 0).astype(w.dtype)
+    if engine == "numba" and w.dtype in (np.float32, np.float64):
+        z = _assemble_numba(np.ascontiguousarray(w2d), kinds, scale, bh, bw)
+    else:
+        z = _assemble_numpy(w2d, kinds, scale, bh, bw)
+    return z.reshape(w.shape)
+
+
+def _assemble_numpy(w2d, kinds, scale, bh, bw):
+    """Build the projection: copied entries from ``w2d``, others ``sign+(v) * scale`` (NumPy twin)."""
+    copied = expand_tiles(kinds == COPY, w2d.shape, bh, bw)
+    c = expand_tiles(scale, w2d.shape, bh, bw)
+    return np.where(copied, w2d, np.where(w2d >= 0, c, -c))  # sign+: a zero entry takes +
+
+
+@njit(cache=True, parallel=True)
+def _assemble_numba(w2d, kinds, scale, bh, bw):  # pragma: no cover - compiled
+    """One parallel pass building the projection (twin of :func:`_assemble_numpy`)."""
+    rows, cols = w2d.shape
+    nbc = kinds.shape[1]
+    z = np.empty_like(w2d)
+    for r in prange(rows):
+        bi = r // bh
+        for bj in range(nbc):
+            c0 = bj * bw
+            c1 = min(c0 + bw, cols)
+            if kinds[bi, bj] == 0:
+                z[r, c0:c1] = w2d[r, c0:c1]
+            else:
+                s = scale[bi, bj]
+                for c in range(c0, c1):
+                    z[r, c] = s if w2d[r, c] >= 0 else -s
+    return z
 
 
 def mask_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, prune=None,
