@@ -202,14 +202,24 @@ def _im2col_numpy(x_pad, rows, kh, kw, stride, oh, ow, cols4):
 
 @njit(cache=True, parallel=True)
 def _im2col_numba(x_pad, rows, kh, kw, stride, oh, ow, cols4):
-    """Numba kernel of :func:`im2col`: the same slice copies, GEMM rows spread over the threads.
+    """Numba kernel of :func:`im2col`: the same copies as the twin, GEMM rows spread over the threads.
 
-    (Slice assignment compiles to a tight copy loop; a per-element loop with explicit padding tests measured
-    several times slower.)
+    The ``stride == 1`` branch copies contiguous image rows, which LLVM vectorises (measured 1.3-3x faster
+    than one strided loop for both cases).
     """
     for r in prange(rows.shape[0]):
         c, i, j = _decode_row_jit(rows[r], kh, kw)
-        cols4[r] = x_pad[:, c, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+        for n in range(x_pad.shape[0]):
+            for o_h in range(oh):
+                dst = cols4[r, n, o_h]
+                if stride == 1:
+                    src = x_pad[n, c, i + o_h, j:j + ow]
+                    for o_w in range(ow):
+                        dst[o_w] = src[o_w]
+                else:
+                    src = x_pad[n, c, i + stride * o_h]
+                    for o_w in range(ow):
+                        dst[o_w] = src[j + stride * o_w]
 
 
 # --- col2im (the adjoint of im2col) -------------------------------------------------------------------
@@ -268,14 +278,22 @@ def _col2im_numpy(cols4, rows, kh, kw, stride, oh, ow, x_pad):
 def _col2im_numba(cols4, rows, kh, kw, stride, oh, ow, x_pad):
     """Numba kernel of :func:`col2im`; one parallel task per image, so no two tasks write the same pixel.
 
-    (Explicit loops here: in numba a slice ``+=`` allocates a temporary and measured several times slower.)
+    Explicit loops: in numba a slice ``+=`` allocates a temporary (measured several times slower). The
+    ``stride == 1`` branch adds into contiguous image rows, which LLVM vectorises (2-3x faster).
     """
     for n in prange(x_pad.shape[0]):
         for r in range(rows.shape[0]):
             c, i, j = _decode_row_jit(rows[r], kh, kw)
             for o_h in range(oh):
-                for o_w in range(ow):
-                    x_pad[n, c, i + stride * o_h, j + stride * o_w] += cols4[r, n, o_h, o_w]
+                src = cols4[r, n, o_h]
+                if stride == 1:
+                    dst = x_pad[n, c, i + o_h, j:j + ow]
+                    for o_w in range(ow):
+                        dst[o_w] += src[o_w]
+                else:
+                    dst = x_pad[n, c, i + stride * o_h]
+                    for o_w in range(ow):
+                        dst[j + stride * o_w] += src[o_w]
 
 
 # --- max pooling --------------------------------------------------------------------------------------
