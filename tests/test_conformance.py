@@ -64,7 +64,9 @@ def test_l1_ranking_fails_with_a_named_counterexample():
     w64 = first.w.astype(np.float64)
     if first.property == "optimal":
         assert np.sum((w64 - first.got) ** 2) > np.sum((w64 - project_filters(first.w, sparsity=0.5)) ** 2)
-    assert first.w.size == min(f.w.size for f in report.failures)
+    # Shrinking leaves a hand-checkable input: two filters (with sparsity=0.5, keep one of them).
+    assert first.w.size <= min(f.w.size for f in report.failures)
+    assert first.w.shape[0] == 2
 
 
 def test_keep0_returning_the_input_fails_membership():

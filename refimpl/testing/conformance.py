@@ -34,7 +34,9 @@ Inputs alternate between tie-free Gaussian weights and *tied* weights (small int
 equal group norms and all-zero groups are common: the cases that expose tie rules and the
 "``keep=0`` returns the input" bug). Inputs whose parameters refimpl itself rejects (a block larger than
 the weight, ``m`` not dividing the row length) are skipped and drawn again. The generator is a seeded
-:class:`numpy.random.Generator`, so a report is reproducible.
+:class:`numpy.random.Generator`, so a report is reproducible. The smallest failing input is then
+*shrunk*: slices (filters, channels, kernel rows, columns) are deleted one at a time as long as the same
+property still fails, so the report shows a counterexample a reader can check by hand.
 """
 
 from __future__ import annotations
@@ -108,6 +110,8 @@ class ProjectionReport:
     n_examples: int = 0
     n_checks: int = 0
     failures: list[Failure] = field(default_factory=list)
+    shrunk: Failure | None = None
+    """The smallest failing input found, further shrunk by deleting slices while it still fails."""
 
     @property
     def passed(self) -> bool:
@@ -116,9 +120,11 @@ class ProjectionReport:
 
     @property
     def counterexample(self) -> Failure | None:
-        """The failure on the smallest input found (fewest entries, then smallest magnitudes)."""
+        """The smallest counterexample: the shrunk one if shrinking ran, else the smallest failing input."""
         if not self.failures:
             return None
+        if self.shrunk is not None:
+            return self.shrunk
         return min(self.failures, key=lambda f: (f.w.size, float(np.max(np.abs(f.w), initial=0.0))))
 
     def violated(self) -> dict[str, int]:
@@ -135,7 +141,7 @@ class ProjectionReport:
             return head + f"passed ({self.n_checks} checks on {self.n_examples} inputs)"
         summary = ", ".join(f"{name} ({count})" for name, count in self.violated().items())
         return (head + f"FAILED {len(self.failures)} of {self.n_checks} checks on {self.n_examples} "
-                f"inputs\nproperties violated (inputs): {summary}\nsmallest counterexample found:\n"
+                f"inputs\nproperties violated (inputs): {summary}\nsmallest counterexample found (shrunk):\n"
                 + self.counterexample.describe())
 
 
@@ -230,7 +236,43 @@ def check_projection(fn: Callable[..., np.ndarray], structure: str, *, n_example
             continue  # these parameters do not fit this shape: draw another input
         report.n_examples += 1
         _check_one(fn, reference, w, call, expected, tie_free, structure, report)
+    if report.failures:
+        report.shrunk = _shrink(fn, reference, structure, report.counterexample)
     return report
+
+
+def _shrink(fn, reference, structure, failure: Failure, budget: int = 300) -> Failure:
+    """Greedily delete slices of the failing input while the same property still fails.
+
+    Tries removing one index along each axis (a filter, a channel, a kernel row or column...), keeps any
+    deletion after which refimpl still accepts the input and ``fn`` still violates the same property,
+    and repeats until nothing can be removed (or ``budget`` attempts are spent). Deleting slices keeps a
+    tie-free input tie-free.
+    """
+    best = failure
+    improved = True
+    while improved and budget > 0:
+        improved = False
+        for axis in range(best.w.ndim):
+            for index in range(best.w.shape[axis]):
+                if best.w.shape[axis] == 1 or budget <= 0:
+                    break
+                budget -= 1
+                w = np.delete(best.w, index, axis=axis)
+                try:
+                    expected = reference(w, **best.params)
+                except (ValueError, TypeError):
+                    continue
+                scratch = ProjectionReport("", structure, best.params)
+                _check_one(fn, reference, w, best.params, expected, best.tie_free, structure, scratch)
+                same = [f for f in scratch.failures if f.property == best.property]
+                if same:
+                    best = same[0]
+                    improved = True
+                    break
+            if improved:
+                break
+    return best
 
 
 def _draw_weight(rng: np.random.Generator, shape, dtype, tie_free: bool) -> np.ndarray:
