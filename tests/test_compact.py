@@ -349,7 +349,8 @@ def test_identity_shortcut_couples_channels(beta, in_block_too, removed):
     np.testing.assert_allclose(small.forward(x), masked.forward(x), rtol=1e-10, atol=1e-12)
 
 
-def test_generic_residual_with_unpadded_readers_folds_nonzero_constants():
+@pytest.mark.parametrize("body_dead", [True, False])
+def test_generic_residual_with_unpadded_readers_folds_nonzero_constants(body_dead):
     rng = np.random.default_rng(2)
     body = Sequential([Conv2d(4, 4, 1, 1, 0, rng=rng, dtype=F64), ReLU()])
     model = Network([("stem", Conv2d(3, 4, 1, 1, 0, rng=rng, dtype=F64)), ("res", Residual(body)),
@@ -359,11 +360,14 @@ def test_generic_residual_with_unpadded_readers_folds_nonzero_constants():
     model.get_module("res.body.0").params["bias"][1] = 0.3
     masks = {"stem.weight": np.ones((4, 3, 1, 1), bool), "res.body.0.weight": np.ones((4, 4, 1, 1), bool)}
     masks["stem.weight"][1] = False
-    masks["res.body.0.weight"][1] = False
+    masks["res.body.0.weight"][1] = not body_dead
     masked = copy.deepcopy(model)
     apply_masks(masked, masks)
     small, report = compact(model, masks)
-    assert small.get_module("stem").out_channels == 3 and small.get_module("fc").in_features == 3
+    # Dead in both added tensors: the channel goes (its nonzero constant folds into the 1x1 conv and fc).
+    # Live in the body: the sum is live, so the stem's dead filter must stay.
+    width = 3 if body_dead else 4
+    assert small.get_module("stem").out_channels == width and small.get_module("fc").in_features == width
     x = rng.normal(size=(2, 3, 4, 4))
     np.testing.assert_allclose(small.forward(x), masked.forward(x), rtol=1e-10, atol=1e-12)
 
