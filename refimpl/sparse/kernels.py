@@ -12,11 +12,10 @@ Three engines compute the same product:
     with ``prange``; each output row is written by one thread only, so no locks or atomics are needed.
     **Cache blocking over X's columns:** the columns of ``X`` and ``Y`` are processed in tiles of ``tile``
     columns. Within a tile the rows ``X[k, n0:n1]`` that the matrix touches form a ``K × tile`` panel
-    which, for the default tile, fits in the per-core L2 cache; each panel row is reused by every output
-    row that has a nonzero in column ``k`` instead of being streamed from memory again. For BSR the
-    ``bh × bw`` block is applied to a ``bw × tile`` panel of ``X`` in one go; the block shape is a
-    compile-time constant of a kernel specialised per block shape, so the small loops over the block are
-    fully unrolled and only the tile loop remains, vectorised.
+    that stays in the caches while every output row of the tile reuses it, instead of being streamed from
+    memory once per output row. Four stored entries (CSR) or four block columns (BSR) are applied per
+    sweep over a tile, so each ``Y`` element is loaded and stored once per four multiply-adds. For BSR the
+    block shape is a compile-time constant of a kernel specialised per block shape (built on first use).
 ``"numpy"``
     The NumPy twin: a readable loop over (block) rows, each a dense product of the row's stored values
     with the gathered rows of ``X`` (``data[s:e] @ X[indices[s:e]]``). Slow, but obviously right.
@@ -260,9 +259,9 @@ _BSR_KERNELS: dict[tuple[int, int], object] = {}
 def _bsr_kernel(bh: int, bw: int):
     """Return the numba BSR kernel for ``bh × bw`` blocks (built once per block shape, then cached).
 
-    ``BH`` and ``BW`` are closure constants, so numba compiles them as literals: the loops over one block
-    have constant trip counts (except in clipped edge blocks) and LLVM unrolls them, leaving the sweep over
-    the tile as the vectorised inner loop. numba caches one compiled kernel per block shape on disk.
+    ``BH`` and ``BW`` are closure constants, so numba compiles them as literals: the block's strides and
+    the trip counts of its row loop are known to LLVM, and the sweep over the tile (unit stride in ``X``
+    and ``Y``) is the vectorised inner loop. numba caches one compiled kernel per block shape on disk.
     """
     key = (bh, bw)
     if key not in _BSR_KERNELS:
