@@ -234,6 +234,22 @@ def test_compact_model_saves_loads_and_is_trainable(key, tmp_path, engine):
         k: p.shape for k, p in small.parameters().items()}
 
 
+@pytest.mark.parametrize("key", ["lenet5_28x28", "vgg_small_bn", "resnet8_w4"])
+def test_compact_in_float32_keeps_dtype_and_matches(key):
+    model, rng = _fresh(key, 11)
+    model.astype(np.float32)
+    masks = _make_masks(model, [("filters", 0.5)] * (len(model.prunable) - 1) + [("none", 1.0)], True, rng)
+    masked = copy.deepcopy(model)
+    apply_masks(masked, masks)
+    small, report = compact(model, masks)
+    assert report.params_after < report.params_before
+    assert all(p.dtype == np.float32 for p in small.parameters().values())
+    x = rng.normal(size=(3, *model.input_shape)).astype(np.float32)
+    out = small.forward(x)
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, masked.forward(x), rtol=1e-5, atol=1e-6)
+
+
 def test_compact_does_not_modify_its_input():
     model, _ = _fresh("lenet5_8x8", 0)
     state = model.state_dict()
