@@ -1,0 +1,303 @@
+"""Training speed: one epoch of LeNet-5 on Fashion-MNIST, refimpl (NumPy/numba) against PyTorch CPU.
+
+The setting: LeNet-5 "20-50-500-10" (conv 20@5×5 → ReLU → max-pool 2 → conv 50@5×5 → ReLU → max-pool 2 →
+flatten → fc 500 → ReLU → fc 10; :func:`refimpl.models.lenet5`), float32, batch 64, plain SGD with learning
+rate 0.01 and momentum 0.9, softmax cross-entropy, one epoch over the 60,000 training images (``--limit N``
+for fewer). PyTorch gets the same initial weights (copied from the refimpl model), the same batches in the
+same order and the same number of threads (``torch.set_num_threads``; numba's and OpenBLAS's pools are
+set to the same count).
+
+**How the timing stays fair on a shared machine.** The epoch is cut into chunks of ``--chunk`` batches;
+each chunk is trained by refimpl and then by PyTorch, and each framework's time is the sum over its
+chunks. Load from other processes therefore hits both frameworks alike, and the ratio of the sums
+(refimpl / PyTorch) is the headline number; the ratio of the per-batch medians is printed beside it as a
+load-robust check. Neither framework's first calls are timed: a warm-up on throw-away copies compiles
+the numba kernels and lets PyTorch pick its kernels.
+
+The first convolution does not compute the gradient with respect to the input images (``input_grad =
+False``), exactly as PyTorch skips it for an input that does not require a gradient.
+
+Also reported: dense inference throughput on the 10,000 test images (forward only, batches of
+``--eval-batch``), test accuracy after the epoch for both frameworks (a check that both trained the same
+network), and with ``--profile`` a per-layer table of refimpl's forward and backward times.
+
+Usage::
+
+    python paper_repro/bench_training.py                  # full epoch, 2 threads, writes results JSON
+    python paper_repro/bench_training.py --limit 3200     # a quick run (50 batches)
+    python paper_repro/bench_training.py --profile        # add the per-layer table
+
+Results go to ``paper_repro/results/bench_training.json`` (``--output`` to change; ``--no-save`` to skip).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import platform
+import time
+from collections import OrderedDict
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from refimpl.data import load_dataset
+from refimpl.models import lenet5, set_engine
+from refimpl.nn.loss import softmax_cross_entropy
+from refimpl.train.optim import SGD
+
+RESULTS = Path(__file__).resolve().parent / "results" / "bench_training.json"
+
+
+# --- the two networks ---------------------------------------------------------------------------------
+
+def build_refimpl(seed: int, engine: str):
+    """LeNet-5 from refimpl, float32; the first conv skips dL/dx (nothing upstream needs it)."""
+    model = lenet5(rng=np.random.default_rng(seed), dtype=np.float32)
+    set_engine(model, engine)
+    model["conv1"].input_grad = False
+    return model
+
+
+def build_torch(torch, state: dict[str, np.ndarray]):
+    """The same architecture in PyTorch with the same layer names, loaded with refimpl's initial weights."""
+    nn = torch.nn
+    model = nn.Sequential(OrderedDict([
+        ("conv1", nn.Conv2d(1, 20, 5)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
+        ("conv2", nn.Conv2d(20, 50, 5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
+        ("flatten", nn.Flatten()), ("fc1", nn.Linear(800, 500)), ("relu3", nn.ReLU()),
+        ("fc2", nn.Linear(500, 10)),
+    ]))
+    model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()})
+    return model.float()
+
+
+def refimpl_trainer(model, lr: float, momentum: float):
+    """Return ``step(x, y) -> loss``: forward, loss, backward, SGD update."""
+    optimizer = SGD(model.parameters(), lr=lr, momentum=momentum)
+
+    def step(x, y):
+        logits = model.forward(x)
+        loss, dlogits = softmax_cross_entropy(logits, y)
+        model.backward(dlogits)
+        optimizer.step(model.gradients())
+        return loss
+
+    return step
+
+
+def torch_trainer(torch, model, lr: float, momentum: float):
+    """Return ``step(x, y) -> loss`` for the PyTorch twin (inputs are NumPy arrays, shared, not copied)."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+    cross_entropy = torch.nn.functional.cross_entropy
+
+    def step(x, y):
+        optimizer.zero_grad(set_to_none=True)
+        loss = cross_entropy(model(torch.from_numpy(x)), torch.from_numpy(y))
+        loss.backward()
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+# --- timing -------------------------------------------------------------------------------------------
+
+def set_threads(torch, threads: int) -> None:
+    """Give PyTorch, numba and the BLAS/OpenMP pools the same number of threads."""
+    torch.set_num_threads(threads)
+    numba.set_num_threads(threads)
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # scikit-learn depends on it, so this is rare; OPENBLAS_NUM_THREADS still works
+        return
+    threadpool_limits(limits=threads)
+
+
+def train_epoch_interleaved(steps: dict, x, y, batches, chunk: int):
+    """Train each framework in ``steps`` on ``batches`` in alternating chunks; return times and losses."""
+    times = {name: [] for name in steps}
+    losses = {name: [] for name in steps}
+    for start in range(0, len(batches), chunk):
+        for name, step in steps.items():
+            for idx in batches[start:start + chunk]:
+                xb, yb = x[idx], y[idx]
+                t0 = time.perf_counter()
+                loss = step(xb, yb)
+                times[name].append(time.perf_counter() - t0)
+                losses[name].append(loss)
+    return times, losses
+
+
+def evaluate(predict, x, y, batch: int):
+    """Run ``predict`` over ``x`` in batches; return (seconds, accuracy)."""
+    correct = 0
+    t0 = time.perf_counter()
+    for start in range(0, len(x), batch):
+        logits = predict(x[start:start + batch])
+        correct += int(np.sum(np.argmax(logits, axis=1) == y[start:start + batch]))
+    return time.perf_counter() - t0, correct / len(x)
+
+
+def profile_layers(model, optimizer_step, x, y, batches, repeats: int):
+    """Median per-layer forward/backward milliseconds of refimpl over ``repeats`` batches."""
+    children = list(model.children())
+    fwd = {name: [] for name, _ in children}
+    bwd = {name: [] for name, _ in children}
+    extra = {"loss": [], "sgd": []}
+    for idx in batches[:repeats]:
+        h = x[idx]
+        for name, layer in children:
+            t0 = time.perf_counter()
+            h = layer.forward(h)
+            fwd[name].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        _, d = softmax_cross_entropy(h, y[idx])
+        extra["loss"].append(time.perf_counter() - t0)
+        for name, layer in reversed(children):
+            t0 = time.perf_counter()
+            d = layer.backward(d)
+            bwd[name].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        optimizer_step(model.gradients())
+        extra["sgd"].append(time.perf_counter() - t0)
+    table = {name: {"forward_ms": 1e3 * float(np.median(fwd[name])),
+                    "backward_ms": 1e3 * float(np.median(bwd[name]))} for name, _ in children}
+    table.update({k: {"forward_ms": 1e3 * float(np.median(v)), "backward_ms": 0.0} for k, v in extra.items()})
+    return table
+
+
+# --- main ---------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--limit", type=int, default=None, help="train on the first N images of the order")
+    parser.add_argument("--threads", type=int, default=2, help="threads for both frameworks (default 2)")
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--lr", type=float, default=0.01)
+    parser.add_argument("--momentum", type=float, default=0.9)
+    parser.add_argument("--seed", type=int, default=0, help="initial weights and data order")
+    parser.add_argument("--chunk", type=int, default=25, help="batches per alternating timing chunk")
+    parser.add_argument("--eval-batch", type=int, default=1000, help="batch size of the inference timing")
+    parser.add_argument("--engine", choices=("numba", "numpy"), default="numba", help="refimpl kernels")
+    parser.add_argument("--profile", action="store_true", help="also time refimpl layer by layer")
+    parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
+    args = parser.parse_args(argv)
+
+    import torch  # imported here so that `--help` works without it
+
+    set_threads(torch, args.threads)
+    data = load_dataset("fashion-mnist", download=False, dtype=np.float32)
+    x_train, y_train = np.ascontiguousarray(data.x_train), data.y_train.astype(np.int64)
+    x_test, y_test = np.ascontiguousarray(data.x_test), data.y_test.astype(np.int64)
+    order = np.random.default_rng(args.seed).permutation(len(x_train))
+    if args.limit is not None:
+        order = order[:args.limit]
+    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+
+    ours = build_refimpl(args.seed, args.engine)
+    theirs = build_torch(torch, ours.state_dict())
+
+    # warm-up on throw-away copies: numba compilation (or cache loading), PyTorch's kernel choice
+    warm = {"refimpl": refimpl_trainer(copy.deepcopy(ours), args.lr, args.momentum),
+            "pytorch": torch_trainer(torch, copy.deepcopy(theirs), args.lr, args.momentum)}
+    train_epoch_interleaved(warm, x_train, y_train, batches[:3], chunk=3)
+
+    load_before = os.getloadavg()
+    steps = {"refimpl": refimpl_trainer(ours, args.lr, args.momentum),
+             "pytorch": torch_trainer(torch, theirs, args.lr, args.momentum)}
+    times, losses = train_epoch_interleaved(steps, x_train, y_train, batches, args.chunk)
+
+    # dense inference on the test set, forward only; twice each (interleaved) and keep the faster run
+    ours.eval()
+    theirs.eval()
+
+    def predict_torch(xb):
+        with torch.inference_mode():
+            return theirs(torch.from_numpy(xb)).numpy()
+
+    inference = {"refimpl": [], "pytorch": []}
+    for _ in range(2):
+        inference["refimpl"].append(evaluate(ours.forward, x_test, y_test, args.eval_batch))
+        inference["pytorch"].append(evaluate(predict_torch, x_test, y_test, args.eval_batch))
+    load_after = os.getloadavg()
+
+    profile = None
+    if args.profile:
+        ours.train()
+        sgd = SGD(ours.parameters(), lr=0.0)  # lr 0: timing the update without moving the trained weights
+        profile = profile_layers(ours, sgd.step, x_train, y_train, batches, repeats=min(50, len(batches)))
+
+    result = {
+        "setting": {
+            "model": "lenet5 (20-50-500-10)", "dataset": "fashion-mnist", "dtype": "float32",
+            "train_images": int(len(order)), "batches": len(batches), "batch_size": args.batch_size,
+            "optimizer": f"SGD lr={args.lr} momentum={args.momentum}", "seed": args.seed,
+            "threads": args.threads, "chunk": args.chunk, "engine": args.engine,
+            "eval_images": int(len(x_test)), "eval_batch": args.eval_batch,
+        },
+        "machine": {
+            "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
+            "numpy": np.__version__, "numba": numba.__version__, "torch": torch.__version__,
+            "numba_threading_layer": numba.threading_layer(),
+            "loadavg_before": [round(v, 2) for v in load_before],
+            "loadavg_after": [round(v, 2) for v in load_after],
+        },
+        "frameworks": {},
+    }
+    for name in steps:
+        seconds, accuracy = min(inference[name])[0], inference[name][0][1]
+        result["frameworks"][name] = {
+            "epoch_seconds": float(np.sum(times[name])),
+            "median_batch_ms": 1e3 * float(np.median(times[name])),
+            "min_batch_ms": 1e3 * float(np.min(times[name])),
+            "final_train_loss": float(np.mean(losses[name][-50:])),
+            "test_accuracy": accuracy,
+            "inference_seconds": seconds,
+            "inference_images_per_second": len(x_test) / seconds,
+        }
+    ref, pt = result["frameworks"]["refimpl"], result["frameworks"]["pytorch"]
+    result["ratio_epoch_refimpl_over_pytorch"] = ref["epoch_seconds"] / pt["epoch_seconds"]
+    result["ratio_median_batch_refimpl_over_pytorch"] = ref["median_batch_ms"] / pt["median_batch_ms"]
+    result["ratio_inference_refimpl_over_pytorch"] = ref["inference_seconds"] / pt["inference_seconds"]
+    if profile is not None:
+        result["refimpl_layer_profile_ms"] = profile
+
+    report(result)
+    if not args.no_save:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.output}")
+    return result
+
+
+def report(result: dict) -> None:
+    """Print the comparison table (and the per-layer profile when present)."""
+    s = result["setting"]
+    print(f"LeNet-5 on Fashion-MNIST: {s['train_images']} images, batch {s['batch_size']}, float32, "
+          f"{s['threads']} threads, refimpl engine {s['engine']}")
+    print(f"load average before/after: {result['machine']['loadavg_before']} / "
+          f"{result['machine']['loadavg_after']}")
+    print(f"\n{'':10s} {'epoch s':>9s} {'median ms/batch':>16s} {'train loss':>11s} {'test acc':>9s} "
+          f"{'infer img/s':>12s}")
+    for name, r in result["frameworks"].items():
+        print(f"{name:10s} {r['epoch_seconds']:9.2f} {r['median_batch_ms']:16.2f} "
+              f"{r['final_train_loss']:11.4f} {r['test_accuracy']:9.4f} "
+              f"{r['inference_images_per_second']:12.0f}")
+    print(f"\nratio refimpl / PyTorch: epoch {result['ratio_epoch_refimpl_over_pytorch']:.3f}, "
+          f"median batch {result['ratio_median_batch_refimpl_over_pytorch']:.3f}, "
+          f"inference {result['ratio_inference_refimpl_over_pytorch']:.3f}")
+    profile = result.get("refimpl_layer_profile_ms")
+    if profile:
+        print(f"\nrefimpl per layer (median ms over the profiled batches)\n{'layer':10s} {'forward':>9s} "
+              f"{'backward':>9s}")
+        for name, t in profile.items():
+            print(f"{name:10s} {t['forward_ms']:9.3f} {t['backward_ms']:9.3f}")
+
+
+if __name__ == "__main__":
+    main()
