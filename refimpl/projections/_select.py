@@ -12,11 +12,12 @@ way. Selection is :math:`O(n)` (``np.partition``), never a sort, and never a Pyt
 Every group structure of the pruning literature is a tiling of the weight's **GEMM view**
 ``W.reshape(F, -1)`` (see ALGORITHMS.md): a filter is a ``1 x K`` tile, a shape (column) an ``F x 1`` tile,
 a channel an ``F x (KH*KW)`` tile, a kernel a ``1 x (KH*KW)`` tile and a block a ``bh x bw`` tile (edge
-tiles smaller). :func:`tile_sq_norms` therefore scores all of them, with a numba kernel and its NumPy twin.
+tiles smaller). :func:`tile_scores` therefore scores all of them, with a numba kernel and its NumPy twin.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 from fractions import Fraction
 
@@ -34,13 +35,18 @@ __all__ = [
     "gemm_view",
     "round_half_even_ratio",
     "select_top_k",
-    "tile_sq_norms",
+    "tile_scores",
     "top_k_mask",
+    "top_k_mask_lex",
     "top_k_mask_rows",
 ]
 
 #: The kernel engines a projection accepts through its ``engine=`` keyword.
 ENGINES = ("numba", "numpy")
+
+# Inputs with fewer entries run the single-threaded numba kernels: waking the thread pool costs more
+# than it saves on a small layer (measured ~1 ms per call on a busy 2-core machine).
+PARALLEL_MIN_SIZE = 1 << 16
 
 # Below this vector length the numba per-row selection ranks by counting (O(V^2), branch-light and
 # allocation-free); above it, a stable sort per row (O(V log V)) wins.
@@ -133,11 +139,39 @@ def top_k_mask(scores: np.ndarray, k: int) -> np.ndarray:
     return mask
 
 
-def select_top_k(scores: np.ndarray, sparsity=None, keep=None) -> np.ndarray:
+def top_k_mask_lex(exponent: np.ndarray, fraction: np.ndarray, k: int) -> np.ndarray:
+    r""":func:`top_k_mask` for scores given as pairs ``F * 2**E`` (see :func:`tile_scores`).
+
+    Pairs compare lexicographically (exponent first, then fraction), which is the order of the scores
+    because every nonzero ``F`` is normalised to ``[0.5, 1)``. Same tie rule, same :math:`O(n)` cost: the
+    ``k``-th largest exponent is found by partition, and the fractions decide only among the entries at
+    that exponent.
+
+    Examples
+    --------
+    >>> top_k_mask_lex(np.array([3, 5, 3, 3]), np.array([0.5, 0.5, 0.75, 0.5]), 2)
+    array([False,  True,  True, False])
+    """
+    exponent = np.asarray(exponent).reshape(-1)
+    fraction = np.asarray(fraction).reshape(-1)
+    n = exponent.shape[0]
+    if not 0 <= k <= n:
+        raise ValueError(f"k must lie in [0, {n}], got {k}")
+    if k in (0, n):
+        return np.full(n, k == n, dtype=bool)
+    threshold = np.partition(exponent, n - k)[n - k]
+    mask = exponent > threshold
+    at = np.flatnonzero(exponent == threshold)           # ascending, so the tie rule carries over
+    mask[at[top_k_mask(fraction[at], k - int(np.count_nonzero(mask)))]] = True
+    return mask
+
+
+def select_top_k(scores, sparsity=None, keep=None) -> np.ndarray:
     """Resolve the count (``sparsity`` or ``keep``, :func:`refimpl._validation.resolve_count`) and select.
 
-    ``scores`` of any shape are ranked in C (row-major) flat order, so "lower flat index" is the tie rule
-    for grids of groups too. Returns a boolean mask of ``scores``' shape.
+    ``scores`` is an array of any shape, or an ``(exponent, fraction)`` pair from :func:`tile_scores`.
+    It is ranked in C (row-major) flat order, so "lower flat index" is the tie rule for grids of groups
+    too. Returns a boolean mask of the scores' shape.
 
     Examples
     --------
@@ -145,13 +179,17 @@ def select_top_k(scores: np.ndarray, sparsity=None, keep=None) -> np.ndarray:
     array([[ True, False],
            [False,  True]])
     """
+    if isinstance(scores, tuple):
+        exponent, fraction = (np.asarray(a) for a in scores)
+        k = resolve_count(exponent.size, sparsity=sparsity, keep=keep)
+        return top_k_mask_lex(exponent, fraction, k).reshape(exponent.shape)
     scores = np.asarray(scores)
     k = resolve_count(scores.size, sparsity=sparsity, keep=keep)
     return top_k_mask(scores.reshape(-1), k).reshape(scores.shape)
 
 
 def _top_k_mask_rows_numpy(scores: np.ndarray, k: int) -> np.ndarray:
-    """NumPy twin of :func:`_top_k_mask_rows_numba`: the :func:`top_k_mask` rule on every row at once."""
+    """NumPy twin of :func:`_top_k_mask_rows_serial`: the :func:`top_k_mask` rule on every row at once."""
     n_rows, n = scores.shape
     if k == 0:
         return np.zeros((n_rows, n), dtype=bool)
@@ -165,29 +203,43 @@ def _top_k_mask_rows_numpy(scores: np.ndarray, k: int) -> np.ndarray:
     return above | (at & (np.cumsum(at, axis=1) <= n_missing))
 
 
-@njit(cache=True, parallel=True)
-def _top_k_mask_rows_numba(scores, k):  # pragma: no cover - compiled (covered via NUMBA_DISABLE_JIT runs)
-    """Per-row top-k with the tie rule, one row per parallel iteration.
+@njit(cache=True)
+def _top_k_row(row, k, out):  # pragma: no cover - compiled (run as Python under NUMBA_DISABLE_JIT=1)
+    """Write the top-``k`` mask of one row into ``out`` (the tie rule: the lower index wins).
 
     Short rows rank by counting: entry ``j`` is kept iff fewer than ``k`` entries beat it, where ``i``
     beats ``j`` if ``s_i > s_j`` or (``s_i == s_j`` and ``i < j``). Long rows use a stable sort of
     ``-s``, whose first ``k`` indices are the same set.
     """
-    n_rows, n = scores.shape
-    mask = np.zeros((n_rows, n), dtype=np.bool_)
-    for r in prange(n_rows):
-        row = scores[r]
-        if n <= _COUNTING_MAX_LEN:
-            for j in range(n):
-                beaten_by = 0
-                for i in range(n):
-                    if row[i] > row[j] or (row[i] == row[j] and i < j):
-                        beaten_by += 1
-                mask[r, j] = beaten_by < k
-        else:
-            order = np.argsort(-row, kind="mergesort")
-            for j in range(k):
-                mask[r, order[j]] = True
+    n = row.shape[0]
+    if n <= _COUNTING_MAX_LEN:
+        for j in range(n):
+            beaten_by = 0
+            for i in range(n):
+                if row[i] > row[j] or (row[i] == row[j] and i < j):
+                    beaten_by += 1
+            out[j] = beaten_by < k
+    else:
+        order = np.argsort(-row, kind="mergesort")
+        for j in range(k):
+            out[order[j]] = True
+
+
+@njit(cache=True)
+def _top_k_mask_rows_serial(scores, k):  # pragma: no cover - compiled
+    """Numba per-row top-k, one thread (small inputs: thread start-up would dominate)."""
+    mask = np.zeros(scores.shape, dtype=np.bool_)
+    for r in range(scores.shape[0]):
+        _top_k_row(scores[r], k, mask[r])
+    return mask
+
+
+@njit(cache=True, parallel=True)
+def _top_k_mask_rows_parallel(scores, k):  # pragma: no cover - compiled
+    """Numba per-row top-k, rows split across threads (each thread writes its own rows)."""
+    mask = np.zeros(scores.shape, dtype=np.bool_)
+    for r in prange(scores.shape[0]):
+        _top_k_row(scores[r], k, mask[r])
     return mask
 
 
@@ -200,7 +252,8 @@ def top_k_mask_rows(scores: np.ndarray, k: int, *, engine: str = "numba") -> np.
     k : int
         ``0 <= k <= n``.
     engine : {"numba", "numpy"}
-        The numba kernel (parallel over rows) or its vectorised NumPy twin; both give identical masks.
+        The numba kernel (parallel over rows for large inputs) or its vectorised NumPy twin; both give
+        identical masks.
 
     Returns
     -------
@@ -219,7 +272,8 @@ def top_k_mask_rows(scores: np.ndarray, k: int, *, engine: str = "numba") -> np.
     if not 0 <= k <= n:
         raise ValueError(f"k must lie in [0, {n}], got {k}")
     if engine == "numba" and scores.dtype in (np.float32, np.float64) and scores.size:
-        return _top_k_mask_rows_numba(np.ascontiguousarray(scores), int(k))
+        kernel = _top_k_mask_rows_parallel if scores.size >= PARALLEL_MIN_SIZE else _top_k_mask_rows_serial
+        return kernel(np.ascontiguousarray(scores), int(k))
     return _top_k_mask_rows_numpy(scores, int(k))
 
 
@@ -228,49 +282,91 @@ def top_k_mask_rows(scores: np.ndarray, k: int, *, engine: str = "numba") -> np.
 # --------------------------------------------------------------------------------------------------
 
 
-def _tile_sq_norms_numpy(w2d: np.ndarray, bh: int, bw: int, dtype) -> np.ndarray:
-    """NumPy twin of :func:`_tile_sq_norms_numba`: squares, then segment sums along both axes."""
-    sq = np.square(w2d, dtype=dtype)
+# Squared norms overflow for entries above ~1.3e154 and underflow below ~1.5e-162 in float64, which would
+# turn distinct scores into ties (Hypothesis found a lone 3.5e-252 column being dropped in favour of an
+# all-zero one). Each tile's score is therefore kept as an exact-range pair S = F * 2**E: the entries
+# are first scaled by a power of two (exactly) so that the tile's largest magnitude lies in [0.5, 1),
+# squared and summed, and the exponent is carried separately as an integer.
+
+#: Exponent of an all-zero tile: below every nonzero score.
+ZERO_EXPONENT = np.iinfo(np.int64).min
+
+
+def _tile_scores_numpy(w2d: np.ndarray, bh: int, bw: int) -> tuple[np.ndarray, np.ndarray]:
+    """NumPy twin of :func:`_tile_scores_serial`: tile maxima, exact rescaling, then segment sums."""
+    magnitude = np.abs(w2d).astype(np.promote_types(w2d.dtype, np.float64))
     row_starts = np.arange(0, w2d.shape[0], bh)
     col_starts = np.arange(0, w2d.shape[1], bw)
-    return np.add.reduceat(np.add.reduceat(sq, row_starts, axis=0), col_starts, axis=1)
+    peak = np.maximum.reduceat(np.maximum.reduceat(magnitude, row_starts, axis=0), col_starts, axis=1)
+    _, peak_exp = np.frexp(peak)                        # peak = m * 2**peak_exp, m in [0.5, 1)
+    scaled = np.ldexp(magnitude, -expand_tiles(peak_exp, w2d.shape, bh, bw))
+    sums = np.add.reduceat(np.add.reduceat(scaled * scaled, row_starts, axis=0), col_starts, axis=1)
+    fraction, sum_exp = np.frexp(sums)
+    exponent = 2 * peak_exp.astype(np.int64) + sum_exp
+    exponent[fraction == 0] = ZERO_EXPONENT
+    return exponent, fraction.astype(np.float64)
+
+
+@njit(cache=True)
+def _one_tile_score(w2d, r0, r1, c0, c1):  # pragma: no cover - compiled
+    """``(E, F)`` of the tile ``w2d[r0:r1, c0:c1]``: its maximum, then the rescaled sum of squares."""
+    peak = 0.0
+    for r in range(r0, r1):
+        for c in range(c0, c1):
+            peak = max(peak, abs(np.float64(w2d[r, c])))
+    if peak == 0.0:
+        return ZERO_EXPONENT, 0.0
+    peak_exp = math.frexp(peak)[1]
+    total = 0.0
+    for r in range(r0, r1):
+        for c in range(c0, c1):
+            v = math.ldexp(np.float64(w2d[r, c]), -peak_exp)
+            total += v * v
+    fraction, sum_exp = math.frexp(total)
+    return 2 * peak_exp + sum_exp, fraction
+
+
+@njit(cache=True)
+def _tile_scores_serial(w2d, bh, bw):  # pragma: no cover - compiled
+    """Numba tile scores, one thread (small inputs)."""
+    n_rows, n_cols = w2d.shape
+    t_rows, t_cols = (n_rows + bh - 1) // bh, (n_cols + bw - 1) // bw
+    exponent = np.empty((t_rows, t_cols), dtype=np.int64)
+    fraction = np.empty((t_rows, t_cols), dtype=np.float64)
+    for ti in range(t_rows):
+        for tj in range(t_cols):
+            exponent[ti, tj], fraction[ti, tj] = _one_tile_score(
+                w2d, ti * bh, min((ti + 1) * bh, n_rows), tj * bw, min((tj + 1) * bw, n_cols))
+    return exponent, fraction
 
 
 @njit(cache=True, parallel=True)
-def _tile_sq_norms_numba(w2d, bh, bw):  # pragma: no cover - compiled
-    """One pass over ``w2d`` accumulating squares (in float64) into the tile grid.
-
-    The parallel loop runs over whichever tile axis is longer so that a single tile row (shapes) or a
-    single tile column (filters) still splits across threads; each thread writes its own tiles only.
-    """
+def _tile_scores_parallel(w2d, bh, bw):  # pragma: no cover - compiled
+    """Numba tile scores, the flat list of tiles split across threads (balanced for any tiling)."""
     n_rows, n_cols = w2d.shape
-    t_rows = (n_rows + bh - 1) // bh
-    t_cols = (n_cols + bw - 1) // bw
-    out = np.zeros((t_rows, t_cols), dtype=np.float64)
-    if t_rows >= t_cols:
-        for ti in prange(t_rows):
-            for r in range(ti * bh, min((ti + 1) * bh, n_rows)):
-                for c in range(n_cols):
-                    v = np.float64(w2d[r, c])
-                    out[ti, c // bw] += v * v
-    else:
-        for tj in prange(t_cols):
-            for r in range(n_rows):
-                for c in range(tj * bw, min((tj + 1) * bw, n_cols)):
-                    v = np.float64(w2d[r, c])
-                    out[r // bh, tj] += v * v
-    return out
+    t_rows, t_cols = (n_rows + bh - 1) // bh, (n_cols + bw - 1) // bw
+    exponent = np.empty((t_rows, t_cols), dtype=np.int64)
+    fraction = np.empty((t_rows, t_cols), dtype=np.float64)
+    for t in prange(t_rows * t_cols):
+        ti = t // t_cols
+        tj = t - ti * t_cols
+        exponent[ti, tj], fraction[ti, tj] = _one_tile_score(
+            w2d, ti * bh, min((ti + 1) * bh, n_rows), tj * bw, min((tj + 1) * bw, n_cols))
+    return exponent, fraction
 
 
-def tile_sq_norms(w2d: np.ndarray, bh: int, bw: int, *, engine: str = "numba") -> np.ndarray:
-    r"""Squared L2 norm of every ``bh x bw`` tile of a matrix (edge tiles may be smaller).
+def tile_scores(w2d: np.ndarray, bh: int, bw: int, *, engine: str = "numba") -> tuple[np.ndarray, np.ndarray]:
+    r"""Squared L2 norm of every ``bh x bw`` tile of a matrix (edge tiles smaller), free of over/underflow.
 
     .. math:: S_{ij} = \sum_{r = i b_h}^{\min((i+1) b_h, F) - 1} \; \sum_{c = j b_w}^{\min((j+1) b_w, K) - 1}
-              W_{rc}^2
+              W_{rc}^2 \;=\; F_{ij} \, 2^{E_{ij}}, \qquad F_{ij} \in [\tfrac12, 1)
 
-    Scores are accumulated in float64 (or a wider input dtype) so that float32 weights are ranked by
-    their norms as accurately as the input allows. Squared norms rank exactly like norms, so no square
-    root is taken.
+    Squared norms rank exactly like norms, so no square root is taken; but ``W**2`` overflows or
+    underflows in floating point for very large or very small entries, merging distinct scores into
+    ties. So each tile is scaled by a power of two (exact) to bring its largest ``|w|`` into
+    ``[0.5, 1)`` before squaring, and the score is returned as the pair ``(E, F)``, compared
+    lexicographically by :func:`top_k_mask_lex`. An all-zero tile gets ``E = ZERO_EXPONENT``, ``F = 0``.
+    Sums are accumulated in float64 (or a wider input dtype).
 
     Parameters
     ----------
@@ -279,22 +375,27 @@ def tile_sq_norms(w2d: np.ndarray, bh: int, bw: int, *, engine: str = "numba") -
         Tile height and width, ``>= 1``.
     engine : {"numba", "numpy"}
         The numba kernel handles float32/float64 input; other dtypes always use the NumPy twin. The two
-        may differ in the last bits (different summation orders).
+        may differ in the last bit of ``F`` (different summation orders).
 
     Returns
     -------
-    scores : ndarray, shape (ceil(F / bh), ceil(K / bw))
+    exponent : ndarray of int64, shape (ceil(F / bh), ceil(K / bw))
+    fraction : ndarray of float64, same shape
 
     Examples
     --------
-    >>> tile_sq_norms(np.arange(6.0).reshape(2, 3), 2, 2, engine="numpy")   # tiles [[0,1],[3,4]] | [[2],[5]]
+    >>> e, f = tile_scores(np.arange(6.0).reshape(2, 3), 2, 2, engine="numpy")  # [[0,1],[3,4]] | [[2],[5]]
+    >>> np.ldexp(f, e)                                                          # 26 and 29
     array([[26., 29.]])
+    >>> e, f = tile_scores(np.array([[1e200, 0.0, 1e-200]]), 1, 1, engine="numpy")
+    >>> bool(e[0, 0] > e[0, 2] > e[0, 1])                                     # no overflow, no underflow
+    True
     """
     check_engine(engine)
-    dtype = np.promote_types(w2d.dtype, np.float64)
     if engine == "numba" and w2d.dtype in (np.float32, np.float64) and w2d.size:
-        return _tile_sq_norms_numba(np.ascontiguousarray(w2d), int(bh), int(bw))
-    return _tile_sq_norms_numpy(w2d, int(bh), int(bw), dtype)
+        kernel = _tile_scores_parallel if w2d.size >= PARALLEL_MIN_SIZE else _tile_scores_serial
+        return kernel(np.ascontiguousarray(w2d), int(bh), int(bw))
+    return _tile_scores_numpy(w2d, int(bh), int(bw))
 
 
 def expand_tiles(tile_mask: np.ndarray, shape: tuple[int, int], bh: int, bw: int) -> np.ndarray:

@@ -27,7 +27,7 @@ from refimpl.projections._select import (
     gemm_view,
     round_half_even_ratio,
     select_top_k,
-    tile_sq_norms,
+    tile_scores,
     top_k_mask_rows,
 )
 from refimpl.projections.groups import as_weight
@@ -80,8 +80,8 @@ def _resolve_named(n: int, sparsity, keep, prefix: str) -> int:
 
 def _block_mask2d(w2d: np.ndarray, bh: int, bw: int, sparsity, keep, engine: str, prefix: str = ""):
     """Element mask (GEMM view) of the ``k`` tiles of largest L2 norm."""
-    scores = tile_sq_norms(w2d, bh, bw, engine=engine)
-    k = _resolve_named(scores.size, sparsity, keep, prefix)
+    scores = tile_scores(w2d, bh, bw, engine=engine)
+    k = _resolve_named(scores[0].size, sparsity, keep, prefix)
     tiles = select_top_k(scores, keep=k)
     return expand_tiles(tiles, w2d.shape, bh, bw)
 

@@ -11,7 +11,8 @@ shape / column            one GEMM column ``(c,kh,kw)`` ``F x 1``
 kernel                    ``W[f, c]``, one 2-D kernel   ``1 x (KH*KW)``
 ========================  ============================  =============================
 
-so one routine scores and selects them all (:func:`refimpl.projections._select.tile_sq_norms`).
+so one routine scores and selects them all (:func:`refimpl.projections._select.tile_scores`, which
+keeps the squared norms free of overflow and underflow, then the tie-correct top-k).
 
 Why L2 and not L1 (the whole module rests on it): for disjoint groups :math:`g`, the nearest point of
 "at most ``k`` nonzero groups" copies the kept groups, and then
@@ -35,7 +36,7 @@ from refimpl.projections._select import (
     expand_tiles,
     gemm_view,
     select_top_k,
-    tile_sq_norms,
+    tile_scores,
 )
 
 __all__ = [
@@ -75,7 +76,7 @@ def _group_mask(w, tile: str, sparsity, keep, engine: str) -> np.ndarray:
         "shapes": (n_rows, 1),
         "kernels": (1, _kernel_size(w)),
     }[tile]
-    tiles = select_top_k(tile_sq_norms(w2d, bh, bw, engine=engine), sparsity=sparsity, keep=keep)
+    tiles = select_top_k(tile_scores(w2d, bh, bw, engine=engine), sparsity=sparsity, keep=keep)
     return expand_tiles(tiles, w2d.shape, bh, bw).reshape(w.shape)
 
 
@@ -109,7 +110,7 @@ def project_filters(w, sparsity=None, keep=None, *, engine: str = "numba") -> np
     keep : int in [0, F], optional
         Keep exactly this many filters. Give exactly one of ``sparsity`` and ``keep``.
     engine : {"numba", "numpy"}
-        Kernel computing the group norms (:func:`refimpl.projections._select.tile_sq_norms`).
+        Kernel computing the group norms (:func:`refimpl.projections._select.tile_scores`).
 
     Returns
     -------
