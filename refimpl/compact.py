@@ -781,6 +781,9 @@ def purify(model: Module, masks: Mapping[str, np.ndarray], *, eta: float = 0.9, 
     for name in layers:
         if name not in masks:
             raise KeyError(f"layers: {name!r} has no mask")
+        dtype = np.asarray(masks[name]).dtype
+        if dtype != np.bool_:
+            raise TypeError(f"masks[{name!r}] must be a boolean array, got dtype {dtype}")
     new_masks = {name: np.array(mask, dtype=bool, copy=True) for name, mask in masks.items()}
     reports = []
     for name in layers:

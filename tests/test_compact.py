@@ -501,5 +501,7 @@ def test_purify_errors():
         purify(model, masks, sigma=-1)
     with pytest.raises(KeyError, match="nope"):
         purify(model, masks, layers=["nope"])
+    with pytest.raises(TypeError, match="boolean"):
+        purify(model, {"conv.weight": masks["conv.weight"].astype(int)}, layers=["conv.weight"])
     with pytest.raises(ValueError, match="shape"):
         purify(model, {"conv.weight": np.ones((5, 2), bool), "fc.weight": masks["fc.weight"]})
