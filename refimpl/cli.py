@@ -285,9 +285,86 @@ def _checkpoint_epoch(out: Path) -> int:
     return 0 if path is None else int(load_checkpoint(path)["position"]["epoch"])
 
 
+# --- refimpl prune -----------------------------------------------------------------------------------
+
+# ``add_data_arguments`` option -> config key; only options given on the command line override the file.
+_DATA_OVERRIDES = {"dataset": "data.name", "data_root": "data.root", "val_fraction": "data.val_fraction",
+                   "limit_train": "data.limit_train", "dtype": "data.dtype"}
+
+
+def _add_prune(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "prune", help="run a pruning experiment from a TOML config (pretrain, ADMM, prune, retrain, compact)",
+        description="Run the experiment of a TOML config (refimpl.config): pretrain (or load weights), ADMM "
+                    "or magnitude pruning, masked retraining, optional purification, compaction; write "
+                    "config, logs, checkpoints, masks, weights and the report into --out "
+                    "(see refimpl.pipeline).",
+    )
+    parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="experiment TOML file")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out (finished phases are skipped, the current one "
+                             "continues from its checkpoint)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set admm.epochs=2 (repeatable; TOML values)")
+    add_data_arguments(parser)
+    # Data options override the config only when given, so their defaults here are "not given".
+    parser.set_defaults(func=run_prune, dataset=None, val_fraction=None, dtype=None)
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    """Carry out ``refimpl prune`` (see :mod:`refimpl.pipeline` for the files written)."""
+    from refimpl.config import load_config, parse_override
+    from refimpl.data import CorruptDatasetError, DatasetNotFoundError
+    from refimpl.pipeline import SetupError, run_experiment
+
+    try:
+        overrides = {key: str(getattr(args, option)) if option == "data_root" else getattr(args, option)
+                     for option, key in _DATA_OVERRIDES.items() if getattr(args, option) is not None}
+        overrides.update(parse_override(text) for text in args.overrides)
+        config = load_config(args.config, overrides)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise CommandError(str(err)) from err
+    try:
+        run_experiment(config, args.out, resume=args.resume, progress=args.progress)
+    except (SetupError, DatasetNotFoundError, CorruptDatasetError) as err:
+        # Problems found before training starts are one-line errors; anything later keeps its traceback.
+        raise CommandError(str(err)) from err
+    return 0
+
+
+# --- refimpl demo ------------------------------------------------------------------------------------
+
+
+def _add_demo(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "demo", help="the main job: prune a small CNN on digits (offline, a few minutes) and report",
+        description="Train LeNet-5 on scikit-learn's 8x8 digits, ADMM-prune it with filter + shape "
+                    "constraints, retrain, compact, and print accuracy before/after, parameter and MAC "
+                    "reduction and the measured inference speedup; saves <out>/demo.png (refimpl.demo).",
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR",
+                        help="run directory (default: runs/demo; an existing demo run there is replaced)")
+    parser.add_argument("--quick", action="store_true", help="a few epochs only (a smoke test, ~10 s)")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.set_defaults(func=run_demo_command)
+
+
+def run_demo_command(args: argparse.Namespace) -> int:
+    """Carry out ``refimpl demo``."""
+    from refimpl.demo import run_demo
+
+    try:
+        run_demo(args.out, quick=args.quick, progress=args.progress)
+    except ValueError as err:
+        raise CommandError(str(err)) from err
+    return 0
+
+
 # --- the parser and the entry point ------------------------------------------------------------------
 
-SUBCOMMANDS = (_add_train,)
+SUBCOMMANDS = (_add_train, _add_prune, _add_demo)
 """One ``_add_<name>(subparsers)`` per subcommand, in the order ``refimpl --help`` lists them."""
 
 

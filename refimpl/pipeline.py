@@ -65,6 +65,7 @@ from refimpl.config import ExperimentConfig, TrainConfig, expand_constraints, to
 
 __all__ = [
     "Phase",
+    "SetupError",
     "build_model_for",
     "build_optimizer",
     "build_schedule",
@@ -73,6 +74,14 @@ __all__ = [
     "run_experiment",
     "thread_limit",
 ]
+
+class SetupError(ValueError):
+    """The run cannot start with these settings (raised before any training).
+
+    E.g. a run already in the directory, a changed config on resume, a constraint naming a missing layer;
+    the command line prints it in one line.
+    """
+
 
 STATE_NAME = "state.json"
 _TRAINING = ("pretrain", "admm", "retrain", "purify_retrain")
@@ -268,9 +277,12 @@ class _Run:
         self.x_train, self.y_train = ds.x_train[: d.limit_train], ds.y_train[: d.limit_train]
         self.x_test, self.y_test = ds.x_test[: d.limit_test], ds.y_test[: d.limit_test]
         self.val = None if ds.x_val is None else (ds.x_val, ds.y_val)
-        self.model = build_model_for(config, ds.input_shape, ds.num_classes)
-        self.constraints = ([] if config.method == "none"
-                            else expand_constraints(config.admm.constraints, self.model))
+        try:
+            self.model = build_model_for(config, ds.input_shape, ds.num_classes)
+            self.constraints = ([] if config.method == "none"
+                                else expand_constraints(config.admm.constraints, self.model))
+        except (ValueError, TypeError) as err:
+            raise SetupError(str(err)) from err
         self.masks: dict[str, np.ndarray] = {}
         self.compact_model = None
 
@@ -280,10 +292,10 @@ class _Run:
         if resume and saved_config.is_file():
             changed = _dotted_diff(json.loads(saved_config.read_text()), config.to_dict())
             if changed:
-                raise ValueError(f"cannot resume {out}: the configuration differs from the saved one in "
+                raise SetupError(f"cannot resume {out}: the configuration differs from the saved one in "
                                  f"{', '.join(changed)}")
         elif not resume and (saved_config.exists() or (out / STATE_NAME).exists()):
-            raise ValueError(f"{out} already holds a run; resume it or choose another output directory")
+            raise SetupError(f"{out} already holds a run; resume it or choose another output directory")
         out.mkdir(parents=True, exist_ok=True)
         _write_json(saved_config, config.to_dict())
         _atomic_write(out / "config.toml", lambda f: f.write(to_toml(config)))
@@ -291,7 +303,7 @@ class _Run:
         if resume and path.is_file():
             state = json.loads(path.read_text())
             if state.get("version") != _STATE_VERSION:
-                raise ValueError(f"{path} has state version {state.get('version')}, "
+                raise SetupError(f"{path} has state version {state.get('version')}, "
                                  f"expected {_STATE_VERSION}")
             return state
         state = {"version": _STATE_VERSION, "phases": {}}
@@ -455,7 +467,7 @@ def run_experiment(config: ExperimentConfig, out_dir: str | os.PathLike, *, resu
         done = [p for p in phases if p.name in run.state["phases"]]
         first = next((i for i, p in enumerate(phases) if p.name not in run.state["phases"]), len(phases))
         if any(p.name not in run.state["phases"] for p in phases[:first]) or len(done) != first:
-            raise ValueError(f"{out / STATE_NAME} lists phases out of order; it was not written by this plan")
+            raise SetupError(f"{out / STATE_NAME} lists phases out of order; it was not written by this plan")
         if done:
             run.restore(done)
             echo(f"resuming {out}: {', '.join(p.name for p in done)} done")
