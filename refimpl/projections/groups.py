@@ -134,6 +134,11 @@ def project_filters(w, sparsity=None, keep=None, *, engine: str = "numba") -> np
     norms minimise. Squared norms rank like norms, so no square root is taken. Ties: lower filter index
     wins. This is the filter-wise Z-step of StructADMM [1]_.
 
+    Why the L2 and not the L1 norm: the error is the sum of the dropped groups' *squared L2* norms, and
+    the two norms can rank groups differently. Filters ``[3, 0]`` and ``[2, 2]`` have L1 norms 3 < 4 but
+    squared L2 norms 9 > 8; with ``k = 1`` an L1 ranking keeps ``[2, 2]`` (error 9) instead of
+    ``[3, 0]`` (error 8). The same holds for every group projection of this module.
+
     References
     ----------
     .. [1] T. Zhang et al., "StructADMM: Achieving ultrahigh efficiency in structured pruning for
