@@ -88,6 +88,8 @@ def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, see
         "numba_threads": numba.get_num_threads(), "blas_threads": blas_threads(),
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
         "numpy": np.__version__, "numba": numba.__version__,
+        # Other processes compete for the cores: a high load inflates every time, dense BLAS the most.
+        "load_average_1min_at_start": os.getloadavg()[0],
     }
     print(f"W {m}x{k} @ X {k}x{n} float32; numba threads {setting['numba_threads']}, "
           f"BLAS threads {setting['blas_threads']}; median of {repeats}; tile {tile}")
@@ -119,6 +121,9 @@ def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, see
             rows.append(row)
             print(f"{name:>8} {s:8.2f} {ideal:7.1f} {t_own:8.1f} {t_scipy:9.1f} {t_scipy / t_own:9.2f} "
                   f"{t_dense / t_own:9.2f} {t_dense / t_scipy:11.2f}", flush=True)
+    setting["load_average_1min_at_end"] = os.getloadavg()[0]
+    print(f"load average (1 min) at start {setting['load_average_1min_at_start']:.1f}, "
+          f"at end {setting['load_average_1min_at_end']:.1f} on {os.cpu_count()} cores")
     return {"setting": setting, "dense_ms": t_dense, "results": rows}
 
 
