@@ -7,7 +7,10 @@ Every projection in :mod:`refimpl.projections` reduces to two steps:
    lower flat index is kept*.
 
 Both steps live here so that every structure (and :mod:`refimpl.projections.unify`) breaks ties the same
-way. Selection is :math:`O(n)` (``np.partition``), never a sort, and never a Python loop over groups.
+way. Selection is :math:`O(n)` (``np.partition``), never a full sort and never a Python loop over groups
+(only the numba per-vector kernel of balanced sparsity sorts each vector longer than 32 entries).
+Group scores are squared L2 norms carried as exact-range pairs ``F * 2**E`` (:func:`tile_scores`), so
+that neither overflow nor underflow can turn distinct scores into ties.
 
 Every group structure of the pruning literature is a tiling of the weight's **GEMM view**
 ``W.reshape(F, -1)`` (see ALGORITHMS.md): a filter is a ``1 x K`` tile, a shape (column) an ``F x 1`` tile,
@@ -48,8 +51,9 @@ ENGINES = ("numba", "numpy")
 # than it saves on a small layer (measured ~1 ms per call on a busy 2-core machine).
 PARALLEL_MIN_SIZE = 1 << 16
 
-# Below this vector length the numba per-row selection ranks by counting (O(V^2), branch-light and
-# allocation-free); above it, a stable sort per row (O(V log V)) wins.
+# Up to this vector length the numba per-row selection ranks by counting (O(V^2) but branch-light and
+# allocation-free, the right trade for N:M and short balanced vectors); longer rows use a stable sort
+# (O(V log V)) so that a long vector never costs quadratic time.
 _COUNTING_MAX_LEN = 32
 
 
