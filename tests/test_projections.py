@@ -294,12 +294,13 @@ def test_group_scaling_and_permutation(name, data, engine, log2c, seed):
     z = call(name, w, params, engine=engine, keep=k)
     c = w.dtype.type(2.0**log2c)
     assert same_bits(call(name, c * w, params, engine=engine, keep=k), c * z)
-    assert np.allclose(call(name, 3.7 * w, params, engine=engine, keep=k), 3.7 * z, rtol=1e-6, atol=0)
 
+    # A factor that is not a power of two rounds every entry, which may reorder near-tied groups.
+    assume(well_separated(group_scores(w, naive_groups(name, w, params))))
+    assert np.allclose(call(name, 3.7 * w, params, engine=engine, keep=k), 3.7 * z, rtol=1e-6, atol=0)
     if name == "blocks":
         bh, bw = params["block_shape"]
         assume(w.shape[0] % bh == 0 and (w.size // w.shape[0]) % bw == 0)
-    assume(well_separated(group_scores(w, naive_groups(name, w, params))))
     perm = _permute(name, w, params, np.random.default_rng(seed))
     assert same_bits(call(name, perm(w), params, engine=engine, keep=k), perm(z))
 
