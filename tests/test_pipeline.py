@@ -1,0 +1,195 @@
+"""Tests for refimpl.pipeline: a run's files, report consistency, exact compaction, bitwise resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from refimpl.config import expand_constraints, load_config
+from refimpl.models import lenet5
+from refimpl.pipeline import SetupError, load_compact_model, plan_phases, run_experiment
+from refimpl.train import load_checkpoint
+from refimpl.train.trainer import Trainer
+
+# Tiny: the synthetic 8x8 set, 160 training images, 3 epochs of ADMM and of retraining (interrupt after 2).
+SETTINGS = {
+    "name": "tiny", "threads": 1, "seed": 1,
+    "data.name": "synthetic", "data.limit_train": 160, "data.limit_test": 80,
+    "pretrain.epochs": 2, "pretrain.lr": 3e-3, "admm.epochs": 3, "retrain.epochs": 3,
+    "admm.optimizer": "sgd", "admm.lr": 0.02,  # momentum buffers must survive a resume too
+    "admm.constraints": [{"params": "conv", "structure": "filters", "sparsity": 0.5},
+                         {"param": "conv2.weight", "structure": "shapes", "sparsity": 0.5},
+                         {"param": "fc1.weight", "structure": "filters", "sparsity": 0.75}],
+}
+
+
+def tiny_config(**extra):
+    return load_config(None, {**SETTINGS, **extra})
+
+
+@pytest.fixture(scope="module")
+def reference_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("reference") / "run"
+    report = run_experiment(tiny_config(), out, progress=False, echo=None)
+    return out, report
+
+
+def arrays(path):
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_run_writes_every_file(reference_run):
+    out, _ = reference_run
+    for name in ("config.toml", "config.json", "state.json", "masks.npz", "model_masked.npz",
+                 "model_compact.npz", "compact.json", "report.txt", "report.json", "results.json",
+                 "pretrain/log.jsonl", "pretrain/checkpoint.npz", "admm/log.jsonl", "admm/checkpoint.npz",
+                 "admm/model.npz", "prune/masks.npz", "retrain/checkpoint.npz", "retrain/model.npz"):
+        assert (out / name).is_file(), name
+    state = json.loads((out / "state.json").read_text())
+    assert list(state["phases"]) == ["pretrain", "admm", "prune", "retrain", "compact"]
+    # The ADMM log carries the residuals and rho of every Z/U update (one per epoch).
+    admm_log = [json.loads(line) for line in (out / "admm" / "log.jsonl").read_text().splitlines()]
+    assert len(admm_log) == 3 and all("admm.primal_max" in r and "admm.rho" in r for r in admm_log)
+    assert admm_log[1]["admm.rho"] == pytest.approx(1.3 * admm_log[0]["admm.rho"])
+    assert load_config(out / "config.toml") == tiny_config()
+
+
+def test_masks_hold_and_report_is_consistent(reference_run):
+    out, report = reference_run
+    weights, masks = arrays(out / "model_masked.npz"), arrays(out / "masks.npz")
+    assert set(masks) == {"conv1.weight", "conv2.weight", "fc1.weight"}
+    for name, mask in masks.items():
+        assert mask.dtype == bool and not np.any(weights[name][~mask])
+    # conv1: 10 of 20 filters; conv2: 25 of 50 filters and at most 250 of 500 shapes; fc1: 125 of 500 rows.
+    assert np.count_nonzero(masks["conv1.weight"].reshape(20, -1).any(axis=1)) == 10
+    assert np.count_nonzero(masks["conv2.weight"].reshape(50, -1).any(axis=1)) <= 25
+    assert np.count_nonzero(masks["conv2.weight"].reshape(50, -1).any(axis=0)) <= 250
+    assert np.count_nonzero(masks["fc1.weight"].any(axis=1)) == 125
+    nonzero = sum(np.count_nonzero(v) for k, v in weights.items())
+    assert report["params"]["nonzero"] == nonzero
+    assert report["params"]["dense"] == sum(v.size for v in weights.values())
+    assert report["compression"] == pytest.approx(report["params"]["dense"] / nonzero)
+    for name, mask in masks.items():
+        assert report["sparsity"]["per_layer"][name] == pytest.approx(1 - mask.mean())
+    saved = json.loads((out / "report.json").read_text())
+    assert saved["params"] == report["params"] and saved["accuracy"] == report["accuracy"]
+    results = json.loads((out / "results.json").read_text())
+    assert results["params_nonzero"] == nonzero and results["accuracy_pruned"] == report["accuracy"]["masked"]
+    assert "after hard prune" in (out / "report.txt").read_text()
+    acc = report["accuracy"]
+    assert None not in (acc["dense"], acc["after_admm"], acc["after_hard_prune"], acc["after_retrain"])
+
+
+def test_compact_model_computes_the_masked_function(reference_run):
+    out, report = reference_run
+    assert report["accuracy"]["compact"] == report["accuracy"]["masked"]
+    assert report["compact_matches_masked"]
+    compact = load_compact_model(out)
+    masked = lenet5(num_classes=4, input_size=8)
+    masked.load(out / "model_masked.npz")
+    assert compact.num_parameters() == report["params"]["compact"] < masked.num_parameters()
+    assert compact.get_module("fc1").params["weight"].shape[0] == 125  # pruned neurons are gone
+    x = np.random.default_rng(0).normal(size=(16, 1, 8, 8)).astype(np.float32)
+    np.testing.assert_allclose(compact.eval().forward(x), masked.eval().forward(x), rtol=1e-5, atol=1e-5)
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("phase", ["admm", "retrain"])
+def test_resume_mid_phase_is_bitwise_identical(reference_run, tmp_path, monkeypatch, phase):
+    reference, _ = reference_run
+    original = Trainer._run_epoch
+
+    def crash_after_two_epochs(self, epoch):
+        original(self, epoch)
+        if self.out_dir.name == phase and self.epoch == 2:
+            raise Interrupted
+    monkeypatch.setattr(Trainer, "_run_epoch", crash_after_two_epochs)
+    out = tmp_path / "run"
+    with pytest.raises(Interrupted):
+        run_experiment(tiny_config(), out, progress=False, echo=None)
+    monkeypatch.undo()
+    # Interrupted in the middle of the phase: its checkpoint holds 2 of its 3 epochs, nothing after it ran.
+    assert load_checkpoint(out / phase / "checkpoint.npz")["position"]["epoch"] == 2
+    assert phase not in json.loads((out / "state.json").read_text())["phases"]
+    assert not (out / "model_masked.npz").exists()
+
+    lines = []
+    run_experiment(tiny_config(), out, resume=True, progress=False, echo=lines.append)
+    assert lines[0].startswith("resuming")
+    for name in ("model_masked.npz", "model_compact.npz", "masks.npz"):
+        got, want = arrays(out / name), arrays(reference / name)
+        assert got.keys() == want.keys()
+        for key in want:
+            assert got[key].tobytes() == want[key].tobytes(), (name, key)
+
+
+def test_resume_after_the_end_changes_nothing(reference_run, tmp_path):
+    reference, report = reference_run
+    again = run_experiment(tiny_config(), reference, resume=True, progress=False, echo=None)
+    assert again["accuracy"] == report["accuracy"] and again["params"] == report["params"]
+
+
+def test_refuses_existing_run_and_changed_config(reference_run):
+    reference, _ = reference_run
+    with pytest.raises(SetupError, match="already holds a run"):
+        run_experiment(tiny_config(), reference, progress=False, echo=None)
+    with pytest.raises(SetupError, match=r"configuration differs .* admm\.epochs"):
+        run_experiment(tiny_config(**{"admm.epochs": 4}), reference, resume=True, progress=False, echo=None)
+
+
+def test_constraint_on_missing_layer_is_a_setup_error(tmp_path):
+    config = tiny_config(**{"admm.constraints": [{"param": "conv7.weight", "structure": "filters",
+                                                  "sparsity": 0.5}]})
+    with pytest.raises(SetupError, match="conv7.weight"):
+        run_experiment(config, tmp_path / "run", progress=False, echo=None)
+
+
+def test_dense_baseline_and_magnitude_run(tmp_path):
+    dense = run_experiment(tiny_config(method="none", **{"pretrain.epochs": 1}), tmp_path / "dense",
+                           progress=False, echo=None)
+    assert dense["accuracy"]["masked"] == dense["accuracy"]["dense"]
+    assert dense["params"]["nonzero"] == dense["params"]["dense"] and dense["sparsity"]["overall"] == 0.0
+    weights = tmp_path / "dense" / "pretrain" / "model.npz"
+    # Magnitude pruning of the saved dense weights (init_weights: no pretraining), no ADMM phase.
+    config = tiny_config(method="magnitude", **{"pretrain.init_weights": str(weights), "retrain.epochs": 1})
+    report = run_experiment(config, tmp_path / "magnitude", progress=False, echo=None)
+    assert [p["name"] for p in report["phases"]] == ["pretrain", "prune", "retrain", "compact"]
+    assert report["accuracy"]["dense"] == dense["accuracy"]["dense"]  # the loaded weights
+    assert report["accuracy"]["compact"] == report["accuracy"]["masked"]
+
+
+@pytest.mark.parametrize(("extra", "names"), [
+    ({"method": "admm", "admm.targets": [0.25, 0.5]},
+     ["pretrain", "admm_1", "prune_1", "retrain_1", "admm_2", "prune_2", "retrain_2", "compact"]),
+    ({"method": "magnitude_iterative", "magnitude.rounds": 3, "retrain.epochs": 7},
+     ["pretrain", "prune_1", "retrain_1", "prune_2", "retrain_2", "prune_3", "retrain_3", "compact"]),
+    ({"purify.enabled": True, "compact.enabled": False},
+     ["pretrain", "admm", "prune", "retrain", "purify", "purify_retrain"]),
+])
+def test_plan_phases(extra, names):
+    config = tiny_config(**extra)
+    model = lenet5(num_classes=4, input_size=8)
+    phases = plan_phases(config, expand_constraints(config.admm.constraints, model))
+    assert [p.name for p in phases] == names
+    if config.method == "magnitude_iterative":
+        assert [p.epochs for p in phases if p.kind == "retrain"] == [2, 2, 3]  # split_budget(7, 3)
+        final = [c.sparsity for c in phases[-3].constraints]
+        assert final == [0.5, 0.5, 0.5, 0.75]  # the last round reaches the configured targets
+    if "admm.targets" in extra:
+        assert [c.sparsity for c in phases[1].constraints] == [0.25] * 4
+
+
+def test_progressive_run_keeps_earlier_masks(tmp_path):
+    config = tiny_config(**{"admm.targets": [0.25, 0.5], "admm.epochs": 1, "retrain.epochs": 1,
+                            "pretrain.epochs": 1})
+    run_experiment(config, tmp_path / "run", progress=False, echo=None)
+    first, second = arrays(tmp_path / "run" / "prune_1" / "masks.npz"), arrays(tmp_path / "run" / "masks.npz")
+    for name in first:
+        assert not np.any(second[name] & ~first[name])  # nested: pruned once, pruned for good
+        assert second[name].sum() < first[name].sum()
