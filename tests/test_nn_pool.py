@@ -106,11 +106,32 @@ def test_maxpool_overlapping_windows_accumulate(engine):
     assert dx[0, 0, 1, 1] == 10.0 and np.count_nonzero(dx) == 1
 
 
-def test_maxpool_propagates_nan(engine):
-    x = np.zeros((1, 1, 2, 2))
-    x[0, 0, 1, 0] = np.nan
-    out, _ = maxpool2d_forward(x, 2, engine=engine)
-    assert np.isnan(out).all()
+@pytest.mark.parametrize("window, expected_k", [
+    ([0.0, 0.0, np.nan, 0.0], 2),
+    ([np.nan, 5.0, 1.0, 2.0], 0),
+    ([1.0, np.nan, 7.0, np.nan], 3),  # PyTorch's rule "larger or NaN": the last NaN wins
+    ([np.inf, -np.inf, 1.0, 2.0], 0),  # inf - inf in a window is not a NaN input
+    ([-np.inf, -np.inf, -np.inf, -np.inf], 0),
+])
+def test_maxpool_nan_and_inf(window, expected_k, engine):
+    x = np.array(window).reshape(1, 1, 2, 2)
+    x = np.concatenate([x, np.zeros_like(x)], axis=3)  # a second, finite window beside it
+    out, cache = maxpool2d_forward(x, 2, engine=engine)
+    assert cache[1][0, 0, 0, 0] == expected_k
+    np.testing.assert_array_equal(out[0, 0, 0, 0], x.reshape(2, 4)[expected_k // 2, expected_k % 2])
+    assert out[0, 0, 0, 1] == 0.0
+    dx = maxpool2d_backward(np.ones_like(out), cache)
+    assert dx[0, 0, expected_k // 2, expected_k % 2] == 1.0 and dx[0, 0, :, :2].sum() == 1.0
+
+
+@pytest.mark.torch
+def test_maxpool_nan_matches_torch(engine, torch):
+    x = np.array([1.0, np.nan, 7.0, np.nan, 3.0, 2.0, np.nan, 0.0]).reshape(1, 1, 2, 4)
+    out, cache = maxpool2d_forward(x, 2, engine=engine)
+    theirs, flat_index = torch.nn.functional.max_pool2d(torch.tensor(x), 2, return_indices=True)
+    np.testing.assert_array_equal(out, theirs.numpy())
+    k = cache[1][0, 0, 0]  # in-window positions of the two windows -> flat indices into the 2x4 image
+    np.testing.assert_array_equal((k // 2) * 4 + np.array([0, 2]) + k % 2, flat_index.numpy()[0, 0, 0])
 
 
 def test_maxpool_float32_and_layer(engine, rng):

@@ -303,7 +303,8 @@ def maxpool2d_forward_kernel(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, 
 
     ``x`` must be a validated (N, C, H, W) float array with windows that fit. Returns ``(out, argmax)``,
     both of shape (N, C, OH, OW); ``argmax`` holds the in-window position ``i*kw + j`` (int32) of the
-    **first** maximum in row-major window order (a later entry wins only if it is strictly larger, or NaN).
+    **first** maximum in row-major window order (a later entry wins only if it is strictly larger, or NaN;
+    so a window holding NaN yields NaN and the position of its last NaN, as in PyTorch).
     """
     n, c, h, w = x.shape
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
@@ -331,7 +332,13 @@ def _maxpool_forward_numpy(x, kh, kw, sh, sw, out, argmax):
 
 @njit(cache=True, parallel=True)
 def _maxpool_forward_numba(x, kh, kw, sh, sw, out, argmax):
-    """Numba kernel of :func:`maxpool2d_forward_kernel`; one parallel task per (image, channel)."""
+    """Numba kernel of :func:`maxpool2d_forward_kernel`; one parallel task per (image, channel).
+
+    The scan tests only ``v > best``; a NaN test per entry measured 50% slower. NaN is caught instead by
+    a running sum of the window, which is NaN whenever the window holds a NaN (and also, harmlessly, for
+    a window holding both +inf and -inf); only then is the window rescanned for its last NaN, which is
+    where the twin's rule "replace when larger or NaN" ends.
+    """
     n_batch, channels, oh, ow = out.shape
     for task in prange(n_batch * channels):
         n = task // channels
@@ -342,12 +349,21 @@ def _maxpool_forward_numba(x, kh, kw, sh, sw, out, argmax):
                 w0 = o_w * sw
                 best = x[n, c, h0, w0]
                 best_k = 0
+                total = best
                 for i in range(kh):
                     for j in range(kw):
                         v = x[n, c, h0 + i, w0 + j]
-                        if v > best or np.isnan(v):
+                        total += v
+                        if v > best:
                             best = v
                             best_k = i * kw + j
+                if total != total:  # NaN somewhere (rare): the last NaN wins
+                    for i in range(kh):
+                        for j in range(kw):
+                            v = x[n, c, h0 + i, w0 + j]
+                            if v != v:
+                                best = v
+                                best_k = i * kw + j
                 out[n, c, o_h, o_w] = best
                 argmax[n, c, o_h, o_w] = best_k
 
