@@ -311,7 +311,8 @@ def maxpool2d_forward_kernel(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, 
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=np.int32)
     kernel = _maxpool_forward_numba if engine == "numba" else _maxpool_forward_numpy
-    kernel(np.ascontiguousarray(x), kh, kw, sh, sw, out, argmax)
+    with np.errstate(invalid="ignore"):  # inf - inf in the NaN detector, when run without the JIT
+        kernel(np.ascontiguousarray(x), kh, kw, sh, sw, out, argmax)
     return out, argmax
 
 
