@@ -1,0 +1,469 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 2. ADMM step by step: one layer pulled into a sparsity set
+#
+# Pruning asks for a network that still fits the data while some weights lie in a **non-convex set**
+#
+# $$\min_W f(W) \quad \text{s.t.} \quad W_i \in S_i ,$$
+#
+# e.g. "at most 25 of conv2's 50 filters are nonzero". StructADMM (Zhang et al., ECCV 2018; IEEE TNNLS
+# 2022) copies each constrained weight into a variable $Z_i$ that carries the constraint, and runs
+# **scaled-form ADMM** (Boyd et al., 2011, §3.1.1) on
+#
+# $$L_\rho(W, Z, U) = f(W) + \sum_i \frac{\rho}{2}\,\|W_i - Z_i + U_i\|_F^2, \qquad Z_i \in S_i ,$$
+#
+# repeating three steps:
+#
+# 1. **W-step** — ordinary SGD on $f + \frac{\rho}{2}\|W - Z + U\|_F^2$: the penalty only adds
+#    $\rho\,(W - Z + U)$ to the weight's gradient, a spring pulling $W$ towards $Z - U$;
+# 2. **Z-step** — every `update_every` steps, $Z = \Pi_S(W + U)$, the Euclidean projection of chapter 1;
+# 3. **U-step** — $U \leftarrow U + W - Z$: the scaled dual variable accumulates the disagreement, so a
+#    weight that keeps resisting its projection is pulled harder and harder.
+#
+# It starts from $Z = \Pi_S(W)$, $U = 0$, with the penalty schedule of the authors' later code:
+# $\rho_0 = 10^{-3}$, multiplied by 1.3 at every Z/U update, capped at 1. Two numbers tell how far the run
+# is (Boyd et al., §3.3):
+#
+# * the **primal residual** $r = \|W - Z\|_F / \|W\|_F$ — how far the weights still are from the set;
+# * the **dual residual** $s = \rho\,\|Z - Z_\text{prev}\|_F$ — how much the projection still moves.
+#
+# Both small means $W$ and $Z$ agree and the support has settled: time for the **hard prune**
+# $W \leftarrow \Pi_S(W)$ and a short **masked retraining**. Since $S$ is not convex there is no
+# convergence theorem; the residuals are what one watches instead.
+#
+# This chapter follows LeNet-5's `conv2` through the whole pipeline with **two** constraints on the same
+# weight — keep half of the filters *and* half of the shapes (GEMM columns) — so it carries two
+# $(Z, U)$ pairs, one penalty term each. At the end the pruned network is **compacted** into a smaller
+# dense one that computes exactly the same function.
+
+# %% tags=["parameters"]
+import os
+
+SMOKE = os.environ.get("REFIMPL_SMOKE") == "1"
+
+PRETRAIN_EPOCHS = 2 if SMOKE else 10  # plain SGD before pruning
+ADMM_EPOCHS = 3 if SMOKE else 20  # W-steps with the ADMM penalty
+UPDATE_EVERY = 5  # optimizer steps between Z/U updates (about 4 updates per epoch)
+RETRAIN_EPOCHS = 1 if SMOKE else 5  # masked retraining after the hard prune
+FILTER_SPARSITY = 0.5  # share of conv2's 50 filters pruned
+SHAPE_SPARSITY = 0.5  # share of conv2's 500 shapes (GEMM columns) pruned
+SEED = 0
+
+# %%
+import tempfile
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numba
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from refimpl.compact import compact
+from refimpl.data import load_dataset
+from refimpl.metrics import format_report, layer_report
+from refimpl.models import lenet5
+from refimpl.prune.admm import ADMM
+from refimpl.prune.constraints import Constraint
+from refimpl.prune.masking import MaskedRetraining, hard_prune, masks_sparsity
+from refimpl.train.optim import SGD
+from refimpl.train.trainer import Hook, Trainer, evaluate
+
+# LeNet-5 on 8x8 images is tiny: one thread is faster than BLAS and numba threads fighting over a
+# shared machine's cores (numbers are unchanged; only the speed is).
+threadpool_limits(1)
+numba.set_num_threads(1)
+
+
+def repo_root() -> Path:
+    """The checkout's top directory (the notebook may run from notebooks/ or from the root)."""
+    here = Path.cwd().resolve()
+    for path in (here, *here.parents):
+        if (path / "pyproject.toml").exists():
+            return path
+    return here
+
+
+ROOT = repo_root()
+# A smoke run (CI) must not overwrite the real figures.
+FIG_DIR = Path(tempfile.mkdtemp()) if SMOKE else ROOT / "figures"
+FIG_DIR.mkdir(parents=True, exist_ok=True)
+
+# %% [markdown]
+# ## 1. Data and a pretrained LeNet-5
+#
+# scikit-learn's $8 \times 8$ handwritten digits (bundled, no download): 1437 training images, 15 % of
+# them held out for validation, and 360 test images. LeNet-5 "20-50-500-10" with size-preserving
+# $5 \times 5$ convolutions on such small images: $8 \to 8 \to 4 \to 4 \to 2$, so `fc1` reads
+# $50 \cdot 2 \cdot 2 = 200$ features. Plain SGD with momentum for a few epochs gives the dense model
+# ADMM starts from.
+
+# %%
+data = load_dataset("digits", val_fraction=0.15, seed=SEED)
+train, val, test = (data.x_train, data.y_train), (data.x_val, data.y_val), (data.x_test, data.y_test)
+print(data)
+
+model = lenet5(input_size=8, rng=np.random.default_rng(SEED))
+print(model)
+
+
+def make_trainer(epochs: int, lr: float, hooks=()) -> Trainer:
+    """SGD with momentum on the training split, validated every epoch (a fresh optimizer each phase)."""
+    optimizer = SGD(model.parameters(), lr=lr, momentum=0.9)
+    return Trainer(model, optimizer, train, val_data=val, batch_size=64, epochs=epochs, hooks=hooks,
+                   seed=SEED, progress=False)
+
+
+pretrain = make_trainer(PRETRAIN_EPOCHS, lr=0.05).fit()
+dense_test = evaluate(model, *test)["accuracy"]
+print(f"dense LeNet-5 after {PRETRAIN_EPOCHS} epochs: val acc {pretrain[-1]['val_acc']:.3f}, "
+      f"test acc {dense_test:.3f}")
+
+# %% [markdown]
+# ## 2. The constraints and the ADMM run
+#
+# `conv2.weight` has shape $(F, C, K_H, K_W) = (50, 20, 5, 5)$; its GEMM view is $50 \times 500$, one row
+# per **filter**, one column per **shape** $(c, k_h, k_w)$. Two constraints on the same weight, each with
+# its own $(Z_j, U_j)$ pair and its own penalty term:
+#
+# $$S_\text{filters} = \{W : \text{at most 25 nonzero rows}\}, \qquad
+#   S_\text{shapes} = \{W : \text{at most 250 nonzero columns}\}.$$
+#
+# The projection onto each set keeps the rows (columns) of largest L2 norm. There is no cheap exact
+# projection onto the intersection, so ADMM pulls $W$ towards both $Z$'s and the hard prune later keeps the
+# intersection of the two masks.
+#
+# The Z/U update runs every `UPDATE_EVERY` optimizer steps (`update_unit="step"`), so one epoch gives
+# several points on the curves. A small recording hook, placed after the ADMM hook, copies $W$ and both
+# $Z$'s after every update for the pictures below (it only reads; it changes nothing).
+
+# %%
+PARAM = "conv2.weight"
+CONSTRAINTS = [
+    Constraint(PARAM, "filters", sparsity=FILTER_SPARSITY),
+    Constraint(PARAM, "shapes", sparsity=SHAPE_SPARSITY),
+]
+
+
+class Snapshots(Hook):
+    """Copies of one weight and of every Z of an :class:`ADMM` hook: at the start and after each update."""
+
+    def __init__(self, admm: ADMM, param: str) -> None:
+        self.admm, self.param = admm, param
+        self.W: list[np.ndarray] = []
+        self.Z: list[list[np.ndarray]] = []
+
+    def _record(self, trainer) -> None:
+        self.W.append(trainer.params[self.param].copy())
+        self.Z.append([z.copy() for z in self.admm.Z])
+
+    def on_train_begin(self, trainer) -> None:  # after ADMM's: Z = Pi(W), U = 0 already set
+        self._record(trainer)
+
+    def after_step(self, trainer) -> None:  # after ADMM's: an update may just have happened
+        if self.admm.updates == len(self.W):
+            self._record(trainer)
+
+
+admm = ADMM(CONSTRAINTS, rho=1e-3, rho_growth=1.3, rho_max=1.0, update_every=UPDATE_EVERY, update_unit="step")
+snapshots = Snapshots(admm, PARAM)
+print(admm)
+print(*CONSTRAINTS, sep="\n")
+
+admm_epochs = make_trainer(ADMM_EPOCHS, lr=0.02, hooks=[admm, snapshots]).fit()
+print(f"{admm.updates} Z/U updates; rho is now {admm.rho:.3g}; "
+      f"val acc at the end of ADMM {admm_epochs[-1]['val_acc']:.3f}")
+
+# %% [markdown]
+# ## 3. Reading `admm.history`: residuals, ρ, sparsity of Z, loss and accuracy
+#
+# One record per Z/U update, with keys `admm.<param>:<structure>.primal`, `.dual`, `.z_sparsity`, the
+# $\rho$ the finished W-step was trained with and the loss of the last batch. What to look at:
+#
+# * **ρ** (top middle) grows geometrically — a straight line on the log scale — until the cap.
+# * **Primal residual** (top left) stays near 1 as long as $\rho$ is small, then falls by more than an
+#   order of magnitude once $\rho$ passes about $0.1$: $W$ is being pulled into the sets.
+# * **Dual residual** (top right) is $\rho$ times how far $Z$ moved. It *grows* with $\rho$ at first,
+#   because $Z$ is jumping around (see below), and falls once the choice of filters and shapes settles.
+# * **Sparsity of Z** (bottom left) sits exactly at the target from the first update: $Z$ is a projection,
+#   always in the set. All the action is in $W$.
+# * **Loss and accuracy** (bottom): the price of the pull. The loss and the validation accuracy (measured
+#   at the end of each epoch) suffer most when $\rho$ reaches its cap and the spring suddenly dominates,
+#   then recover as the rest of the network adapts to the squeezed layer.
+#
+# **Why is the primal residual about 1 at first?** While $\rho$ is tiny the W-step ignores the spring
+# and $W$ hardly moves. Follow one group $g$ that the first projection dropped: $Z_g = 0$, so the U-step
+# stores $U_g = W_g$, and at the next Z-step the projection sees $W_g + U_g = 2W_g$ for it — twice its
+# real size — while a kept group $h$ ($Z_h = W_h$, $U_h = 0$) is seen at its real size $W_h$. The
+# dropped groups now win, $Z$ swaps to (roughly) the complementary support, and the same arithmetic swaps
+# it back at the next update: a **period-2 cycle** in which $Z$ is never close to $W$. The "support
+# changes" panel of section 4 shows it. Only a growing $\rho$ breaks the cycle: the spring becomes strong
+# enough for $W$ to follow $Z - U$, and the groups that keep losing shrink for good. This is why the
+# schedule may start small (training is barely disturbed at first) but must grow.
+
+# %%
+history = admm.history
+labels = admm.labels()
+update = np.array([r["admm.update"] for r in history])
+
+
+def series(key: str) -> np.ndarray:
+    """One column of the update records as an array."""
+    return np.array([r[key] for r in history])
+
+
+# The epoch records carry the validation accuracy; place them at the update count reached by then.
+epoch_update = np.array([r["step"] // UPDATE_EVERY for r in admm_epochs])
+epoch_val_acc = np.array([r["val_acc"] for r in admm_epochs])
+
+fig, axes = plt.subplots(2, 3, figsize=(13, 7), constrained_layout=True)
+for label in labels:
+    axes[0, 0].semilogy(update, series(f"admm.{label}.primal"), label=label.split(":")[1])
+    axes[0, 2].semilogy(update, series(f"admm.{label}.dual"), label=label.split(":")[1])
+    axes[1, 0].plot(update, series(f"admm.{label}.z_sparsity"), label=label.split(":")[1])
+axes[0, 0].set_title(r"primal residual $\|W - Z\|_F / \|W\|_F$")
+axes[0, 2].set_title(r"dual residual $\rho\,\|Z - Z_{prev}\|_F$")
+axes[0, 1].semilogy(update, series("admm.rho"), color="k")
+axes[0, 1].set_title(r"penalty $\rho$ ($\times 1.3$ per update, capped at 1)")
+axes[1, 0].set_ylim(0, 1)
+axes[1, 0].set_title("sparsity of Z (share of zero entries)")
+axes[1, 1].plot(update, series("batch_loss"), color="tab:red")
+axes[1, 1].set_title("training loss f(W) of the last batch")
+axes[1, 2].plot(epoch_update, epoch_val_acc, "o-", color="tab:green", label="ADMM (end of epoch)")
+axes[1, 2].axhline(pretrain[-1]["val_acc"], color="grey", ls="--", label="dense model")
+axes[1, 2].set_title("validation accuracy")
+for ax in axes.flat:
+    ax.set_xlabel("Z/U update")
+    ax.grid(alpha=0.3)
+for ax in (axes[0, 0], axes[0, 2], axes[1, 0], axes[1, 2]):
+    ax.legend(fontsize=8)
+fig.suptitle(f"ADMM on conv2 (filters {FILTER_SPARSITY:.0%} and shapes {SHAPE_SPARSITY:.0%} pruned), "
+             f"update every {UPDATE_EVERY} steps")
+fig.savefig(FIG_DIR / "02_admm_history.png", dpi=120)
+plt.show()
+
+for r in history[:: max(1, len(history) // 8)] + history[-1:]:
+    print(f"update {r['admm.update']:3d}  rho {r['admm.rho']:.2e}  "
+          + "  ".join(f"{lab.split(':')[1]}: primal {r[f'admm.{lab}.primal']:.3e} "
+                      f"dual {r[f'admm.{lab}.dual']:.3e}" for lab in labels))
+
+# %% [markdown]
+# ## 4. How W is pulled into the set
+#
+# The GEMM view $|W|$ of conv2 ($50$ filters $\times$ $500$ shapes) next to the two $Z$'s at four
+# moments. $Z_\text{filters}$ is zero on whole **rows**, $Z_\text{shapes}$ on whole **columns**. Each row
+# of panels has its own colour scale: the whole layer shrinks during ADMM, and what matters here is the
+# pattern.
+#
+# * **Start**: $W$ is dense; the $Z$'s are masked copies of it.
+# * **Update 3**, inside the period-2 cycle: $W$ has not changed, but each $Z$ keeps (roughly) the rows or
+#   columns it dropped at the start — the complement of the first row.
+# * **Middle** and **end**: $W$ itself now shows the row-and-column pattern. The penalty has driven the
+#   dropped filters and shapes towards zero *during training*, while the rest of the network adapted,
+#   and $W$ and the $Z$'s look alike.
+
+# %%
+last = len(snapshots.W) - 1
+moments = {"start": 0, "cycle": min(3, last), "middle": last // 2, "end": last}
+F = snapshots.W[0].shape[0]
+
+fig, axes = plt.subplots(len(moments), 3, figsize=(13, 10.5), constrained_layout=True)
+for row, (moment, k) in enumerate(moments.items()):
+    panels = [("|W|", snapshots.W[k])] + [(f"|Z {lab.split(':')[1]}|", z)
+                                          for lab, z in zip(labels, snapshots.Z[k], strict=True)]
+    vmax = np.percentile(np.abs(snapshots.W[k]), 99)  # one scale per moment, shared by W and the Z's
+    for ax, (title, array) in zip(axes[row], panels, strict=True):
+        image = ax.imshow(np.abs(array.reshape(F, -1)), cmap="magma", vmin=0, vmax=vmax, aspect="auto",
+                          interpolation="nearest")
+        ax.set_title(f"{title}, {moment} (update {k})", fontsize=9)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    axes[row, 0].set_ylabel("filters")
+    fig.colorbar(image, ax=axes[row], shrink=0.9, label="|weight|")
+for ax in axes[-1]:
+    ax.set_xlabel("shapes (c, kh, kw)")
+fig.savefig(FIG_DIR / "02_admm_heatmaps.png", dpi=120)
+plt.show()
+
+# %% [markdown]
+# Three measures of the same pull, after every update:
+#
+# * the distance of $W$ to each set, $\|W - \Pi_j(W)\|_F / \|W\|_F$, and to what the hard prune would
+#   produce now (`hard_prune` on a copy: $W$ times the intersection of both masks) — the share of the
+#   weight's norm that pruning at that moment would throw away;
+# * how many filters (rows of $Z_\text{filters}$) and shapes (columns of $Z_\text{shapes}$) entered or
+#   left the support of $Z$ since the previous update: close to *all* of them during the period-2 cycle,
+#   then fewer — but not zero. A dozen filters keep swapping to the end: the ones $W$ has already made
+#   tiny, where the cycle lives on in $U$. That is why the dual residual, which weighs each change by its
+#   size, is the convergence measure and not the count: swapping two near-zero filters changes almost
+#   nothing, and the hard prune does not care which of them it drops;
+# * the filter norms $\|W_f\|_2$ at the start and at the end of ADMM (log scale), the end split into the
+#   filters the hard prune will keep and those it will drop: the dropped ones have collapsed towards 0.
+#   Some kept filters end small too — the shape constraint removes half of every filter, and the layer
+#   as a whole has shrunk.
+
+# %%
+def distance_to_sets(W: np.ndarray) -> dict[str, float]:
+    """Relative distance of W to each constraint's projection and to the hard-pruned W."""
+    norm = np.linalg.norm(W)
+    out = {lab.split(":")[1]: np.linalg.norm(W - c.project(W)) / norm
+           for lab, c in zip(labels, CONSTRAINTS, strict=True)}
+    pruned = {PARAM: W.copy()}
+    hard_prune(pruned, CONSTRAINTS)
+    out["hard prune (both)"] = np.linalg.norm(W - pruned[PARAM]) / norm
+    return out
+
+
+def support(Z: np.ndarray, axis: int) -> np.ndarray:
+    """Nonzero rows (axis=1: filters) or columns (axis=0: shapes) of the GEMM view of Z."""
+    return np.any(Z.reshape(F, -1) != 0, axis=axis)
+
+
+distances = [distance_to_sets(W) for W in snapshots.W]
+changes = {
+    lab.split(":")[1]: [int(np.count_nonzero(support(before[j], axis) != support(after[j], axis)))
+                        for before, after in zip(snapshots.Z[:-1], snapshots.Z[1:], strict=True)]
+    for j, (lab, axis) in enumerate(zip(labels, (1, 0), strict=True))
+}
+final_mask = hard_prune({PARAM: snapshots.W[-1].copy()}, CONSTRAINTS)[PARAM]
+kept_filters = final_mask.reshape(F, -1).any(axis=1)
+norms_start = np.linalg.norm(snapshots.W[0].reshape(F, -1), axis=1)
+norms_end = np.linalg.norm(snapshots.W[-1].reshape(F, -1), axis=1)
+
+fig, (ax1, ax2, ax3) = plt.subplots(1, 3, figsize=(15, 4.5), constrained_layout=True)
+for key in distances[0]:
+    ax1.semilogy(np.arange(len(distances)), [d[key] for d in distances], label=key)
+ax1.set_xlabel("Z/U update")
+ax1.set_title(r"distance to the set $\|W - \Pi(W)\|_F / \|W\|_F$")
+for (key, counts), n in zip(changes.items(), (F, final_mask.reshape(F, -1).shape[1]), strict=True):
+    ax2.plot(np.arange(1, len(counts) + 1), np.array(counts) / n, label=f"{key} (of {n})")
+ax2.set_xlabel("Z/U update")
+ax2.set_ylim(0, 1.05)
+ax2.set_title("share of groups entering or leaving Z's support")
+bins = np.geomspace(min(norms_start.min(), norms_end.min()) / 1.5, 1.5 * max(norms_start.max(),
+                    norms_end.max()), 40)
+ax3.hist(norms_start, bins=bins, alpha=0.5, label="start, all filters")
+ax3.hist(norms_end[kept_filters], bins=bins, alpha=0.7, label="end, kept by the hard prune")
+ax3.hist(norms_end[~kept_filters], bins=bins, alpha=0.7, label="end, dropped by the hard prune")
+ax3.set_xscale("log")
+ax3.set_xlabel(r"filter norm $\|W_f\|_2$")
+ax3.set_ylabel("filters")
+ax3.set_title("conv2 filter norms")
+for ax in (ax1, ax2, ax3):
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+fig.savefig(FIG_DIR / "02_admm_pull.png", dpi=120)
+plt.show()
+
+for key in distances[0]:
+    print(f"distance to {key:18s}: start {distances[0][key]:.3e}  end {distances[-1][key]:.3e}")
+for key, counts in changes.items():
+    print(f"{key:8s} entering/leaving Z's support: first updates {counts[:4]}, last updates {counts[-4:]}")
+print(f"filter norms at the end: kept {np.median(norms_end[kept_filters]):.3g} (median), "
+      f"dropped {np.median(norms_end[~kept_filters]):.3g} (median, was {np.median(norms_start):.3g})")
+
+# %% [markdown]
+# ## 5. Hard prune and masked retraining
+#
+# The hard prune projects **W itself** (not Z): each constraint gives a keep mask computed from the same
+# $W$, and $W$ is multiplied by their intersection — a heuristic for the intersection of the sets, and the
+# result lies in both. The masks are then frozen: `MaskedRetraining` zeroes the pruned weights' gradients
+# and, after each optimizer step, the weights and their momentum buffers, so no pruned weight revives.
+
+# %%
+acc_admm = evaluate(model, *test)["accuracy"]
+masks = hard_prune(model, CONSTRAINTS)
+acc_hard = evaluate(model, *test)["accuracy"]
+kept = masks[PARAM].reshape(F, -1)
+print(f"conv2 after the hard prune: {int(kept.any(axis=1).sum())}/{F} filters, "
+      f"{int(kept.any(axis=0).sum())}/{kept.shape[1]} shapes, sparsity {masks_sparsity(masks):.3f}")
+
+retrain = make_trainer(RETRAIN_EPOCHS, lr=0.01, hooks=[MaskedRetraining(masks)]).fit()
+acc_retrained = evaluate(model, *test)["accuracy"]
+assert not np.any(model.parameters()[PARAM][~masks[PARAM]]), "a pruned weight revived"
+
+print(f"test accuracy  dense {dense_test:.3f} | end of ADMM {acc_admm:.3f} | "
+      f"hard pruned {acc_hard:.3f} | after {RETRAIN_EPOCHS} epochs of masked retraining {acc_retrained:.3f}")
+
+# %% [markdown]
+# ## 6. Compaction: a smaller dense network with the same outputs
+#
+# The masked model still stores conv2 as a $50 \times 20 \times 5 \times 5$ array full of zeros.
+# `refimpl.compact.compact` performs the lossless **unused-path removal** (Ma et al.): a pruned filter of
+# conv2 outputs only the constant $\mathrm{ReLU}(b_f)$, which `fc1` can absorb into its own bias, so the
+# filter and the $2 \times 2 = 4$ columns of `fc1` that read it go; an input channel of conv2 that every
+# kept filter ignores (all its $25$ shapes pruned) makes the matching conv1 filter useless, so it goes too.
+# Pruned shapes inside the kept filters stay as zeros of a smaller dense array (removing them needs a
+# sparse or "compact GEMM" kernel, chapter 5 of ALGORITHMS.md).
+
+# %%
+model.eval()
+small, report = compact(model, masks)
+print("masked model:\n", model, "\n\ncompact model:\n", small, sep="")
+print()
+print(report)
+
+# %% [markdown]
+# Per layer (shapes, kept filters / channels / shapes, parameters, nonzero parameters, dense and effective
+# multiply-accumulates per image): first the masked model measured against its own dense arrays, then the
+# compact model measured against the dense original.
+
+# %%
+rows_masked = layer_report(model, masks)
+rows_small = layer_report(small, reference=model)
+print("masked model\n" + format_report(rows_masked))
+print("\ncompact model\n" + format_report(rows_small))
+
+# %% [markdown]
+# The test that matters: on the test images the compact model computes the same logits as the masked one,
+# up to float32 rounding (the folded constants change the order of a few additions).
+
+# %%
+small.eval()
+logits_masked = model.forward(data.x_test)
+logits_small = small.forward(data.x_test)
+max_diff = float(np.max(np.abs(logits_masked - logits_small)))
+print(f"max |logits(masked) - logits(compact)| over {len(data.y_test)} test images: {max_diff:.2e} "
+      f"(logits up to {np.max(np.abs(logits_masked)):.1f})")
+assert np.allclose(logits_small, logits_masked, rtol=1e-4, atol=1e-4 * np.max(np.abs(logits_masked)))
+print(f"test accuracy: masked {evaluate(model, *test)['accuracy']:.3f}, "
+      f"compact {evaluate(small, *test)['accuracy']:.3f}")
+
+# %%
+names = [r["name"] for r in rows_masked]
+x = np.arange(len(names))
+fig, ax = plt.subplots(figsize=(8, 4.5), constrained_layout=True)
+ax.bar(x - 0.27, [r["params_before"] for r in rows_masked], 0.27, label="dense (before)")
+ax.bar(x, [r["params"] for r in rows_small], 0.27, label="compact (dense arrays)")
+ax.bar(x + 0.27, [r["nonzero"] for r in rows_small], 0.27, label="compact, nonzero")
+ax.set_xticks(x, names)
+ax.set_yscale("log")
+ax.set_ylabel("parameters")
+ax.set_title(f"Parameters per layer: {report.params_before} -> {report.params_after} "
+             f"({report.ratio:.2f}x smaller)")
+ax.grid(alpha=0.3, axis="y")
+ax.legend(fontsize=8)
+fig.savefig(FIG_DIR / "02_compaction_params.png", dpi=120)
+plt.show()
+
+# %% [markdown]
+# ## What to take away
+#
+# * ADMM does not prune; it **moves** the weights into the set while training, so that the projection at
+#   the end removes almost nothing the network still uses. The primal residual and the distance to the
+#   set measure that movement; the dual residual says when the choice of filters and shapes has settled.
+# * The growing $\rho$ is what makes it converge: early, a weak spring lets the task decide which groups
+#   matter; late, a strong spring enforces the decision.
+# * Structured sparsity pays off after **compaction**: dropped filters shrink conv2 *and* fc1 into smaller
+#   dense layers that run with ordinary dense kernels and give the same outputs.
