@@ -1,0 +1,482 @@
+r"""The sparse inference engine: :func:`compile` a pruned network into a forward-only model.
+
+A pruned network is a dense network with zeros in it. :func:`compile` keeps its structure (the same
+``Sequential``, ``BasicBlock``, pooling, ReLU ... objects, deep-copied) and swaps only the computation of
+each convolution and linear layer for a :class:`~refimpl.sparse.layers.GemmOperator` in one of four storage
+formats (ALGORITHMS.md section 5; :mod:`refimpl.sparse.layers` describes each):
+
+==========  =====================================================================================
+format      what a conv / linear layer computes
+==========  =====================================================================================
+dense       ``W_g @ im2col(x)`` with the masked dense weight: the BLAS baseline
+compact     :func:`refimpl.compact.compact` first (dead filters and channels removed from the network),
+            then per layer a dense GEMM on the live rows and columns only; a shape-pruned convolution
+            builds only the kept rows of ``im2col(x)``
+csr         the full GEMM view in CSR, own numba SpMM (irregular, unstructured sparsity)
+bsr         the full GEMM view in block-CSR with ``block_shape`` tiles, own numba SpMM
+auto        ``compact()`` first, then per layer the cheapest of compact / csr / bsr, by a documented rule
+            (:data:`AUTO_MAC_COST`) or by timing each candidate at compile time (``auto="measure"``)
+==========  =====================================================================================
+
+All formats compute the masked network's evaluation-mode function; they differ only in rounding (the
+products are summed in different orders), which the tests bound by ``rtol = 1e-10`` in float64 and
+``1e-5`` in float32.
+
+**BatchNorm folding (exact in evaluation mode).** In evaluation mode a BatchNorm after a convolution is the
+per-filter affine map :math:`z \mapsto s_f (z - \mu_f) + \beta_f` with
+:math:`s_f = \gamma_f / \sqrt{\sigma_f^2 + \epsilon}`, so
+
+.. math:: \mathrm{BN}(W * x + b) = (s \odot W) * x + \big(s \odot (b - \mu) + \beta\big),
+
+a convolution with rows scaled by :math:`s_f` and a new bias. Scaling a row keeps its zeros, so folding
+changes no sparsity pattern. ``fold_bn=True`` (default) folds every BatchNorm that directly follows a
+convolution (consecutive children of a ``Sequential``; ``conv1→bn1``, ``conv2→bn2`` of a ``BasicBlock``) and
+replaces it by :class:`~refimpl.sparse.layers.Identity`: one pass over the feature map less per layer.
+
+**The auto rule.** The time of one layer's product is modelled as :math:`c_{\text{fmt}} \cdot
+\mathrm{MACs}_{\text{fmt}}` with :math:`c` the cost of one stored multiply-accumulate relative to a
+dense-BLAS one (:data:`AUTO_MAC_COST`), and the cheapest format wins. The constants come from
+``paper_repro/results/spmm.json`` and ``paper_repro/results/inference.json`` on this project's 2-core
+machine: own CSR broke even with dense BLAS at about 50% density (``c = 2``), own 4×4 BSR runs its stored
+entries at about BLAS speed, a little slower on small layers (``c = 1.2``). On other hardware, rerun
+``paper_repro/bench_inference.py`` or use ``auto="measure"``.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from refimpl._validation import check_positive_int
+from refimpl.compact import compact
+from refimpl.models import layer_table, set_engine
+from refimpl.nn.batchnorm import BatchNorm2d
+from refimpl.nn.conv import Conv2d
+from refimpl.nn.linear import Linear
+from refimpl.nn.module import Module, Sequential
+from refimpl.nn.residual import BasicBlock
+from refimpl.prune.masking import apply_masks
+from refimpl.sparse.cost import spmm_cost
+from refimpl.sparse.formats import BSRMatrix, CSRMatrix
+from refimpl.sparse.layers import (
+    FORMATS,
+    GemmOperator,
+    Identity,
+    InferenceConv2d,
+    InferenceLinear,
+    check_engine,
+    make_operator,
+)
+
+__all__ = ["AUTO_MAC_COST", "InferenceModel", "LayerPlan", "compile", "fold_batchnorm"]
+
+#: Relative cost of one stored multiply-accumulate, per format, against a dense BLAS one (the auto rule).
+AUTO_MAC_COST = {"compact": 1.0, "bsr": 1.2, "csr": 2.0}
+
+_AUTO_MODES = ("rule", "measure")
+
+
+# --------------------------------------------------------------------------------------------------------
+# BatchNorm folding
+# --------------------------------------------------------------------------------------------------------
+
+
+def _conv_bn_pairs(model: Module):
+    """Yield ``(parent, conv_name, bn_name)`` for every BatchNorm2d fed directly by a Conv2d."""
+    for _, parent in model.named_modules():
+        children = dict(parent.children())
+        if isinstance(parent, BasicBlock):
+            candidates = [("conv1", "bn1"), ("conv2", "bn2")]
+        elif isinstance(parent, Sequential):
+            names = list(children)
+            candidates = list(zip(names, names[1:], strict=False))
+        else:
+            continue
+        for conv_name, bn_name in candidates:
+            if isinstance(children.get(conv_name), Conv2d) and isinstance(children.get(bn_name), BatchNorm2d):
+                yield parent, conv_name, bn_name
+
+
+def _replace_child(parent: Module, name: str, new: Module) -> None:
+    """Swap child ``name`` of ``parent`` for ``new`` (also the attribute a BasicBlock's forward reads)."""
+    old = dict(parent.children())[name]
+    parent.add_child(name, new)  # same key: the order of the children is kept
+    if getattr(parent, name, None) is old:
+        setattr(parent, name, new)
+
+
+def fold_batchnorm(model: Module) -> list[str]:
+    r"""Fold every evaluation-mode BatchNorm into the convolution before it, **in place**.
+
+    .. math:: W_f \leftarrow s_f W_f, \qquad b_f \leftarrow s_f (b_f - \mu_f) + \beta_f, \qquad
+              s_f = \gamma_f / \sqrt{\sigma_f^2 + \epsilon}
+
+    (``b = 0`` for a convolution without bias; it gains one). The BatchNorm is replaced by
+    :class:`~refimpl.sparse.layers.Identity`. Exact for the evaluation-mode function only: in training
+    mode a BatchNorm normalises with batch statistics, which no fixed affine map reproduces.
+
+    Returns
+    -------
+    list of str
+        Dotted names of the folded BatchNorms.
+    """
+    names = {id(m): n for n, m in model.named_modules()}
+    folded = []
+    for parent, conv_name, bn_name in list(_conv_bn_pairs(model)):
+        children = dict(parent.children())
+        conv, bn = children[conv_name], children[bn_name]
+        w = conv.params["weight"]
+        scale = bn.params["weight"] / np.sqrt(bn.buffers["running_var"] + bn.eps)
+        bias = conv.params.get("bias", np.zeros(w.shape[0], dtype=w.dtype))
+        conv.params["weight"] = (w * scale[:, None, None, None]).astype(w.dtype)
+        shift = scale * (bias - bn.buffers["running_mean"]) + bn.params["bias"]
+        conv.params["bias"] = shift.astype(w.dtype)
+        _replace_child(parent, bn_name, Identity())
+        prefix = names[id(parent)]
+        folded.append(f"{prefix}.{bn_name}" if prefix else bn_name)
+    return folded
+
+
+# --------------------------------------------------------------------------------------------------------
+# per-layer plan and the auto choice
+# --------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LayerPlan:
+    """How one convolution or linear layer runs in an :class:`InferenceModel`.
+
+    Attributes
+    ----------
+    name, kind : str
+        Dotted name and ``"Conv2d"`` / ``"Linear"``.
+    format : str
+        The storage format chosen.
+    reason : str
+        Why (the format asked for, or the auto rule's estimates / measured times).
+    weight_shape : tuple of int
+        The original (masked) weight's shape.
+    dense_w2d : ndarray
+        The original masked GEMM view (what the dense baseline multiplies by).
+    w2d : ndarray
+        The GEMM view the layer actually stores (after compaction and BatchNorm folding).
+    cols_per_sample : int
+        Columns of ``X`` per input sample: ``OH·OW`` for a convolution, 1 for a linear layer.
+    layer : InferenceConv2d or InferenceLinear
+    """
+
+    name: str
+    kind: str
+    format: str
+    reason: str
+    weight_shape: tuple
+    dense_w2d: np.ndarray = field(repr=False)
+    w2d: np.ndarray = field(repr=False)
+    cols_per_sample: int
+    layer: Module = field(repr=False)
+
+
+def _costs(plan_w2d: np.ndarray, dense_w2d: np.ndarray, n_cols: int, block_shape) -> dict[str, dict]:
+    """:func:`~refimpl.sparse.cost.spmm_cost` of one layer in every format for ``n_cols`` columns."""
+    return {
+        "dense": spmm_cost(dense_w2d, n_cols, format="dense"),
+        "compact": spmm_cost(plan_w2d, n_cols, format="compact"),
+        "csr": spmm_cost(CSRMatrix.from_dense(plan_w2d), n_cols),
+        "bsr": spmm_cost(BSRMatrix.from_dense(plan_w2d, block_shape=block_shape), n_cols),
+    }
+
+
+def _choose_by_rule(w2d: np.ndarray, block_shape) -> tuple[str, str]:
+    """Apply the auto rule: the format of least ``AUTO_MAC_COST[fmt] · stored MACs`` (ties: compact)."""
+    costs = _costs(w2d, w2d, 1, block_shape)
+    estimate = {fmt: AUTO_MAC_COST[fmt] * costs[fmt]["macs"] for fmt in AUTO_MAC_COST}
+    best = min(AUTO_MAC_COST, key=lambda fmt: estimate[fmt])  # dict order: compact, bsr, csr
+    dense = costs["dense"]["macs"] or 1
+    parts = ", ".join(f"{fmt} {estimate[fmt] / dense:.3g}" for fmt in AUTO_MAC_COST)
+    return best, f"rule: est. time / dense = {parts}"
+
+
+def _median_seconds(fn, repeats: int = 3) -> float:
+    fn()  # warm-up: JIT compilation, first-touch page faults
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times))
+
+
+def _choose_by_measurement(make_layer, x: np.ndarray) -> tuple[str, str]:
+    """Time the layer in each candidate format on ``x`` (median of 3 after a warm-up); fastest wins."""
+    times = {}
+    for fmt in AUTO_MAC_COST:
+        layer = make_layer(fmt)
+        times[fmt] = _median_seconds(lambda layer=layer: layer.forward(x))
+    best = min(times, key=times.get)
+    parts = ", ".join(f"{fmt} {1e3 * t:.3g} ms" for fmt, t in times.items())
+    return best, f"measured on batch {x.shape[0]}: {parts}"
+
+
+# --------------------------------------------------------------------------------------------------------
+# the compiled model
+# --------------------------------------------------------------------------------------------------------
+
+
+class InferenceModel:
+    """A forward-only network whose convolutions and linear layers run in chosen storage formats.
+
+    Built by :func:`compile`; not trainable (its layers have no gradients).
+
+    Attributes
+    ----------
+    network : Module
+        The transformed copy of the model (evaluation mode), e.g. for ``repr``.
+    plans : dict of str -> LayerPlan
+        Per convolution / linear layer, in forward order.
+    format, engine : str
+        What :func:`compile` was asked for.
+    dtype : numpy dtype
+        Inputs are cast to it.
+    input_shape : tuple of int
+        ``(C, H, W)`` of one sample.
+    folded_batchnorms : list of str
+        BatchNorms folded into convolutions.
+    """
+
+    def __init__(self, network: Module, plans: dict[str, LayerPlan], *, format: str,  # noqa: A002
+                 engine: str, dtype, input_shape: tuple[int, ...], block_shape, folded: list[str]) -> None:
+        self.network = network
+        self.plans = plans
+        self.format = format
+        self.engine = engine
+        self.dtype = np.dtype(dtype)
+        self.input_shape = tuple(input_shape)
+        self.block_shape = tuple(block_shape)
+        self.folded_batchnorms = list(folded)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Run the network on a batch ``x`` of shape ``(N, *input_shape)``; returns the logits."""
+        x = np.asarray(x)
+        if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
+            raise TypeError(f"x must be a real numeric array, got dtype {x.dtype}")
+        if x.ndim != len(self.input_shape) + 1 or tuple(x.shape[1:]) != self.input_shape:
+            raise ValueError(f"x must have shape (N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        return self.network.forward(x.astype(self.dtype, copy=False))
+
+    __call__ = forward
+
+    @property
+    def formats(self) -> dict[str, str]:
+        """``{layer name: format}`` in forward order."""
+        return {name: plan.format for name, plan in self.plans.items()}
+
+    def report(self, batch: int = 1) -> list[dict]:
+        r"""Per layer: the format, the shapes and the work of a batch of ``batch`` samples.
+
+        Returns
+        -------
+        list of dict
+            Keys ``name``, ``kind``, ``format``, ``reason``, ``weight_shape``, ``gemm_shape`` (original
+            ``(M, K)``), ``stored_shape`` (``(M', K')`` of the compact matrix: live rows and columns),
+            ``nnz`` (nonzero weights), ``density`` (``nnz / (M·K)``), ``n_cols`` (``batch · OH·OW``),
+            ``costs`` (:func:`~refimpl.sparse.cost.spmm_cost` of every format: ``macs``, ``flops``,
+            ``bytes`` ...), ``macs`` / ``bytes`` of the chosen format and ``ideal_speedup``
+            :math:`= \mathrm{MACs}_\text{dense} / \mathrm{MACs}_\text{format}`.
+        """
+        batch = check_positive_int(batch, "batch")
+        rows = []
+        for plan in self.plans.values():
+            n_cols = batch * plan.cols_per_sample
+            costs = _costs(plan.w2d, plan.dense_w2d, n_cols, self.block_shape)
+            chosen = costs[plan.format]
+            nnz = int(np.count_nonzero(plan.dense_w2d))
+            live = plan.w2d != 0
+            rows.append({
+                "name": plan.name,
+                "kind": plan.kind,
+                "format": plan.format,
+                "reason": plan.reason,
+                "weight_shape": plan.weight_shape,
+                "gemm_shape": tuple(plan.dense_w2d.shape),
+                "stored_shape": (int(live.any(axis=1).sum()), int(live.any(axis=0).sum())),
+                "nnz": nnz,
+                "density": nnz / plan.dense_w2d.size if plan.dense_w2d.size else 0.0,
+                "n_cols": n_cols,
+                "costs": costs,
+                "macs": chosen["macs"],
+                "bytes": chosen["bytes"],
+                "ideal_speedup": costs["dense"]["macs"] / chosen["macs"] if chosen["macs"] else float("inf"),
+            })
+        return rows
+
+    def summary(self, batch: int = 1) -> str:
+        """Format :meth:`report` as a table with the whole network's ideal FLOP speedup."""
+        rows = self.report(batch)
+        lines = [f"InferenceModel(format={self.format!r}, engine={self.engine!r}, dtype={self.dtype}, "
+                 f"batch={batch})",
+                 f"{'layer':<20} {'format':<8} {'gemm':>12} {'stored':>12} {'density':>8} "
+                 f"{'MACs':>12} {'ideal':>7}"]
+        for r in rows:
+            lines.append(f"{r['name']:<20} {r['format']:<8} {'x'.join(map(str, r['gemm_shape'])):>12} "
+                         f"{'x'.join(map(str, r['stored_shape'])):>12} {r['density']:>8.3f} "
+                         f"{r['macs']:>12,} {r['ideal_speedup']:>6.2f}x")
+        dense = sum(r["costs"]["dense"]["macs"] for r in rows)
+        chosen = sum(r["macs"] for r in rows)
+        ratio = dense / chosen if chosen else float("inf")
+        lines.append(f"total MACs {dense:,} -> {chosen:,}: ideal speedup {ratio:.2f}x")
+        if self.folded_batchnorms:
+            lines.append(f"BatchNorm folded into convolutions: {', '.join(self.folded_batchnorms)}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return f"InferenceModel(format={self.format!r}, formats={self.formats})"
+
+
+# --------------------------------------------------------------------------------------------------------
+# compile
+# --------------------------------------------------------------------------------------------------------
+
+
+def _check_block_shape(block_shape) -> tuple[int, int]:
+    if not isinstance(block_shape, tuple | list) or len(block_shape) != 2:
+        raise ValueError(f"block_shape must be a pair (bh, bw), got {block_shape!r}")
+    return (check_positive_int(block_shape[0], "block_shape[0]"),
+            check_positive_int(block_shape[1], "block_shape[1]"))
+
+
+def _inference_layer(module: Module, op: GemmOperator, engine: str) -> Module:
+    bias = module.params.get("bias")
+    if isinstance(module, Conv2d):
+        return InferenceConv2d(op, bias, module.kernel_size, module.stride, module.padding, engine)
+    return InferenceLinear(op, bias)
+
+
+def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A002 - the issue's names
+            block_shape=(4, 4), dtype=None, engine: str = "numba", auto: str = "rule",
+            fold_bn: bool = True, input_shape: tuple[int, ...] | None = None,
+            measure_batch: int = 16, rng: np.random.Generator | None = None) -> InferenceModel:
+    r"""Compile a (pruned) network into a forward-only :class:`InferenceModel`.
+
+    Parameters
+    ----------
+    model : Module
+        A refimpl network (``Sequential``/``Network`` of the refimpl layers, ``BasicBlock``, ``Residual``).
+        Not modified: the engine works on a deep copy.
+    format : {"auto", "dense", "compact", "csr", "bsr"}
+        Storage format of every convolution and linear layer (see the module notes).
+    masks : dict of name -> bool ndarray, optional
+        Keep masks (``{"conv1.weight": mask}``) applied to the copy first; ``None``: the weights' own zeros.
+    block_shape : (int, int), default (4, 4)
+        Tile of the ``"bsr"`` format.
+    dtype : numpy dtype, optional
+        Compute dtype; default the model's (float32 for a default model).
+    engine : {"numba", "numpy", "scipy"}
+        Kernels: numba's parallel kernels, their NumPy twins, or ``scipy.sparse`` for the SpMM (numba
+        im2col). See :mod:`refimpl.sparse.layers`.
+    auto : {"rule", "measure"}
+        How ``format="auto"`` chooses: the documented cost rule (:data:`AUTO_MAC_COST`) or timing every
+        candidate on a random batch of ``measure_batch`` samples.
+    fold_bn : bool, default True
+        Fold evaluation-mode BatchNorms into the preceding convolutions (exact; see the module notes).
+    input_shape : tuple of int, optional
+        ``(C, H, W)`` of one sample; default ``model.input_shape``.
+    measure_batch : int, default 16
+        Batch of the timing runs of ``auto="measure"``.
+    rng : numpy.random.Generator, optional
+        Source of the random timing batch (default ``default_rng(0)``).
+
+    Returns
+    -------
+    InferenceModel
+        ``forward(x)`` / ``__call__``, ``report(batch)`` (format, shapes, MACs, bytes, ideal speedup per
+        layer) and ``summary(batch)``.
+
+    Raises
+    ------
+    ValueError
+        Unknown ``format``, ``engine`` or ``auto``; a bad ``block_shape``; masks that do not fit the model.
+    TypeError
+        ``model`` is not a refimpl Module.
+
+    Examples
+    --------
+    >>> from refimpl.models import lenet5
+    >>> net = lenet5(input_size=8, dtype=np.float64)
+    >>> fast = compile(net, "csr")
+    >>> x = np.random.default_rng(0).standard_normal((2, 1, 8, 8))
+    >>> bool(np.allclose(fast(x), net.eval()(x)))
+    True
+    >>> fast.formats["conv1"]
+    'csr'
+    """
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a refimpl Module, got {type(model).__name__}")
+    if format not in (*FORMATS, "auto"):
+        raise ValueError(f"format must be one of {(*FORMATS, 'auto')}, got {format!r}")
+    engine = check_engine(engine)
+    if auto not in _AUTO_MODES:
+        raise ValueError(f"auto must be one of {_AUTO_MODES}, got {auto!r}")
+    block_shape = _check_block_shape(block_shape)
+    measure_batch = check_positive_int(measure_batch, "measure_batch")
+    if input_shape is None:
+        if not hasattr(model, "input_shape"):
+            raise ValueError("input_shape is required for a model without an input_shape attribute")
+        input_shape = model.input_shape
+    input_shape = tuple(check_positive_int(d, "input_shape entries") for d in input_shape)
+    if dtype is None:
+        params = list(model.parameters().values())
+        dtype = params[0].dtype if params else np.float32
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+
+    net = copy.deepcopy(model)
+    if masks is not None:
+        apply_masks(net, masks)
+    net.astype(dtype)
+    net.eval()
+    set_engine(net, "numpy" if engine == "numpy" else "numba")
+    # Geometry (output pixels per sample) and the original masked weights, keyed by layer name; compaction
+    # keeps every layer and its name.
+    table = {row["name"]: row for row in layer_table(net, input_shape)}
+    dense = {name: m.params["weight"].reshape(m.params["weight"].shape[0], -1).copy()
+             for name, m in net.named_modules() if isinstance(m, Conv2d | Linear)}
+    if format in ("compact", "auto"):
+        net, _ = compact(net, input_shape=input_shape)
+    folded = fold_batchnorm(net) if fold_bn else []
+
+    layers = [(name, m) for name, m in net.named_modules() if isinstance(m, Conv2d | Linear)]
+    timing_inputs = {}
+    if format == "auto" and auto == "measure":
+        rng = np.random.default_rng(0) if rng is None else rng
+        shapes = {row["name"]: row["input_shape"] for row in layer_table(net, input_shape)}
+        timing_inputs = {name: rng.standard_normal((measure_batch, *shapes[name])).astype(dtype)
+                         for name, _ in layers}
+
+    plans = {}
+    for name, module in layers:
+        w = module.params["weight"]
+        w2d = np.ascontiguousarray(w.reshape(w.shape[0], -1))
+        if format != "auto":
+            chosen, reason = format, "requested"
+        elif auto == "rule":
+            chosen, reason = _choose_by_rule(w2d, block_shape)
+        else:
+            def make_layer(fmt, module=module, w2d=w2d):
+                return _inference_layer(module, make_operator(w2d, fmt, block_shape=block_shape,
+                                                              engine=engine), engine)
+            chosen, reason = _choose_by_measurement(make_layer, timing_inputs[name])
+        layer = _inference_layer(module, make_operator(w2d, chosen, block_shape=block_shape, engine=engine),
+                                 engine)
+        parent_name, _, leaf = name.rpartition(".")
+        _replace_child(net.get_module(parent_name), leaf, layer)
+        out_shape = table[name]["output_shape"]
+        cols = int(out_shape[1] * out_shape[2]) if isinstance(module, Conv2d) else 1
+        plans[name] = LayerPlan(name=name, kind=type(module).__name__, format=chosen, reason=reason,
+                                weight_shape=tuple(table[name]["weight_shape"]),
+                                dense_w2d=dense[name], w2d=w2d, cols_per_sample=cols, layer=layer)
+    return InferenceModel(net, plans, format=format, engine=engine, dtype=dtype, input_shape=input_shape,
+                          block_shape=block_shape, folded=folded)
