@@ -7,12 +7,9 @@
 """
 
 from refimpl.sparse.cost import compact_dense_shape, spmm_cost
+from refimpl.sparse.engine import compile  # noqa: A004 - the issue's name; the inference engine
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix, FormatReport, check_format
 from refimpl.sparse.kernels import ENGINES, bsr_spmm, csr_spmm, spmm
-
-# The inference engine ``compile(model, format=...)`` (compact dense / CSR / BSR layers built on the
-# formats and kernels above) will be added here by its own module, e.g. ``from refimpl.sparse.engine
-# import compile``.
 
 __all__ = [
     "ENGINES",
@@ -22,6 +19,7 @@ __all__ = [
     "bsr_spmm",
     "check_format",
     "compact_dense_shape",
+    "compile",
     "csr_spmm",
     "spmm",
     "spmm_cost",
