@@ -281,7 +281,9 @@ class InferenceModel:
         list of dict
             Keys ``name``, ``kind``, ``format``, ``reason``, ``weight_shape``, ``gemm_shape`` (original
             ``(M, K)``), ``stored_shape`` (``(M', K')`` of the compact matrix: live rows and columns),
-            ``nnz`` (nonzero weights), ``density`` (``nnz / (M·K)``), ``n_cols`` (``batch · OH·OW``),
+            ``nnz`` (nonzero weights the layer multiplies by: compaction also removes weights that read
+            dead channels, whose constant it folds into the bias), ``masked_nnz`` (nonzeros of the masked
+            weight), ``density`` (``nnz / (M·K)``), ``n_cols`` (``batch · OH·OW``),
             ``costs`` (:func:`~refimpl.sparse.cost.spmm_cost` of every format: ``macs``, ``flops``,
             ``bytes`` ...), ``macs`` / ``bytes`` of the chosen format and ``ideal_speedup``
             :math:`= \mathrm{MACs}_\text{dense} / \mathrm{MACs}_\text{format}`.
@@ -292,8 +294,8 @@ class InferenceModel:
             n_cols = batch * plan.cols_per_sample
             costs = _costs(plan.w2d, plan.dense_w2d, n_cols, self.block_shape)
             chosen = costs[plan.format]
-            nnz = int(np.count_nonzero(plan.dense_w2d))
             live = plan.w2d != 0
+            nnz = int(np.count_nonzero(live))
             rows.append({
                 "name": plan.name,
                 "kind": plan.kind,
@@ -303,6 +305,7 @@ class InferenceModel:
                 "gemm_shape": tuple(plan.dense_w2d.shape),
                 "stored_shape": (int(live.any(axis=1).sum()), int(live.any(axis=0).sum())),
                 "nnz": nnz,
+                "masked_nnz": int(np.count_nonzero(plan.dense_w2d)),
                 "density": nnz / plan.dense_w2d.size if plan.dense_w2d.size else 0.0,
                 "n_cols": n_cols,
                 "costs": costs,

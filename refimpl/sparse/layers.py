@@ -92,6 +92,11 @@ def _kernel_engine(engine: str) -> str:
 # --------------------------------------------------------------------------------------------------------
 
 
+def _pixels(cols: np.ndarray, n: int) -> int:
+    """Output pixels per image, ``P`` of ``cols`` (K', n·P); explicit because K' or M' may be 0."""
+    return cols.shape[1] // n if n else 0
+
+
 class GemmOperator:
     """A layer's GEMM view ``W_g`` (M, K) in some storage format, and the products with it.
 
@@ -123,8 +128,7 @@ class GemmOperator:
     def matmul_images(self, cols: np.ndarray, n: int) -> np.ndarray:
         """Compute the product for ``n`` images: ``cols`` (K', n·P) -> (n, M', P), the NCHW layout."""
         y = self.matmul(cols)
-        m_out = y.shape[0]
-        return np.ascontiguousarray(y.reshape(m_out, n, -1).transpose(1, 0, 2))
+        return np.ascontiguousarray(y.reshape(y.shape[0], n, _pixels(cols, n)).transpose(1, 0, 2))
 
     def matmul_transposed(self, x: np.ndarray) -> np.ndarray:
         """``x @ W_g^T`` restricted like :meth:`matmul`: ``x`` (N, K') -> (N, M'), a linear layer."""
@@ -163,7 +167,7 @@ class DenseGemm(GemmOperator):
     def matmul_images(self, cols, n):
         """One GEMM per image, on a view of ``cols``."""
         # One GEMM per image on a view of cols: writes NCHW directly (see the module notes).
-        return np.matmul(self.w, cols.reshape(cols.shape[0], n, -1).transpose(1, 0, 2))
+        return np.matmul(self.w, cols.reshape(cols.shape[0], n, _pixels(cols, n)).transpose(1, 0, 2))
 
     def matmul_transposed(self, x):
         """``x @ W_g^T`` by BLAS."""
