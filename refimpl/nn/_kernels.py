@@ -21,15 +21,21 @@ the output has spatial size
 rows ordered ``(c, i, j)`` row-major (the order of ``W.reshape(F, C*KH*KW)``, the *GEMM view* of a conv
 weight) and columns ordered ``(n, o_h, o_w)``. A convolution is then one matrix product,
 ``W.reshape(F, -1) @ cols`` of shape ``(F, N*OH*OW)``. Putting the batch in the columns (rather than one GEMM
-per image) gives BLAS one large product, which is what makes it fast on small images such as LeNet's.
+per image) gives BLAS one large product, which is what makes it fast on small images such as LeNet's
+(measured: per-image GEMMs via a batched ``np.matmul`` are each threaded by OpenBLAS separately, and on a
+busy 2-core machine that made a LeNet-5 training step 2.5x slower).
 
 A shape-pruned layer keeps only some GEMM columns of ``W`` (some ``(c, i, j)`` positions), so it needs only
 those rows of ``cols``: ``im2col(..., rows=kept)`` builds exactly the rows listed, in the order listed.
 ``col2im`` is the adjoint (transpose) of ``im2col``: it scatters a ``cols`` matrix back onto an image,
 adding up the entries that overlapping windows share. That is the backward pass of im2col.
 
-Threads: numba's parallel loops and OpenBLAS share the machine's cores; they run one after the other (the
-kernels here never call BLAS), so they do not oversubscribe.
+Threads: numba's parallel loops and OpenBLAS share the machine's cores and run one after the other (the
+kernels here never call BLAS). Idle workers of either pool may keep spinning, though, and steal the cores
+the other pool needs: on a busy 2-core machine numba's default ``omp`` threading layer made LeNet-5
+training 2-3x slower than the ``workqueue`` layer, whose idle workers sleep. For training, set
+``NUMBA_THREADING_LAYER=workqueue`` (``paper_repro/bench_training.py`` does) and possibly a short OpenBLAS
+spin, ``OPENBLAS_THREAD_TIMEOUT=4``.
 """
 
 from __future__ import annotations
