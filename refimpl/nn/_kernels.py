@@ -50,11 +50,13 @@ from refimpl._validation import check_ndim, check_positive_int
 __all__ = [
     "ENGINES",
     "check_engine",
+    "check_float_array",
     "col2im",
     "conv_output_size",
     "im2col",
     "maxpool2d_backward_kernel",
     "maxpool2d_forward_kernel",
+    "pair",
 ]
 
 ENGINES = ("numba", "numpy")
