@@ -53,8 +53,10 @@ def plot(results: str | Path, out: str | Path) -> Path:
 
     unstructured = [r for r in runs if r["family"].startswith("unstructured")]
     for label in dict.fromkeys(r["label"] for r in unstructured):
-        mine = sorted((r for r in unstructured if r["label"] == label), key=lambda r: r["sparsity_all_weights"])
-        left.plot([100 * r["sparsity_all_weights"] for r in mine], [100 * r["accuracy"]["final"] for r in mine],
+        mine = sorted((r for r in unstructured if r["label"] == label),
+                      key=lambda r: r["sparsity_all_weights"])
+        left.plot([100 * r["sparsity_all_weights"] for r in mine],
+                  [100 * r["accuracy"]["final"] for r in mine],
                   label=label, linewidth=1.2, markersize=7, **_style(label))
     left.set_xlabel("weights pruned, all layers (%)")
     left.set_title("unstructured")

@@ -144,7 +144,7 @@ def planned_sparsity(config) -> dict[str, float]:
 # --- the per-layer progressive ADMM plan ---------------------------------------------------------------
 
 def progressive_admm_plan(config, constraints: list, *, base_plan=None) -> list:
-    """Phases of a progressive ADMM run with per-layer steps: ``pretrain, (admm_k, prune_k, retrain_k)*, ...``.
+    """Phases of a progressive ADMM run with per-layer steps: pretrain, (admm, prune, retrain) × k, compact.
 
     Step ``k`` prunes every constraint to ``iterative_targets(c.sparsity, rounds, schedule)[k]``, exactly
     the targets :func:`refimpl.pipeline.plan_phases` gives the rounds of ``magnitude_iterative``, so the
@@ -276,8 +276,9 @@ def evaluate_targets(runs: dict[str, dict], dense_acc: float) -> list[dict]:
             best = max(mags, key=lambda r: r["accuracy"]["final"])
             ahead = admm["accuracy"]["final"] > best["accuracy"]["final"]
             ok &= ahead
-            lines.append(f"{100 * admm['sparsity_all_weights']:.2f}%: ADMM {100 * admm['accuracy']['final']:.2f}% "
-                         f"vs best magnitude ({best['label']}) {100 * best['accuracy']['final']:.2f}%")
+            lines.append(f"{100 * admm['sparsity_all_weights']:.2f}%: "
+                         f"ADMM {100 * admm['accuracy']['final']:.2f}% vs best magnitude "
+                         f"({best['label']}) {100 * best['accuracy']['final']:.2f}%")
         return ok, "; ".join(lines)
 
     def t3(fs):
@@ -303,10 +304,14 @@ def markdown(result: dict) -> str:
         f"Dense starting point: **{100 * dense:.2f}%** test accuracy ({result['dense_source']}). Every run "
         f"then spends {BUDGET} epochs (ADMM + masked retraining) on the full 60,000 training images; "
         "accuracy on the 10,000 test images; one seed (0) per run, the same for every method; "
-        f"threads = 1, {result['jobs']} runs at a time on a shared 2-core machine.",
+        f"threads = 1, {result['jobs']} runs at a time on a shared 2-core machine."
+        if not result["smoke"] else
+        "**SMOKE RUN** (1,000 training / 500 test images, one epoch per phase): checks the machinery only; "
+        "its numbers mean nothing.",
         "",
-        "| experiment | method | epochs (ADMM + retrain) | sparsity, all weights | conv weights (compact GEMM) "
-        "| nonzero params | acc. after final cut | final acc. | Δ vs dense | wall time |",
+        "| experiment | method | epochs (ADMM + retrain) | sparsity, all weights "
+        "| conv weights (compact GEMM) | nonzero params | acc. after final cut | final acc. | Δ vs dense "
+        "| wall time |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for exp in EXPERIMENTS:
@@ -333,9 +338,10 @@ def markdown(result: dict) -> str:
     for t in result["targets"]:
         status = {True: "**met**", False: "**not met**", None: "not measured"}[t["met"]]
         lines.append(f"- {t['target']}: {status} — {t['evidence']}")
-    lines += ["", "Conv weights: 25,500 dense (conv1 500 + conv2 25,000); 'compact GEMM' counts kept filters × "
-              "kept shapes per conv layer after unused-path removal (ALGORITHMS.md §5). Unstructured runs "
-              "keep every filter and shape, so their compact GEMM is the dense one.", "",
+    lines += ["", "Conv weights: 25,500 dense (conv1 500 + conv2 25,000). 'Compact GEMM' counts, per conv "
+              "layer after unused-path removal, the filters (GEMM rows) times the shapes (GEMM columns) that "
+              "keep any nonzero weight (ALGORITHMS.md §5). In the unstructured runs this only drops the "
+              "rows and columns that happen to be empty; their sparsity is in the nonzero count.", "",
               f"Reproduce: `{result['command']}` (configs `paper_repro/configs/cmp_*.toml`; "
               "runs resume from `runs/cmp/`).", ""]
     return "\n".join(lines)
@@ -366,7 +372,8 @@ def launch(exp: Experiment, out_root: Path, smoke: bool) -> tuple[str, int, floa
     """Run one experiment in a subprocess (its own single-threaded process), output to ``<key>.log``."""
     if (out_root / exp.key / "results.json").is_file():
         return exp.key, 0, 0.0
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", exp.key, "--out-root", str(out_root)]
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", exp.key,
+               "--out-root", str(out_root)]
     if smoke:
         command.append("--smoke")
     started = time.perf_counter()
@@ -379,7 +386,8 @@ def launch(exp: Experiment, out_root: Path, smoke: bool) -> tuple[str, int, floa
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=2, help="experiments at a time (default 2: two cores)")
-    parser.add_argument("--smoke", action="store_true", help="1,000 images, 1 epoch per phase, runs/cmp_smoke")
+    parser.add_argument("--smoke", action="store_true",
+                        help="1,000 images, 1 epoch per phase, in runs/cmp_smoke")
     parser.add_argument("--only", nargs="+", choices=list(BY_KEY), help="run only these experiments")
     parser.add_argument("--collect-only", action="store_true", help="no training: tables from finished runs")
     parser.add_argument("--out-root", type=Path, default=None, help="run directories (default runs/cmp)")
@@ -410,7 +418,7 @@ def main(argv: list[str] | None = None) -> int:
     command = "python paper_repro/run_pruning_comparison.py --jobs 2" + (" --smoke" if args.smoke else "")
     result = collect(out_root, args.smoke, args.jobs, command)
     dest = out_root if args.smoke else HERE / "results"
-    figure = out_root / "pruning_comparison.png" if args.smoke else ROOT / "figures" / "pruning_comparison.png"
+    figure = (out_root if args.smoke else ROOT / "figures") / "pruning_comparison.png"
     dest.mkdir(parents=True, exist_ok=True)
     (dest / "pruning_comparison.json").write_text(json.dumps(result, indent=2) + "\n")
     (dest / "pruning_comparison.md").write_text(markdown(result))
