@@ -67,11 +67,11 @@ FIG_DIR.mkdir(parents=True, exist_ok=True)
 #
 # LeNet-5's second convolution ($50$ filters over $20$ channels, $5 \times 5$ kernels; GEMM view
 # $50 \times 500$). A trained copy is used when a training run has left its weights in
-# `paper_repro/results/`; otherwise (and always in smoke mode) a random layer with the usual
+# `paper_repro/results/lenet5_fashion_dense.npz` (written by `paper_repro/lenet5_fashion_dense.py`); otherwise (and always in smoke mode) a random layer with the usual
 # $\mathcal{N}(0, 2/\text{fan-in})$ scale, whose masks look the same up to the pattern of the values.
 
 # %%
-TRAINED = ROOT / "paper_repro" / "results" / "lenet5_fashion.npz"
+TRAINED = ROOT / "paper_repro" / "results" / "lenet5_fashion_dense.npz"
 if not SMOKE and TRAINED.exists():
     with np.load(TRAINED) as archive:
         W = np.asarray(archive["conv2.weight"], dtype=np.float64)
