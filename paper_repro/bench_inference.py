@@ -247,8 +247,9 @@ def bench(model_name: str, batch: int, sparsities, rounds: int, torch) -> list[d
                 entry = row["layers"].setdefault(layer, {"ms": {}, "speedup": {}, "ideal": {}})
                 entry["ms"][variant] = 1e3 * t[layer]
                 entry["speedup"][variant] = dense[layer] / t[layer]
-                if layer in ideal_layers:
-                    entry["ideal"][variant] = ideal_layers[layer]
+                if layer in ideal_layers:  # None: the layer does no work at all (strict JSON has no inf)
+                    ideal = ideal_layers[layer]
+                    entry["ideal"][variant] = ideal if np.isfinite(ideal) else None
         rows.append(row)
         sp = row["speedup"]
         print(f"{model_name:<9} batch {batch:>3} s={s:.2f} dense {row['ms']['dense']:8.2f} ms | "

@@ -358,3 +358,16 @@ def test_inference_conv_replaces_every_conv(rng):
     fast = sparse_compile(build("resnet_small"), "bsr")
     assert not any(isinstance(m, Conv2d) for _, m in fast.network.named_modules())
     assert set(fast.formats.values()) == {"bsr"}
+
+
+@pytest.mark.parametrize("fmt", ["dense", "compact", "csr"])
+def test_batch_chunks_give_the_same_result(fmt, rng, monkeypatch):
+    import refimpl.sparse.layers as layers
+
+    w = rng.standard_normal((4, 3, 3, 3)) * (rng.random((4, 3, 3, 3)) > 0.5)
+    x = rng.standard_normal((5, 3, 6, 6))
+    op = make_operator(w.reshape(4, -1), fmt)
+    whole = sparse_conv2d_forward(x, op, None, (3, 3), padding=1)
+    monkeypatch.setattr(layers, "IM2COL_CHUNK_BYTES", 1)  # one image per chunk
+    np.testing.assert_array_equal(sparse_conv2d_forward(x, op, None, (3, 3), padding=1), whole)
+    np.testing.assert_allclose(whole, conv2d_naive(x, w, None, padding=1), rtol=1e-12)

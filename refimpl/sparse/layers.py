@@ -56,6 +56,7 @@ from refimpl.sparse.kernels import bsr_spmm, csr_spmm
 __all__ = [
     "ENGINES",
     "FORMATS",
+    "IM2COL_CHUNK_BYTES",
     "BsrGemm",
     "CompactGemm",
     "CsrGemm",
@@ -73,6 +74,9 @@ __all__ = [
 FORMATS = ("dense", "compact", "csr", "bsr")
 #: Kernel engines (see the module notes).
 ENGINES = ("numba", "numpy", "scipy")
+#: Size of the im2col buffer of one chunk of images (see :func:`sparse_conv2d_forward`): a few MB, the
+#: order of the last-level cache. Larger chunks give the GEMM more columns, smaller ones stay in cache.
+IM2COL_CHUNK_BYTES = 4 << 20
 
 
 def check_engine(engine) -> str:
@@ -342,7 +346,8 @@ def sparse_conv2d_forward(x: np.ndarray, op: GemmOperator, b: np.ndarray | None,
     -------
     ndarray, shape (N, F, OH, OW)
         Only the rows ``op.input_rows`` of ``im2col(x)`` are built; filters outside ``op.output_rows``
-        output their bias.
+        output their bias. The batch is processed in chunks whose im2col matrix holds about
+        :data:`IM2COL_CHUNK_BYTES`.
     """
     x = check_float_array(x, "x", 4)
     kh, kw = kernel_size
@@ -353,12 +358,21 @@ def sparse_conv2d_forward(x: np.ndarray, op: GemmOperator, b: np.ndarray | None,
     n = x.shape[0]
     oh = conv_output_size(x.shape[2], kh, stride, padding, name="kernel height")
     ow = conv_output_size(x.shape[3], kw, stride, padding, name="kernel width")
-    cols = im2col(x, kh, kw, stride, padding, rows=op.input_rows, engine=_kernel_engine(engine))
-    y = op.matmul_images(cols, n)  # (N, F', OH*OW)
-    y = _scatter_rows(y, op.output_rows, f, axis=1)
+    k_used = k if op.input_rows is None else op.input_rows.size
+    out = np.empty((n, f, oh * ow), dtype=np.result_type(x.dtype, op.dtype))
+    # A chunk of images at a time: the im2col matrix of a whole batch is K·KH·KW times the input (300 MB
+    # for VGG-small's conv2 at batch 256), and a buffer that large is written and read from main memory
+    # (plus fresh-page faults) instead of the caches. Chunking changes no result: each image's columns
+    # are independent.
+    chunk = max(1, IM2COL_CHUNK_BYTES // max(1, k_used * oh * ow * x.itemsize))
+    for i0 in range(0, n, chunk):
+        i1 = min(n, i0 + chunk)
+        cols = im2col(x[i0:i1], kh, kw, stride, padding, rows=op.input_rows, engine=_kernel_engine(engine))
+        y = op.matmul_images(cols, i1 - i0)  # (n_chunk, F', OH*OW)
+        out[i0:i1] = _scatter_rows(y, op.output_rows, f, axis=1)
     if b is not None:
-        y += b[:, None]
-    return y.reshape(n, f, oh, ow)
+        out += b[:, None]
+    return out.reshape(n, f, oh, ow)
 
 
 def sparse_linear_forward(x: np.ndarray, op: GemmOperator, b: np.ndarray | None) -> np.ndarray:
