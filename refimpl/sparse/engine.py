@@ -33,6 +33,9 @@ changes no sparsity pattern. ``fold_bn=True`` (default) folds every BatchNorm th
 convolution (consecutive children of a ``Sequential``; ``conv1→bn1``, ``conv2→bn2`` of a ``BasicBlock``) and
 replaces it by :class:`~refimpl.sparse.layers.Identity`: one pass over the feature map less per layer.
 
+**ReLU.** ReLU modules are replaced by :class:`~refimpl.sparse.layers.InferenceReLU`, one pass and no
+mask (the training ReLU keeps one for its backward pass).
+
 **The auto rule.** The time of one layer's product is modelled as :math:`c_{\text{fmt}} \cdot
 \mathrm{MACs}_{\text{fmt}}` with :math:`c` the cost of one stored multiply-accumulate relative to a
 dense-BLAS one (:data:`AUTO_MAC_COST`), and the cheapest format wins. The constants come from
@@ -53,6 +56,7 @@ import numpy as np
 from refimpl._validation import check_positive_int
 from refimpl.compact import compact
 from refimpl.models import layer_table, set_engine
+from refimpl.nn.activation import ReLU
 from refimpl.nn.batchnorm import BatchNorm2d
 from refimpl.nn.conv import Conv2d
 from refimpl.nn.linear import Linear
@@ -67,6 +71,7 @@ from refimpl.sparse.layers import (
     Identity,
     InferenceConv2d,
     InferenceLinear,
+    InferenceReLU,
     check_engine,
     make_operator,
 )
@@ -450,6 +455,11 @@ def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A
     if format in ("compact", "auto"):
         net, _ = compact(net, input_shape=input_shape)
     folded = fold_batchnorm(net) if fold_bn else []
+    # ReLU modules become the one-pass forward-only ReLU (no mask for a backward pass that never comes).
+    for name, module in list(net.named_modules()):
+        if type(module) is ReLU:
+            parent_name, _, leaf = name.rpartition(".")
+            _replace_child(net.get_module(parent_name), leaf, InferenceReLU())
 
     layers = [(name, m) for name, m in net.named_modules() if isinstance(m, Conv2d | Linear)]
     timing_inputs = {}

@@ -65,6 +65,7 @@ __all__ = [
     "Identity",
     "InferenceConv2d",
     "InferenceLinear",
+    "InferenceReLU",
     "make_operator",
     "sparse_conv2d_forward",
     "sparse_linear_forward",
@@ -417,6 +418,19 @@ class Identity(_ForwardOnly):
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Return ``x`` unchanged."""
         return x
+
+
+class InferenceReLU(_ForwardOnly):
+    """``y = max(x, 0)`` in one pass, without the mask a training ReLU keeps for its backward pass.
+
+    Measured in ``paper_repro/bench_inference.py``: the element-wise layers are a large share of a pruned
+    network's time (their work shrinks only with the channel count), so the training ReLU's extra pass
+    (mask, then select) matters. (A NaN stays NaN here; the training ReLU maps it to 0.)
+    """
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        """Return ``max(x, 0)`` (a new array; the input is left alone)."""
+        return np.maximum(x, np.zeros((), dtype=x.dtype))
 
 
 class InferenceConv2d(_ForwardOnly):
