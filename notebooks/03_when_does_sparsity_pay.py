@@ -249,6 +249,18 @@ if results is not None:
         print(head + " ".join(f"{c:>16}" for c in cells))
 
 # %% [markdown]
+# A ratio is only as honest as its baseline. refimpl's dense network runs im2col + BLAS; PyTorch's CPU
+# convolution (oneDNN) is a stronger dense baseline. The compact model against **PyTorch dense**:
+
+# %%
+if results is not None:
+    for r in rows:
+        if r["batch"] == max(q["batch"] for q in rows):
+            print(f"{r['model']:<10} s={r['sparsity']:.2f}: refimpl dense {r['ms']['dense']:8.1f} ms, "
+                  f"PyTorch dense {r['ms']['torch_dense']:8.1f} ms, compact {r['ms']['compact']:7.1f} ms "
+                  f"-> compact / PyTorch dense: {r['ms']['torch_dense'] / r['ms']['compact']:5.1f}x")
+
+# %% [markdown]
 # Where the time goes when the speedup falls short of the ideal: the ideal counts only the GEMM work, but
 # a network also runs im2col (copying), ReLU, pooling and flatten, whose cost shrinks only as far as the
 # number of channels does. The share of time spent outside the convolution and linear layers, per
