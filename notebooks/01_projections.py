@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -67,7 +69,8 @@ FIG_DIR.mkdir(parents=True, exist_ok=True)
 #
 # LeNet-5's second convolution ($50$ filters over $20$ channels, $5 \times 5$ kernels; GEMM view
 # $50 \times 500$). A trained copy is used when a training run has left its weights in
-# `paper_repro/results/lenet5_fashion_dense.npz` (written by `paper_repro/lenet5_fashion_dense.py`); otherwise (and always in smoke mode) a random layer with the usual
+# `paper_repro/results/lenet5_fashion_dense.npz` (written by `paper_repro/lenet5_fashion_dense.py`);
+# otherwise (and always in smoke mode) a random layer with the usual
 # $\mathcal{N}(0, 2/\text{fan-in})$ scale, whose masks look the same up to the pattern of the values.
 
 # %%

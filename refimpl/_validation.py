@@ -73,7 +73,7 @@ def check_probability(value, name: str, *, closed_right: bool = True) -> float:
 
 
 def resolve_count(n: int, sparsity=None, keep=None) -> int:
-    """Number of groups to keep out of ``n``, from exactly one of ``sparsity`` or ``keep``.
+    """Return how many of ``n`` groups to keep, from exactly one of ``sparsity`` or ``keep``.
 
     ``sparsity`` s prunes ``round(s * n)`` groups with round-half-to-even (Python's :func:`round`, the
     rule ``torch.nn.utils.prune`` uses), so ``n - round(s * n)`` are kept. ``keep`` gives the kept count

@@ -21,6 +21,7 @@ module             what it holds
 =================  ===================================================================================
 """
 
+from refimpl.nn import activation, batchnorm, conv, dropout, flatten, linear, loss, module, pool, residual
 from refimpl.nn.activation import *  # noqa: F403
 from refimpl.nn.batchnorm import *  # noqa: F403
 from refimpl.nn.conv import *  # noqa: F403
@@ -31,8 +32,6 @@ from refimpl.nn.loss import *  # noqa: F403
 from refimpl.nn.module import *  # noqa: F403
 from refimpl.nn.pool import *  # noqa: F403
 from refimpl.nn.residual import *  # noqa: F403
-
-from refimpl.nn import activation, batchnorm, conv, dropout, flatten, linear, loss, module, pool, residual
 
 __all__ = [name for mod in (activation, batchnorm, conv, dropout, flatten, linear, loss, module, pool,
                             residual) for name in mod.__all__]

@@ -7,7 +7,8 @@ import numpy as np
 __all__ = ["uniform_fan_in"]
 
 
-def uniform_fan_in(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator, dtype=np.float32) -> np.ndarray:
+def uniform_fan_in(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator,
+                   dtype=np.float32) -> np.ndarray:
     r"""Draw ``U(-1/\sqrt{fan\_in}, 1/\sqrt{fan\_in})`` samples of ``shape``.
 
     This is PyTorch's default for ``nn.Linear`` and ``nn.Conv2d`` weights and biases (Kaiming-uniform with

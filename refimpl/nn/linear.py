@@ -88,4 +88,5 @@ class Linear(Module):
         return dx
 
     def extra_repr(self) -> str:
+        """Show the feature counts and whether there is a bias."""
         return f"{self.in_features}, {self.out_features}, bias={'bias' in self.params}"

@@ -46,6 +46,7 @@ class Module:
         raise NotImplementedError
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run :meth:`forward` (modules are callable, as in PyTorch)."""
         return self.forward(x)
 
     # --- tree --------------------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class Module:
 
     # --- state -------------------------------------------------------------------------------------
     def state_dict(self) -> dict[str, np.ndarray]:
-        """Copies of every parameter and buffer, keyed by dotted name (PyTorch's naming)."""
+        """Return copies of every parameter and buffer, keyed by dotted name (PyTorch's naming)."""
         state = {name: value.copy() for name, value in self.named_parameters()}
         state.update((name, value.copy()) for name, value in self.named_buffers())
         return state
