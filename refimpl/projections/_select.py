@@ -9,8 +9,12 @@ Every projection in :mod:`refimpl.projections` reduces to two steps:
 Both steps live here so that every structure (and :mod:`refimpl.projections.unify`) breaks ties the same
 way. Selection is :math:`O(n)` (``np.partition``), never a full sort and never a Python loop over groups
 (only the numba per-vector kernel of balanced sparsity sorts each vector longer than 32 entries).
-Group scores are squared L2 norms carried as exact-range pairs ``F * 2**E`` (:func:`tile_scores`), so
-that neither overflow nor underflow can turn distinct scores into ties.
+Group scores are squared L2 norms (:func:`group_scores`): plain float64 sums of squares
+(:func:`tile_sq_norms`) whenever those can neither overflow nor underflow -- always for float32 and
+float16 weights, and for float64 weights whose magnitudes pass a cheap range check
+(:func:`plain_squares_exact`) -- and otherwise exact-range pairs ``F * 2**E`` (:func:`tile_scores`), so
+that neither overflow nor underflow can turn distinct scores into ties. On data where the fast path is
+taken the two give the same float64 numbers, so the choice never changes a mask.
 
 Every group structure of the pruning literature is a tiling of the weight's **GEMM view**
 ``W.reshape(F, -1)`` (see ALGORITHMS.md): a filter is a ``1 x K`` tile, a shape (column) an ``F x 1`` tile,
@@ -32,13 +36,18 @@ from refimpl._validation import resolve_count
 __all__ = [
     "ENGINES",
     "apply_mask",
+    "apply_tile_mask",
     "check_engine",
     "check_tile",
     "expand_tiles",
     "gemm_view",
+    "group_scores",
+    "magnitude_range",
+    "plain_squares_exact",
     "round_half_even_ratio",
     "select_top_k",
     "tile_scores",
+    "tile_sq_norms",
     "top_k_mask",
     "top_k_mask_lex",
     "top_k_mask_rows",
@@ -402,8 +411,192 @@ def tile_scores(w2d: np.ndarray, bh: int, bw: int, *, engine: str = "numba") -> 
     return _tile_scores_numpy(w2d, int(bh), int(bw))
 
 
+# --------------------------------------------------------------------------------------------------
+# The fast path: plain float64 sums of squares, taken whenever they cannot overflow or underflow
+# --------------------------------------------------------------------------------------------------
+
+# The exact-range pairs above cost a second pass over every tile and an O(n) selection in two stages.
+# They are only needed when a square or a partial sum of squares can leave the normal float64 range:
+# when every one of them is a normal, finite float64, the plain sum is rounded exactly as the scaled sum
+# (scaling by 2**-p commutes with rounding in the normal range), so both paths produce the same number.
+
+#: Smallest magnitude whose square is a normal float64: (2**-511)**2 = 2**-1022.
+_SQUARE_NORMAL_MIN = 2.0**-511
+
+#: Dtypes whose squares, taken in float64, are exact-range by construction (see plain_squares_exact).
+_ALWAYS_IN_RANGE = (np.float16, np.float32)
+
+
+def _magnitude_range_numpy(w: np.ndarray) -> tuple[float, float]:
+    """NumPy twin of :func:`_magnitude_range_numba`."""
+    magnitude = np.abs(w).reshape(-1)
+    nonzero = magnitude[magnitude > 0]
+    if nonzero.size == 0:
+        return math.inf, 0.0
+    return float(nonzero.min()), float(magnitude.max())
+
+
+@njit(cache=True)
+def _magnitude_range_numba(flat):  # pragma: no cover - compiled
+    """One pass: the smallest nonzero and the largest ``|w|`` (``inf``/``0`` if every entry is 0)."""
+    smallest = np.inf
+    largest = 0.0
+    for i in range(flat.shape[0]):
+        a = abs(np.float64(flat[i]))
+        largest = max(largest, a)
+        if a > 0.0:
+            smallest = min(smallest, a)
+    return smallest, largest
+
+
+def magnitude_range(w: np.ndarray, *, engine: str = "numba") -> tuple[float, float]:
+    """Return ``(smallest nonzero |w|, largest |w|)``; ``(inf, 0.0)`` when ``w`` is all zeros.
+
+    Examples
+    --------
+    >>> magnitude_range(np.array([[0.0, -3.0], [0.25, 1.0]]), engine="numpy")
+    (0.25, 3.0)
+    """
+    check_engine(engine)
+    if engine == "numba" and w.dtype in (np.float32, np.float64) and w.size:
+        return _magnitude_range_numba(np.ascontiguousarray(w).reshape(-1))
+    return _magnitude_range_numpy(w)
+
+
+def plain_squares_exact(w2d: np.ndarray, tile_size: int, *, engine: str = "numba") -> bool:
+    r"""Whether plain float64 sums of squares of tiles of ``tile_size`` entries of ``w2d`` are exact-range.
+
+    *Exact-range* means that every nonzero square :math:`w^2` and every partial sum of squares is a
+    normal, finite float64, so that each rounding is the ordinary relative one -- the sum is what a
+    float64 with an unbounded exponent would give, and it equals :math:`F \cdot 2^E` of
+    :func:`tile_scores` (the same additions, scaled by a power of two). With
+    :math:`a = \min_{w \ne 0} |w|`, :math:`b = \max |w|`, :math:`n` = ``tile_size``:
+
+    * **no underflow**: a sum of non-negative terms is at least its first nonzero term (exact zeros add
+      nothing), so it suffices that :math:`a^2 \ge 2^{-1022}`, i.e. :math:`a \ge 2^{-511}`;
+    * **no overflow**: every partial sum is at most :math:`n b^2 (1 + 2^{-53})^n < 2 n b^2` (for
+      :math:`n < 2^{52}`), which is :math:`\le 2^{1023}` when :math:`2 e_b + \ell(n) \le 1022`, where
+      :math:`b < 2^{e_b}` (``frexp``) and :math:`n < 2^{\ell(n)}` (``bit_length``) -- integer arithmetic,
+      no rounding in the test itself.
+
+    Float32 weights always pass without looking at the data: :math:`a \ge 2^{-149}` (the smallest
+    subnormal float32) squares to :math:`2^{-298}`, far above :math:`2^{-1022}`, and :math:`b < 2^{128}`
+    gives :math:`2 e_b \le 256`, far below 1022 for any tile that fits in memory. Float16 is narrower
+    still. Float64 weights are checked with one pass over the data (:func:`magnitude_range`); any other
+    dtype (e.g. ``longdouble``) takes the exact-range path.
+
+    Examples
+    --------
+    >>> plain_squares_exact(np.ones((2, 2), dtype=np.float32), 4)
+    True
+    >>> plain_squares_exact(np.array([[1.0, 1e-200]]), 2), plain_squares_exact(np.array([[1e200]]), 1)
+    (False, False)
+    """
+    if w2d.dtype in _ALWAYS_IN_RANGE:
+        return True
+    if w2d.dtype != np.float64:
+        return False
+    smallest, largest = magnitude_range(w2d, engine=engine)
+    if largest == 0.0:
+        return True                                     # all zeros: every sum is exactly 0
+    return smallest >= _SQUARE_NORMAL_MIN and 2 * math.frexp(largest)[1] + int(tile_size).bit_length() <= 1022
+
+
+def _tile_sq_norms_numpy(w2d: np.ndarray, bh: int, bw: int) -> np.ndarray:
+    """NumPy twin of :func:`_tile_sq_norms_numba`: the additions of :func:`_tile_scores_numpy`, unscaled."""
+    values = w2d.astype(np.promote_types(w2d.dtype, np.float64))
+    row_starts = np.arange(0, w2d.shape[0], bh)
+    col_starts = np.arange(0, w2d.shape[1], bw)
+    return np.add.reduceat(np.add.reduceat(values * values, row_starts, axis=0), col_starts, axis=1)
+
+
+@njit(cache=True)
+def _tile_sq_norms_numba(w2d, bh, bw):  # pragma: no cover - compiled
+    """Sum of squares of every tile in one row-major streaming pass over ``w2d``.
+
+    Walking the matrix row by row visits each tile's entries row-major, the order of
+    :func:`_one_tile_score`, so the sums equal its ``F * 2**E`` bit for bit (see
+    :func:`plain_squares_exact`). Serial: a single memory-bound pass gains little from threads on a
+    shared machine, and thread start-up costs more than the pass on small layers.
+    """
+    n_rows, n_cols = w2d.shape
+    t_rows, t_cols = (n_rows + bh - 1) // bh, (n_cols + bw - 1) // bw
+    sums = np.zeros((t_rows, t_cols), dtype=np.float64)
+    for r in range(n_rows):
+        ti = r // bh
+        if bw == 1:
+            # One-column tiles (shapes): a vectorisable row update instead of a loop of length 1 per tile.
+            for c in range(n_cols):
+                v = np.float64(w2d[r, c])
+                sums[ti, c] += v * v
+            continue
+        for tj in range(t_cols):
+            total = sums[ti, tj]
+            for c in range(tj * bw, min((tj + 1) * bw, n_cols)):
+                v = np.float64(w2d[r, c])
+                total += v * v
+            sums[ti, tj] = total
+    return sums
+
+
+def tile_sq_norms(w2d: np.ndarray, bh: int, bw: int, *, engine: str = "numba") -> np.ndarray:
+    r"""Plain float64 squared L2 norm of every ``bh x bw`` tile (edge tiles smaller): the fast path.
+
+    .. math:: S_{ij} = \sum_{r \in \text{rows}(i)} \sum_{c \in \text{cols}(j)} W_{rc}^2
+
+    accumulated in float64. Correct ranking scores only when :func:`plain_squares_exact` holds;
+    :func:`group_scores` checks that and otherwise uses :func:`tile_scores`. Each engine adds in the same
+    order as its :func:`tile_scores` twin, so on exact-range data ``S == ldexp(F, E)`` bit for bit.
+
+    Parameters
+    ----------
+    w2d : ndarray, shape (F, K)
+    bh, bw : int
+        Tile height and width, ``>= 1``.
+    engine : {"numba", "numpy"}
+        The numba kernel (float32/float64 input; other dtypes use the NumPy twin) or the NumPy twin.
+
+    Returns
+    -------
+    sums : ndarray of float64, shape (ceil(F / bh), ceil(K / bw))
+
+    Examples
+    --------
+    >>> tile_sq_norms(np.arange(6.0).reshape(2, 3), 2, 2, engine="numpy")   # [[0,1],[3,4]] | [[2],[5]]
+    array([[26., 29.]])
+    """
+    check_engine(engine)
+    if engine == "numba" and w2d.dtype in (np.float32, np.float64) and w2d.size:
+        return _tile_sq_norms_numba(np.ascontiguousarray(w2d), int(bh), int(bw))
+    return _tile_sq_norms_numpy(w2d, int(bh), int(bw))
+
+
+def group_scores(w2d: np.ndarray, bh: int, bw: int, *, engine: str = "numba"):
+    """Tile scores for :func:`select_top_k`: plain sums when exact-range, else the exact-range pairs.
+
+    Returns :func:`tile_sq_norms` (a float64 array) when :func:`plain_squares_exact` holds for the tile
+    size, else :func:`tile_scores` (an ``(exponent, fraction)`` pair). On exact-range data the two
+    represent the same numbers, so the masks selected from them are identical; the fast path only
+    skips work.
+
+    Examples
+    --------
+    >>> group_scores(np.array([[3.0, 4.0]]), 1, 2, engine="numpy")
+    array([[25.]])
+    >>> isinstance(group_scores(np.array([[1e200, 0.0]]), 1, 1, engine="numpy"), tuple)  # 1e200**2 = inf
+    True
+    """
+    tile_size = min(bh, w2d.shape[0]) * min(bw, w2d.shape[1])
+    if plain_squares_exact(w2d, tile_size, engine=engine):
+        return tile_sq_norms(w2d, bh, bw, engine=engine)
+    return tile_scores(w2d, bh, bw, engine=engine)
+
+
 def expand_tiles(tile_mask: np.ndarray, shape: tuple[int, int], bh: int, bw: int) -> np.ndarray:
-    """Blow a tile-grid mask up to an element mask of ``shape`` (edge tiles cropped).
+    """Blow a tile-grid array up to an element array of ``shape`` (edge tiles cropped).
+
+    When the tiles divide ``shape`` this is one broadcast copy of ``tile_mask[:, None, :, None]``;
+    otherwise two ``np.repeat`` calls and a crop.
 
     Examples
     --------
@@ -411,8 +604,68 @@ def expand_tiles(tile_mask: np.ndarray, shape: tuple[int, int], bh: int, bw: int
     array([[1, 1, 0],
            [1, 1, 0]])
     """
+    t_rows, t_cols = tile_mask.shape
+    if (t_rows * bh, t_cols * bw) == tuple(shape):
+        blown_up = np.broadcast_to(tile_mask[:, None, :, None], (t_rows, bh, t_cols, bw))
+        return blown_up.reshape(shape)                  # reshaping a broadcast view copies it once
     rows = np.repeat(tile_mask, bh, axis=0)[: shape[0]]
     return np.repeat(rows, bw, axis=1)[:, : shape[1]]
+
+
+def _apply_tile_mask_numpy(w2d: np.ndarray, tiles: np.ndarray, bh: int, bw: int) -> np.ndarray:
+    """NumPy twin of :func:`_apply_tile_mask_numba`: a broadcast ``np.where`` when the tiles divide."""
+    t_rows, t_cols = tiles.shape
+    zero = np.zeros((), dtype=w2d.dtype)
+    if (t_rows * bh, t_cols * bw) == w2d.shape:
+        w4 = w2d.reshape(t_rows, bh, t_cols, bw)
+        return np.where(tiles[:, None, :, None], w4, zero).reshape(w2d.shape)
+    return np.where(expand_tiles(tiles, w2d.shape, bh, bw), w2d, zero)
+
+
+@njit(cache=True)
+def _apply_tile_mask_numba(w2d, tiles, bh, bw):  # pragma: no cover - compiled
+    """One streaming pass: copy the entries of kept tiles, write ``+0`` elsewhere (no element mask)."""
+    n_rows, n_cols = w2d.shape
+    out = np.empty_like(w2d)
+    keep = np.empty(n_cols, dtype=np.bool_)     # the element mask of one row, rebuilt per tile row
+    zero = w2d.dtype.type(0)
+    for r in range(n_rows):
+        if r % bh == 0:
+            ti = r // bh
+            for tj in range(tiles.shape[1]):
+                keep[tj * bw : min((tj + 1) * bw, n_cols)] = tiles[ti, tj]
+        for c in range(n_cols):                 # a branch-free select the compiler can vectorise
+            out[r, c] = w2d[r, c] if keep[c] else zero
+    return out
+
+
+def apply_tile_mask(w2d: np.ndarray, tiles: np.ndarray, bh: int, bw: int, *, engine: str = "numba"
+                    ) -> np.ndarray:
+    """:func:`apply_mask` of ``expand_tiles(tiles, ...)``, without building the element mask.
+
+    Parameters
+    ----------
+    w2d : ndarray, shape (F, K)
+    tiles : ndarray of bool, shape (ceil(F / bh), ceil(K / bw))
+    bh, bw : int
+    engine : {"numba", "numpy"}
+        A numba streaming kernel or a broadcast ``np.where``; identical results.
+
+    Returns
+    -------
+    z : ndarray, shape and dtype of ``w2d``
+        Entries of kept tiles copied bit for bit, all others exactly ``+0``.
+
+    Examples
+    --------
+    >>> apply_tile_mask(np.array([[1.0, -2.0, 3.0]]), np.array([[False, True]]), 1, 2, engine="numpy")
+    array([[0., 0., 3.]])
+    """
+    check_engine(engine)
+    if engine == "numba" and w2d.dtype in (np.float32, np.float64) and w2d.size:
+        tiles = np.ascontiguousarray(tiles)
+        return _apply_tile_mask_numba(np.ascontiguousarray(w2d), tiles, int(bh), int(bw))
+    return _apply_tile_mask_numpy(w2d, tiles, int(bh), int(bw))
 
 
 def check_tile(value, name: str, limit: int, limit_name: str) -> int:

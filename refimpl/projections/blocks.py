@@ -21,13 +21,14 @@ import numpy as np
 from refimpl._validation import resolve_count
 from refimpl.projections._select import (
     apply_mask,
+    apply_tile_mask,
     check_engine,
     check_tile,
     expand_tiles,
     gemm_view,
+    group_scores,
     round_half_even_ratio,
     select_top_k,
-    tile_scores,
     top_k_mask_rows,
 )
 from refimpl.projections.groups import as_weight
@@ -78,12 +79,11 @@ def _resolve_named(n: int, sparsity, keep, prefix: str) -> int:
 # --------------------------------------------------------------------------------------------------
 
 
-def _block_mask2d(w2d: np.ndarray, bh: int, bw: int, sparsity, keep, engine: str, prefix: str = ""):
-    """Element mask (GEMM view) of the ``k`` tiles of largest L2 norm."""
-    scores = tile_scores(w2d, bh, bw, engine=engine)
-    k = _resolve_named(scores[0].size, sparsity, keep, prefix)
-    tiles = select_top_k(scores, keep=k)
-    return expand_tiles(tiles, w2d.shape, bh, bw)
+def _block_tiles(w2d: np.ndarray, bh: int, bw: int, sparsity, keep, engine: str, prefix: str = ""):
+    """Tile-grid mask, shape ``(ceil(F/bh), ceil(K/bw))``, of the ``k`` tiles of largest L2 norm."""
+    n_tiles = -(-w2d.shape[0] // bh) * -(-w2d.shape[1] // bw)
+    k = _resolve_named(n_tiles, sparsity, keep, prefix)    # count errors before any work on the data
+    return select_top_k(group_scores(w2d, bh, bw, engine=engine), keep=k)
 
 
 def mask_blocks(w, block_shape, sparsity=None, keep=None, *, engine: str = "numba") -> np.ndarray:
@@ -98,7 +98,8 @@ def mask_blocks(w, block_shape, sparsity=None, keep=None, *, engine: str = "numb
     w = as_weight(w)
     w2d = gemm_view(w)
     bh, bw = _check_block_shape(block_shape, w2d.shape)
-    return _block_mask2d(w2d, bh, bw, sparsity, keep, engine).reshape(w.shape)
+    tiles = _block_tiles(w2d, bh, bw, sparsity, keep, engine)
+    return expand_tiles(tiles, w2d.shape, bh, bw).reshape(w.shape)
 
 
 def project_blocks(w, block_shape, sparsity=None, keep=None, *, engine: str = "numba") -> np.ndarray:
@@ -157,8 +158,12 @@ def project_blocks(w, block_shape, sparsity=None, keep=None, *, engine: str = "n
     array([[0., 0., 0., 0.],
            [0., 0., 0., 3.]])
     """
+    check_engine(engine)
     w = as_weight(w)
-    return apply_mask(w, mask_blocks(w, block_shape, sparsity=sparsity, keep=keep, engine=engine))
+    w2d = gemm_view(w)
+    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    tiles = _block_tiles(w2d, bh, bw, sparsity, keep, engine)
+    return apply_tile_mask(w2d, tiles, bh, bw, engine=engine).reshape(w.shape)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -348,6 +353,25 @@ def project_nm(w, n, m, *, engine: str = "numba") -> np.ndarray:
 # --------------------------------------------------------------------------------------------------
 
 
+def _vector_block2d(w, vector_size, block_shape, vector_sparsity, vector_keep, block_sparsity, block_keep,
+                    engine: str):
+    """Return ``(w2d, vector_mask, masked, tiles, bh, bw)`` of the vector ∧ block rule for a valid ``w``.
+
+    ``masked`` is the GEMM view with the vector mask applied; ``tiles`` the kept-block grid.
+    """
+    check_engine(engine)
+    w2d = gemm_view(w)
+    v = check_tile(vector_size, "vector_size", w2d.shape[1], _K_DOC)
+    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    k_v = _resolve_named(v, vector_sparsity, vector_keep, "vector_")
+    vector_mask = _balanced_mask2d(w2d, v, k_v, engine)
+    # Blocks are ranked by the energy that survives the vector mask: a block whose large entries the
+    # vector mask already removed is worth only what is left of it.
+    masked = apply_mask(w2d, vector_mask)
+    tiles = _block_tiles(masked, bh, bw, block_sparsity, block_keep, engine, prefix="block_")
+    return w2d, vector_mask, masked, tiles, bh, bw
+
+
 def mask_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, vector_keep=None,
                       block_sparsity=None, block_keep=None, engine: str = "numba") -> np.ndarray:
     """Boolean keep mask of :func:`project_vector_block` (shape of ``w``).
@@ -359,18 +383,10 @@ def mask_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, vect
     array([[1, 0, 0, 0],
            [1, 0, 0, 0]])
     """
-    check_engine(engine)
     w = as_weight(w)
-    w2d = gemm_view(w)
-    v = check_tile(vector_size, "vector_size", w2d.shape[1], _K_DOC)
-    bh, bw = _check_block_shape(block_shape, w2d.shape)
-    k_v = _resolve_named(v, vector_sparsity, vector_keep, "vector_")
-    vector_mask = _balanced_mask2d(w2d, v, k_v, engine)
-    # Blocks are ranked by the energy that survives the vector mask: a block whose large entries the
-    # vector mask already removed is worth only what is left of it.
-    block_mask = _block_mask2d(apply_mask(w2d, vector_mask), bh, bw, block_sparsity, block_keep, engine,
-                               prefix="block_")
-    return (vector_mask & block_mask).reshape(w.shape)
+    w2d, vector_mask, _, tiles, bh, bw = _vector_block2d(
+        w, vector_size, block_shape, vector_sparsity, vector_keep, block_sparsity, block_keep, engine)
+    return (vector_mask & expand_tiles(tiles, w2d.shape, bh, bw)).reshape(w.shape)
 
 
 def project_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, vector_keep=None,
@@ -438,7 +454,8 @@ def project_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, v
            [3., 0., 0., 0.]])
     """
     w = as_weight(w)
-    mask = mask_vector_block(w, vector_size, block_shape, vector_sparsity=vector_sparsity,
-                             vector_keep=vector_keep, block_sparsity=block_sparsity, block_keep=block_keep,
-                             engine=engine)
-    return apply_mask(w, mask)
+    _, _, masked, tiles, bh, bw = _vector_block2d(
+        w, vector_size, block_shape, vector_sparsity, vector_keep, block_sparsity, block_keep, engine)
+    # ``masked`` already holds w on the vector mask and +0 elsewhere; dropping the unkept blocks from it
+    # gives w on the AND of both masks.
+    return apply_tile_mask(masked, tiles, bh, bw, engine=engine).reshape(w.shape)

@@ -11,8 +11,10 @@ shape / column            one GEMM column ``(c,kh,kw)`` ``F x 1``
 kernel                    ``W[f, c]``, one 2-D kernel   ``1 x (KH*KW)``
 ========================  ============================  =============================
 
-so one routine scores and selects them all (:func:`refimpl.projections._select.tile_scores`, which
-keeps the squared norms free of overflow and underflow, then the tie-correct top-k).
+so one routine scores and selects them all (:func:`refimpl.projections._select.group_scores`: plain
+float64 sums of squares when they cannot overflow or underflow, exact-range pairs otherwise; then the
+tie-correct top-k), and one streaming pass writes the result without building an element mask
+(:func:`refimpl.projections._select.apply_tile_mask`).
 
 Why L2 and not L1 (the whole module rests on it): for disjoint groups :math:`g`, the nearest point of
 "at most ``k`` nonzero groups" copies the kept groups, and then
@@ -31,12 +33,12 @@ import numpy as np
 
 from refimpl._validation import as_float_array
 from refimpl.projections._select import (
-    apply_mask,
+    apply_tile_mask,
     check_engine,
     expand_tiles,
     gemm_view,
+    group_scores,
     select_top_k,
-    tile_scores,
 )
 
 __all__ = [
@@ -64,10 +66,12 @@ def _kernel_size(w: np.ndarray) -> int:
     return int(np.prod(w.shape[2:], dtype=np.int64))
 
 
-def _group_mask(w, tile: str, sparsity, keep, engine: str) -> np.ndarray:
-    """Keep mask of the ``k`` tiles of largest L2 norm, for the tiling named ``tile``."""
+def _group_tiles(w: np.ndarray, tile: str, sparsity, keep, engine: str):
+    """Return the GEMM view, the kept-tile grid and the tile size ``(w2d, tiles, bh, bw)`` of ``tile``.
+
+    ``w`` must already be validated (:func:`as_weight`).
+    """
     check_engine(engine)
-    w = as_weight(w)
     w2d = gemm_view(w)
     n_rows, n_cols = w2d.shape
     bh, bw = {
@@ -76,8 +80,22 @@ def _group_mask(w, tile: str, sparsity, keep, engine: str) -> np.ndarray:
         "shapes": (n_rows, 1),
         "kernels": (1, _kernel_size(w)),
     }[tile]
-    tiles = select_top_k(tile_scores(w2d, bh, bw, engine=engine), sparsity=sparsity, keep=keep)
+    tiles = select_top_k(group_scores(w2d, bh, bw, engine=engine), sparsity=sparsity, keep=keep)
+    return w2d, tiles, bh, bw
+
+
+def _group_mask(w, tile: str, sparsity, keep, engine: str) -> np.ndarray:
+    """Keep mask of the ``k`` tiles of largest L2 norm, for the tiling named ``tile``."""
+    w = as_weight(w)
+    w2d, tiles, bh, bw = _group_tiles(w, tile, sparsity, keep, engine)
     return expand_tiles(tiles, w2d.shape, bh, bw).reshape(w.shape)
+
+
+def _group_project(w, tile: str, sparsity, keep, engine: str) -> np.ndarray:
+    """Projection onto the ``k`` tiles of largest L2 norm: kept tiles copied, the rest exactly 0."""
+    w = as_weight(w)
+    w2d, tiles, bh, bw = _group_tiles(w, tile, sparsity, keep, engine)
+    return apply_tile_mask(w2d, tiles, bh, bw, engine=engine).reshape(w.shape)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -110,7 +128,8 @@ def project_filters(w, sparsity=None, keep=None, *, engine: str = "numba") -> np
     keep : int in [0, F], optional
         Keep exactly this many filters. Give exactly one of ``sparsity`` and ``keep``.
     engine : {"numba", "numpy"}
-        Kernel computing the group norms (:func:`refimpl.projections._select.tile_scores`).
+        Kernels computing the group norms and writing the result
+        (:func:`refimpl.projections._select.group_scores`, ``apply_tile_mask``).
 
     Returns
     -------
@@ -134,6 +153,11 @@ def project_filters(w, sparsity=None, keep=None, *, engine: str = "numba") -> np
     norms minimise. Squared norms rank like norms, so no square root is taken. Ties: lower filter index
     wins. This is the filter-wise Z-step of StructADMM [1]_.
 
+    Computation: the squared norms are plain float64 sums of squares whenever no square or partial sum
+    can leave the normal float64 range (always for float32 weights; float64 weights get a one-pass range
+    check), else exact-range pairs ``F * 2**E`` -- the same numbers, so the fast path never changes the
+    mask (:func:`refimpl.projections._select.plain_squares_exact`).
+
     Why the L2 and not the L1 norm: the error is the sum of the dropped groups' *squared L2* norms, and
     the two norms can rank groups differently. Filters ``[3, 0]`` and ``[2, 2]`` have L1 norms 3 < 4 but
     squared L2 norms 9 > 8; with ``k = 1`` an L1 ranking keeps ``[2, 2]`` (error 9) instead of
@@ -152,8 +176,7 @@ def project_filters(w, sparsity=None, keep=None, *, engine: str = "numba") -> np
            [0., 0.],
            [0., 0.]])
     """
-    w = as_weight(w)
-    return apply_mask(w, mask_filters(w, sparsity=sparsity, keep=keep, engine=engine))
+    return _group_project(w, "filters", sparsity, keep, engine)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -221,8 +244,7 @@ def project_channels(w, sparsity=None, keep=None, *, engine: str = "numba") -> n
            [2., 2.],
            [0., 0.]])
     """
-    w = as_weight(w)
-    return apply_mask(w, mask_channels(w, sparsity=sparsity, keep=keep, engine=engine))
+    return _group_project(w, "channels", sparsity, keep, engine)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -289,8 +311,7 @@ def project_shapes(w, sparsity=None, keep=None, *, engine: str = "numba") -> np.
     array([[0., 0., 2.],
            [0., 3., 0.]])
     """
-    w = as_weight(w)
-    return apply_mask(w, mask_shapes(w, sparsity=sparsity, keep=keep, engine=engine))
+    return _group_project(w, "shapes", sparsity, keep, engine)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -355,5 +376,4 @@ def project_kernels(w, sparsity=None, keep=None, *, engine: str = "numba") -> np
     array([[1., 0.],
            [5., 0.]])
     """
-    w = as_weight(w)
-    return apply_mask(w, mask_kernels(w, sparsity=sparsity, keep=keep, engine=engine))
+    return _group_project(w, "kernels", sparsity, keep, engine)
