@@ -6,4 +6,9 @@ magnitude pruning, masked retraining), :mod:`refimpl.compact` (unused-path remov
 (CSR / block-CSR inference) and :mod:`refimpl.testing` (the oracle's public test utilities).
 """
 
+from refimpl.threads import configure_defaults as _configure_thread_defaults
+
+# Before numba and NumPy load: sleeping numba workers and short OpenBLAS spinning (see refimpl.threads).
+_configure_thread_defaults()
+
 __version__ = "0.1.0"

@@ -151,6 +151,9 @@ def _add_train(subparsers) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue the run in --out from its checkpoint (up to --epochs in total)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+    parser.add_argument("--threads", type=_int_at_least(0), default=0,
+                        help="numba and BLAS threads (default 0: the libraries' defaults; 1 is fastest for "
+                             "LeNet-sized models on a busy machine, see refimpl.threads)")
     parser.set_defaults(func=run_train)
 
 
@@ -209,6 +212,7 @@ def _build_schedule(args):
 def run_train(args: argparse.Namespace) -> int:
     """Carry out ``refimpl train`` (see the module docstring for the files written)."""
     from refimpl.data import CorruptDatasetError, DatasetNotFoundError
+    from refimpl.threads import thread_limit
     from refimpl.train import evaluate
 
     out: Path = args.out
@@ -230,14 +234,15 @@ def run_train(args: argparse.Namespace) -> int:
         "model": {"name": args.model, "parameters": int(model.num_parameters())},
     })
     done_before = _checkpoint_epoch(out) if args.resume else 0
-    history = trainer.fit(resume=args.resume)
+    with thread_limit(args.threads):
+        history = trainer.fit(resume=args.resume)
+        test = evaluate(model, ds.x_test, ds.y_test, batch_size=max(args.batch_size, 256))
 
     for record in history[done_before:]:
         val = "" if record.get("val_acc") is None else f"  val_acc {record['val_acc']:.4f}"
         print(f"epoch {record['epoch'] + 1}/{args.epochs}  lr {record['lr']:.4g}  "
               f"train_loss {record['train_loss']:.4f}  train_acc {record['train_acc']:.4f}{val}")
     model.save(out / "model.npz")
-    test = evaluate(model, ds.x_test, ds.y_test, batch_size=max(args.batch_size, 256))
     _write_json(out / "results.json", {"epochs": trainer.epoch, "test_loss": test["loss"],
                                       "test_accuracy": test["accuracy"]})
     print(f"test accuracy: {test['accuracy']:.4f} ({len(ds.y_test)} images; run saved in {out})")

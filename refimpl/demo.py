@@ -86,16 +86,6 @@ def time_forward(model, x: np.ndarray, repeats: int = 7) -> list[float]:
     return times
 
 
-def _thread_counts() -> dict[str, Any]:
-    import numba
-    from threadpoolctl import threadpool_info
-
-    blas = [f"{p.get('internal_api')} {p.get('num_threads')}" for p in threadpool_info()
-            if p.get("user_api") == "blas"]
-    return {"numba": int(numba.get_num_threads()), "blas": ", ".join(blas) or "unknown",
-            "cpu_count": os.cpu_count()}
-
-
 def plot_demo(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Save the demo figure: kept filters and shapes per layer (left), accuracy per stage (right)."""
     import matplotlib
@@ -167,7 +157,8 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, quick: bool = False, p
         medians), the ideal MAC ratio and the thread counts.
     """
     from refimpl.data import load_dataset
-    from refimpl.pipeline import build_model_for, load_compact_model, run_experiment, thread_limit
+    from refimpl.pipeline import build_model_for, load_compact_model, run_experiment
+    from refimpl.threads import thread_info, thread_limit
 
     started = time.perf_counter()
     out = Path(out_dir)
@@ -192,7 +183,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, quick: bool = False, p
         masked.eval()
         compact_model.eval()
         difference = float(np.max(np.abs(masked.forward(x) - compact_model.forward(x))))
-        threads = _thread_counts()
+        threads = thread_info()
 
     speedup = float(np.median(t_dense) / np.median(t_compact))
     ideal = report["macs"]["dense"] / report["macs"]["compact"]

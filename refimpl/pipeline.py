@@ -49,12 +49,11 @@ A resumed run must have the same configuration as the saved one.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -62,6 +61,7 @@ from typing import Any
 import numpy as np
 
 from refimpl.config import ExperimentConfig, TrainConfig, expand_constraints, to_toml
+from refimpl.threads import thread_limit
 
 __all__ = [
     "Phase",
@@ -168,29 +168,6 @@ def build_model_for(config: ExperimentConfig, input_shape, num_classes: int):
                         input_size=size, rng=np.random.default_rng(config.seed),
                         dtype=np.dtype(config.data.dtype), **config.model.options)
     return set_engine(model, config.model.engine)
-
-
-@contextlib.contextmanager
-def thread_limit(threads: int) -> Iterator[None]:
-    """Limit numba's and the BLAS library's threads to ``threads`` inside the block (0: no change).
-
-    Why: on a small machine shared by several jobs, numba's parallel loops and OpenBLAS each starting one
-    thread per core oversubscribe the cores and a LeNet-5 epoch can run 20× slower than single-threaded.
-    The previous settings are restored on exit.
-    """
-    if threads <= 0:
-        yield
-        return
-    import numba
-    from threadpoolctl import threadpool_limits
-
-    previous = numba.get_num_threads()
-    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
-    try:
-        with threadpool_limits(limits=threads):
-            yield
-    finally:
-        numba.set_num_threads(previous)
 
 
 # --- the plan ------------------------------------------------------------------------------------------

@@ -1,0 +1,71 @@
+"""Thread settings: why refimpl limits threads, and the one place that does it.
+
+refimpl's hot loops run in two thread pools: numba's parallel kernels (im2col, pooling, projections,
+SpMM) and the BLAS library behind NumPy's GEMMs. On a small machine they take turns, and each pool's idle
+workers keep **spinning** for a while after their work is done. When the other pool starts meanwhile, both
+fight for the same cores. Measured on a 2-core machine shared with other jobs
+(``paper_repro/bench_training.py``, ``paper_repro/bench_inference.py``), one thread per pool was 5–25×
+faster for LeNet-sized layers than the defaults. Two measures follow:
+
+* :func:`configure_defaults` (run when :mod:`refimpl` is imported) asks, *unless you set them yourself*,
+  for numba's ``workqueue`` threading layer (its workers sleep instead of spinning) and a short OpenBLAS
+  spin timeout. Environment variables only act before numba / NumPy are loaded, so they take effect when
+  ``refimpl`` is imported first (as the ``refimpl`` command does); otherwise set them in the shell.
+* :func:`thread_limit` caps both pools for a block of code; the command-line jobs and experiment configs
+  expose it as ``--threads`` / ``threads =``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+__all__ = ["configure_defaults", "thread_info", "thread_limit"]
+
+#: Environment defaults applied by :func:`configure_defaults` (never over a value the user set).
+DEFAULT_ENVIRONMENT = {
+    "NUMBA_THREADING_LAYER": "workqueue",  # sleeping workers: no spinning against BLAS
+    "OPENBLAS_THREAD_TIMEOUT": "4",        # OpenBLAS workers stop spinning after ~2^4 cycles of waiting
+}
+
+
+def configure_defaults() -> None:
+    """Set :data:`DEFAULT_ENVIRONMENT` entries that the user has not set (see the module docstring)."""
+    for key, value in DEFAULT_ENVIRONMENT.items():
+        os.environ.setdefault(key, value)
+
+
+@contextlib.contextmanager
+def thread_limit(threads: int) -> Iterator[None]:
+    """Limit numba's and the BLAS library's threads to ``threads`` inside the block (0: no change).
+
+    The previous settings are restored on exit. ``threads`` larger than numba's pool is clipped to it.
+    """
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
+        raise ValueError(f"threads must be an integer >= 0 (0 = library defaults), got {threads!r}")
+    if threads == 0:
+        yield
+        return
+    import numba
+    from threadpoolctl import threadpool_limits
+
+    previous = numba.get_num_threads()
+    numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
+    try:
+        with threadpool_limits(limits=threads):
+            yield
+    finally:
+        numba.set_num_threads(previous)
+
+
+def thread_info() -> dict[str, Any]:
+    """Return the thread counts in force: numba's, each BLAS library's, and the CPU count (for reports)."""
+    import numba
+    from threadpoolctl import threadpool_info
+
+    blas = [f"{p.get('internal_api')} {p.get('num_threads')}" for p in threadpool_info()
+            if p.get("user_api") == "blas"]
+    return {"numba": int(numba.get_num_threads()), "numba_layer": numba.config.THREADING_LAYER,
+            "blas": ", ".join(blas) or "unknown", "cpu_count": os.cpu_count()}
