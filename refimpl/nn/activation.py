@@ -24,8 +24,9 @@ def relu_forward(x: np.ndarray):
     cache : ndarray of bool
         The mask ``x > 0`` for :func:`relu_backward`.
     """
-    mask = x > 0
-    return np.where(mask, x, np.zeros((), dtype=x.dtype)), mask
+    # np.maximum is several times faster than np.where here, keeps the dtype, and propagates NaN as
+    # PyTorch's relu does.
+    return np.maximum(x, x.dtype.type(0)), x > 0
 
 
 def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
