@@ -51,13 +51,19 @@ def plot(results: str | Path, out: str | Path) -> Path:
     runs = list(data["runs"].values())
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2), gridspec_kw={"width_ratios": [3, 2]})
 
-    unstructured = [r for r in runs if r["family"].startswith("unstructured")]
+    # Seed-0 runs are joined per method; replicates with other seeds are hollow markers of the same style.
+    unstructured = [r for r in runs if r["family"].startswith("unstructured") and r.get("seed", 0) == 0]
     for label in dict.fromkeys(r["label"] for r in unstructured):
         mine = sorted((r for r in unstructured if r["label"] == label),
                       key=lambda r: r["sparsity_all_weights"])
         left.plot([100 * r["sparsity_all_weights"] for r in mine],
                   [100 * r["accuracy"]["final"] for r in mine],
                   label=label, linewidth=1.2, markersize=7, **_style(label))
+    for r in runs:
+        if r["family"].startswith("unstructured") and r.get("seed", 0) != 0:
+            left.plot([100 * r["sparsity_all_weights"]], [100 * r["accuracy"]["final"]], linestyle="none",
+                      markersize=7, markerfacecolor="none", label=f"{r['label']}, seed {r['seed']}",
+                      **_style(r["label"]))
     left.set_xlabel("weights pruned, all layers (%)")
     left.set_title("unstructured")
 
@@ -70,10 +76,10 @@ def plot(results: str | Path, out: str | Path) -> Path:
     for ax, tolerance in ((left, 1.0), (right, 1.5)):
         ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense {dense:.2f}%")
         ax.axhline(dense - tolerance, color="gray", linestyle=":", linewidth=1,
-                   label=f"dense − {tolerance:g} point")
+                   label=f"dense − {tolerance:g} points")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower left")
+        ax.legend(fontsize=8, loc="best")
     budget = data["budget_epochs"]
     fig.suptitle(f"LeNet-5 on Fashion-MNIST: ADMM vs magnitude pruning, {budget} epochs each after the "
                  f"same dense model" + (" (SMOKE run)" if data.get("smoke") else ""), fontsize=11)
