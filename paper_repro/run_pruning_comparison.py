@@ -228,7 +228,8 @@ def summarize(exp: Experiment, run_dir: Path, smoke: bool) -> dict:
     acc = report["accuracy"]
     command = f"python paper_repro/run_pruning_comparison.py --only {exp.key}{' --smoke' if smoke else ''}"
     return {
-        "key": exp.key, "name": report["name"], "seed": config["seed"], "family": exp.family, "label": exp.label,
+        "key": exp.key, "name": report["name"], "seed": config["seed"], "family": exp.family,
+        "label": exp.label,
         "method": report["method"], "description": report["description"],
         "budget_epochs": {"admm": sum(p["epochs"] for p in phases if p["kind"] == "admm"),
                           "retrain": sum(p["epochs"] for p in phases if p["kind"] == "retrain"),
