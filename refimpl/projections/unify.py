@@ -33,12 +33,22 @@ References
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 from numba import njit, prange
 
 from refimpl._validation import as_float_array, check_probability, resolve_count
-from refimpl.projections._select import check_engine, check_tile, expand_tiles, gemm_view, top_k_mask
+from refimpl.projections._select import (
+    ZERO_EXPONENT,
+    check_engine,
+    check_tile,
+    expand_tiles,
+    gemm_view,
+    magnitude_range,
+    top_k_mask,
+    top_k_mask_lex,
+)
 
 __all__ = [
     "COPY",
@@ -106,6 +116,13 @@ def unification_costs(w, block_shape, *, engine: str = "numba"
     energy : ndarray, same shape
         :math:`e_b = \|v_b\|^2`, the squared error of pruning it.
 
+    Notes
+    -----
+    Float64 weights with entries beyond :math:`\sim 10^{\pm 154}` have costs that float64 cannot hold
+    (``inf`` or 0 here). The projection itself never uses these numbers: it ranks blocks by the same
+    costs carried as exact-range pairs (each block scaled by a power of two first), see
+    :func:`_costs_in_range`.
+
     Examples
     --------
     >>> c, d, e = unification_costs(np.array([[3.0, -1.0], [0.0, 2.0]]), (1, 2))
@@ -115,23 +132,70 @@ def unification_costs(w, block_shape, *, engine: str = "numba"
     w = as_float_array(w, "w", ndim=(2, 4))
     w2d = gemm_view(w)
     bh, bw = _check_block_shape(block_shape, w2d.shape)
-    return _costs(w2d, bh, bw, check_engine(engine))
+    magnitude, distortion, energy, exp2 = _costs(w2d, bh, bw, check_engine(engine))
+    if exp2 is not None:  # exact-range path: the true costs (inf or 0 where float64 cannot hold them)
+        with np.errstate(over="ignore", under="ignore"):
+            distortion, energy = np.ldexp(distortion, exp2), np.ldexp(energy, exp2)
+    return magnitude, distortion, energy
+
+
+# Squared costs can overflow (|v| > ~1.3e154) or underflow (|v| < ~1.5e-162) in float64 and then create
+# false ties or inf - inf = NaN premiums, exactly like the group scores of _select.tile_scores. Plain
+# float64 costs are used whenever that cannot happen (always for float32 weights); otherwise every block
+# is computed on its entries scaled by 2**-p (p the exponent of its largest |v|), and its costs are
+# carried as exact-range pairs cost' * 2**(2p).
+
+
+def _costs_in_range(w2d: np.ndarray, tile_size: int, engine: str) -> bool:
+    r"""Whether the plain float64 costs of ``w2d`` are exact-range (else the exact-range path is taken).
+
+    Plain costs are exact-range -- every nonzero square and partial sum a normal, finite float64 -- when,
+    with :math:`a = \min_{w \ne 0}|w|`, :math:`b = \max|w|`, :math:`n_b` the block size and :math:`N`
+    the number of entries (the joint assignment adds costs of all blocks):
+
+    * :math:`a \ge n_b 2^{-458}`: a nonzero deviation :math:`|v| - c` of two float64 numbers is at least
+      one ulp of the smaller, :math:`\ge \min(a, a / n_b)\, 2^{-53}` (the mean :math:`c \ge a / n_b`),
+      so its square is :math:`\ge 2^{-1022}`; the energies' squares :math:`a^2` are larger still;
+    * :math:`2 e_b + \ell(N) \le 1022` (:math:`b < 2^{e_b}`, :math:`N < 2^{\ell(N)}`): every sum of
+      costs stays below :math:`2^{1023}`, as in :func:`~refimpl.projections._select.plain_squares_exact`.
+
+    Float32 and float16 weights always qualify (:math:`a \ge 2^{-149}`, :math:`b < 2^{128}`), without
+    looking at the data; other dtypes than float16/32/64 take the exact-range path.
+    """
+    if w2d.dtype in (np.float16, np.float32):
+        return True
+    if w2d.dtype != np.float64:
+        return False
+    smallest, largest = magnitude_range(w2d, engine=engine)
+    if largest == 0.0:
+        return True
+    return (smallest >= math.ldexp(tile_size, -458)
+            and 2 * math.frexp(largest)[1] + int(w2d.size).bit_length() <= 1022)
 
 
 def _costs(w2d: np.ndarray, bh: int, bw: int, engine: str = "numba"):
-    """Per-block ``(magnitude, distortion, energy)``; see :func:`unification_costs`."""
+    """Per-block ``(magnitude, distortion', energy', exp2)``; see :func:`unification_costs`.
+
+    On the fast path ``exp2`` is ``None`` and the costs are the plain float64 costs. On the exact-range
+    path the true costs are ``cost' * 2**exp2`` per block (``exp2 = 2p``), computed on entries scaled by
+    ``2**-p``; the magnitude is always the true one.
+    """
+    plain = _costs_in_range(w2d, min(bh, w2d.shape[0]) * min(bw, w2d.shape[1]), engine)
     if engine == "numba" and w2d.dtype in (np.float32, np.float64):
-        return _costs_numba(np.ascontiguousarray(w2d), bh, bw)
-    return _costs_numpy(w2d, bh, bw)
+        magnitude, distortion, energy, peak_exp = _costs_numba(np.ascontiguousarray(w2d), bh, bw, not plain)
+    else:
+        magnitude, distortion, energy, peak_exp = _costs_numpy(w2d, bh, bw, not plain)
+    return magnitude, distortion, energy, (None if plain else 2 * peak_exp)
 
 
-def _costs_numpy(w2d: np.ndarray, bh: int, bw: int):
+def _costs_numpy(w2d: np.ndarray, bh: int, bw: int, exact: bool = False):
     """NumPy twin of :func:`_costs_numba`, vectorised over blocks.
 
     The loop runs over the ``bh*bw`` positions *inside* a block (never over blocks), adding in the
     kernel's order (row-major within the block) so that both engines return bit-identical costs. Edge
     tiles are padded: with 0 for the sums (adding 0.0 is exact) and with NaN for the min/max
-    (``fmin``/``fmax`` skip NaN); padded positions add nothing to the distortion.
+    (``fmin``/``fmax`` skip NaN); padded positions add nothing to the distortion. With ``exact`` each
+    block is first scaled by ``2**-p`` (``p`` the exponent of its largest ``|v|``).
     """
     rows, cols = w2d.shape
     nbr, nbc = -(-rows // bh), -(-cols // bw)
@@ -140,6 +204,10 @@ def _costs_numpy(w2d: np.ndarray, bh: int, bw: int):
     mags = np.full((nbr * bh, nbc * bw), np.nan, dtype=acc)
     mags[:rows, :cols] = np.abs(w2d)
     tiles = mags.reshape(nbr, bh, nbc, bw)
+    peak_exp = np.zeros((nbr, nbc), dtype=np.int64)
+    if exact:
+        peak_exp = np.frexp(np.nanmax(tiles, axis=(1, 3)))[1].astype(np.int64)
+        tiles = np.ldexp(tiles, -peak_exp[:, None, :, None])
     real = np.isfinite(tiles)
     zeroed = np.where(real, tiles, 0)
     n_b = real.sum(axis=(1, 3)).astype(acc)
@@ -163,16 +231,21 @@ def _costs_numpy(w2d: np.ndarray, bh: int, bw: int):
         for j in range(bw):
             dev = zeroed[:, i, :, j] - magnitude
             distortion += np.where(real[:, i, :, j], dev * dev, 0)
-    return magnitude, distortion, energy
+    if exact:
+        magnitude = np.ldexp(magnitude, peak_exp)
+    return magnitude, distortion, energy, peak_exp
 
 
 @njit(cache=True, parallel=True)
-def _costs_numba(w2d, bh, bw):  # pragma: no cover - compiled; tested against its twin under both engines
-    """Per-block costs, two passes over each block (parallel over block rows).
+def _costs_numba(w2d, bh, bw, exact):  # pragma: no cover - compiled; tested against its twin
+    """Per-block ``(magnitude, distortion', energy', p)``, two passes over each block (parallel over rows).
 
     Pass 1 accumulates ``sum|v|``, ``sum v^2``, ``max|v|`` and ``min|v|``; pass 2 the distortion
     around the mean. Within a block the entries are visited row-major, the order of the NumPy twin, so
-    the two agree bit for bit.
+    the two agree bit for bit. With ``exact`` (the exact-range path) a pass 0 finds the block's largest
+    ``|v|``, whose exponent ``p`` scales every entry by ``2**-p`` first; the magnitude is scaled back
+    exactly and the costs are returned scaled (the true cost is ``cost' * 2**(2p)``). Without it
+    ``p = 0``.
     """
     rows, cols = w2d.shape
     nbr = (rows + bh - 1) // bh
@@ -180,12 +253,20 @@ def _costs_numba(w2d, bh, bw):  # pragma: no cover - compiled; tested against it
     magnitude = np.empty((nbr, nbc))
     distortion = np.empty((nbr, nbc))
     energy = np.empty((nbr, nbc))
+    peak_exp = np.zeros((nbr, nbc), dtype=np.int64)
     for bi in prange(nbr):
         r0 = bi * bh
         r1 = min(r0 + bh, rows)
         for bj in range(nbc):
             c0 = bj * bw
             c1 = min(c0 + bw, cols)
+            p = 0
+            if exact:
+                peak = 0.0
+                for r in range(r0, r1):
+                    for c in range(c0, c1):
+                        peak = max(peak, abs(np.float64(w2d[r, c])))
+                p = math.frexp(peak)[1]
             s1 = 0.0
             s2 = 0.0
             largest = -np.inf
@@ -193,23 +274,31 @@ def _costs_numba(w2d, bh, bw):  # pragma: no cover - compiled; tested against it
             for r in range(r0, r1):
                 for c in range(c0, c1):
                     a = abs(np.float64(w2d[r, c]))
+                    if exact:
+                        a = math.ldexp(a, -p)
                     s1 += a
                     s2 += a * a
                     largest = max(largest, a)
                     smallest = min(smallest, a)
-            energy[bi, bj] = s2
             if largest == smallest:
                 m = largest
             else:
                 m = s1 / ((r1 - r0) * (c1 - c0))
-            magnitude[bi, bj] = m
             d = 0.0
             for r in range(r0, r1):
                 for c in range(c0, c1):
-                    dev = abs(np.float64(w2d[r, c])) - m
+                    a = abs(np.float64(w2d[r, c]))
+                    if exact:
+                        a = math.ldexp(a, -p)
+                    dev = a - m
                     d += dev * dev
+            if exact:
+                m = math.ldexp(m, p)
+            magnitude[bi, bj] = m
             distortion[bi, bj] = d
-    return magnitude, distortion, energy
+            energy[bi, bj] = s2
+            peak_exp[bi, bj] = p
+    return magnitude, distortion, energy, peak_exp
 
 
 # --------------------------------------------------------------------------------------------------
@@ -249,15 +338,27 @@ def _resolve_counts(n: int, sparsity, keep, unify, prune) -> tuple[int, int]:
 # --------------------------------------------------------------------------------------------------
 # Selection
 # --------------------------------------------------------------------------------------------------
-def _cheapest(cost: np.ndarray, count: int, candidates: np.ndarray | None = None) -> np.ndarray:
+def _exact_pairs(cost: np.ndarray, exp2: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Normalised ``(exponent, fraction)`` of the costs ``cost * 2**exp2`` (exact-range, as tile_scores)."""
+    fraction, exponent = np.frexp(cost)
+    exponent = exponent.astype(np.int64) + exp2
+    exponent[fraction == 0] = ZERO_EXPONENT
+    return exponent, fraction
+
+
+def _cheapest(cost: np.ndarray, count: int, candidates: np.ndarray | None = None,
+              exp2: np.ndarray | None = None) -> np.ndarray:
     """Flat indices of the ``count`` blocks of smallest ``cost`` (among ``candidates``, default all).
 
     The complement of :func:`~refimpl.projections._select.top_k_mask` (the blocks *kept*), so the tie
     rule is the library's: among equal costs the lower flat index is kept (copied) and the higher one is
-    modified.
+    modified. With ``exp2`` the costs are ``cost * 2**exp2`` and are compared as exact-range pairs.
     """
     idx = np.arange(cost.size) if candidates is None else np.sort(candidates)
-    kept = top_k_mask(cost[idx], idx.size - count)
+    if exp2 is None:
+        kept = top_k_mask(cost[idx], idx.size - count)
+    else:
+        kept = top_k_mask_lex(*_exact_pairs(cost[idx], exp2[idx]), idx.size - count)
     return idx[~kept]
 
 
@@ -342,29 +443,43 @@ def _running_k_smallest_sum(x: np.ndarray, k: int, engine: str) -> np.ndarray:
     return _running_k_smallest_sum_numpy(x, k)
 
 
-def _assign(distortion: np.ndarray, energy: np.ndarray, n_pruned: int, n_unified: int,
-            engine: str) -> np.ndarray:
-    """Exact block kinds (flat, int8) for exactly ``n_pruned`` pruned and ``n_unified`` unified blocks."""
+def _assign(distortion: np.ndarray, energy: np.ndarray, exp2: np.ndarray | None, n_pruned: int,
+            n_unified: int, engine: str) -> np.ndarray:
+    """Exact block kinds (flat, int8) for exactly ``n_pruned`` pruned and ``n_unified`` unified blocks.
+
+    ``distortion``, ``energy`` and ``exp2`` as returned by :func:`_costs` (``exp2`` None: plain costs).
+    """
     d, e = distortion.ravel(), energy.ravel()
+    exp2 = None if exp2 is None else exp2.ravel()
     n = d.size
     kinds = np.zeros(n, dtype=np.int8)
     if n_pruned == 0:
-        kinds[_cheapest(d, n_unified)] = UNIFY
+        kinds[_cheapest(d, n_unified, exp2=exp2)] = UNIFY
         return kinds
     if n_unified == 0:
-        kinds[_cheapest(e, n_pruned)] = PRUNE
+        kinds[_cheapest(e, n_pruned, exp2=exp2)] = PRUNE
         return kinds
     # Sort by the pruning premium delta = e - d; by the exchange lemma an optimal solution prunes only
     # blocks before some split t in this order and unifies only blocks after it. Equal premiums put the
     # higher flat index first, so of two interchangeable blocks the lower index is unified, not pruned.
-    premium = e - d
-    order = np.lexsort((-np.arange(n), premium))
-    e_sorted, d_sorted = e[order], d[order]
-    prefix = _running_k_smallest_sum(e_sorted, n_pruned, engine)  # best P prunes among order[:t]
-    suffix = _running_k_smallest_sum(d_sorted[::-1], n_unified, engine)[::-1]  # best U among order[t:]
+    premium = e - d                 # per block, in the block's own scale on the exact-range path
+    if exp2 is None:
+        order = np.lexsort((-np.arange(n), premium))
+        e_sum, d_sum = e, d
+    else:
+        premium_exp, premium_frac = _exact_pairs(premium, exp2)
+        order = np.lexsort((-np.arange(n), premium_frac, premium_exp))
+        # The split is chosen on float64 totals, as on the fast path: the costs in one common scale
+        # (the largest block's), where no sum can overflow; a cost below 2**-1074 of the largest one
+        # is beyond the resolution of any total containing it and reads as 0. The choice within each
+        # side of the split (below) uses the exact-range pairs.
+        common = exp2 - exp2.max()
+        e_sum, d_sum = np.ldexp(e, common), np.ldexp(d, common)
+    prefix = _running_k_smallest_sum(e_sum[order], n_pruned, engine)  # best P prunes among order[:t]
+    suffix = _running_k_smallest_sum(d_sum[order][::-1], n_unified, engine)[::-1]  # best U in order[t:]
     t_best = int(np.argmin(prefix + suffix))  # the first split of least total cost
-    pruned = _cheapest(e, n_pruned, order[:t_best])
-    unified = _cheapest(d, n_unified, order[t_best:])
+    pruned = _cheapest(e, n_pruned, order[:t_best], exp2)
+    unified = _cheapest(d, n_unified, order[t_best:], exp2)
     kinds[pruned] = PRUNE
     kinds[unified] = UNIFY
     return kinds
@@ -450,9 +565,9 @@ def unify_assignment(w, block_shape, sparsity=None, keep=None, *, unify=None, pr
     w2d = gemm_view(w)
     bh, bw = _check_block_shape(block_shape, w2d.shape)
     engine = check_engine(engine)
-    _, distortion, energy = _costs(w2d, bh, bw, engine)
+    _, distortion, energy, exp2 = _costs(w2d, bh, bw, engine)
     n_pruned, n_unified = _resolve_counts(distortion.size, sparsity, keep, unify, prune)
-    return _assign(distortion, energy, n_pruned, n_unified, engine).reshape(distortion.shape)
+    return _assign(distortion, energy, exp2, n_pruned, n_unified, engine).reshape(distortion.shape)
 
 
 def project_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, prune=None,
@@ -499,9 +614,9 @@ def project_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, pru
     w2d = gemm_view(w)
     bh, bw = _check_block_shape(block_shape, w2d.shape)
     engine = check_engine(engine)
-    magnitude, distortion, energy = _costs(w2d, bh, bw, engine)
+    magnitude, distortion, energy, exp2 = _costs(w2d, bh, bw, engine)
     n_pruned, n_unified = _resolve_counts(distortion.size, sparsity, keep, unify, prune)
-    kinds = _assign(distortion, energy, n_pruned, n_unified, engine).reshape(distortion.shape)
+    kinds = _assign(distortion, energy, exp2, n_pruned, n_unified, engine).reshape(distortion.shape)
     # The new magnitude per block: c* for unified blocks, 0 for pruned ones (unused for copied ones).
     scale = np.where(kinds == UNIFY, magnitude, 0).astype(w.dtype)
     if engine == "numba" and w.dtype in (np.float32, np.float64):
