@@ -41,11 +41,19 @@ from refimpl.projections._select import (
     ENGINES,
     PARALLEL_MIN_SIZE,
     ZERO_EXPONENT,
+    apply_mask,
+    apply_tile_mask,
+    expand_tiles,
+    magnitude_range,
+    plain_squares_exact,
+    select_top_k,
     tile_scores,
+    tile_sq_norms,
     top_k_mask,
     top_k_mask_lex,
     top_k_mask_rows,
 )
+from refimpl.projections._select import group_scores as lib_group_scores
 from refimpl.testing.strategies import (
     block_shapes,
     count_args,
@@ -886,3 +894,119 @@ def test_torch_ln_structured(torch, rng, engine, dim, mask_fn):
         expected = prune.LnStructured(amount, n=2, dim=dim).compute_mask(t, torch.ones_like(t))
         got = mask_fn(w, sparsity=amount, engine=engine)
         assert np.array_equal(got, expected.numpy().astype(bool)), (w.shape, amount)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast path (plain float64 sums of squares) vs exact-range path (F * 2**E pairs)
+# --------------------------------------------------------------------------------------------------
+
+# Tilings of a (12, 20) GEMM view: every group kind, edge tiles, 1 x 1 tiles, one tile covering all.
+FAST_PATH_TILES = [(1, 20), (12, 4), (12, 1), (1, 4), (3, 3), (5, 7), (1, 1), (12, 20), (4, 9)]
+
+
+def random_weights(rng, dtype, log2_span):
+    """Gaussian signs and mantissas times 2**uniform(-span, span): wide but exact-range magnitudes."""
+    w = rng.standard_normal((12, 20)) * np.exp2(rng.uniform(-log2_span, log2_span, (12, 20)))
+    w[rng.random((12, 20)) < 0.1] = 0.0                  # exact zeros, and some all-zero tiles below
+    w[:, 5] = 0.0
+    return w.astype(dtype)
+
+
+@pytest.mark.parametrize("dtype, log2_span", [(np.float32, 2), (np.float32, 60), (np.float64, 2),
+                                              (np.float64, 200)])
+@pytest.mark.parametrize("bh, bw", FAST_PATH_TILES)
+def test_fast_and_exact_paths_give_identical_scores_and_masks(dtype, log2_span, bh, bw, engine, rng):
+    """On exact-range data the plain sums equal ldexp(F, E) bit for bit, so every mask is the same."""
+    w2d = random_weights(rng, dtype, log2_span)
+    tile_size = min(bh, 12) * min(bw, 20)
+    assert plain_squares_exact(w2d, tile_size, engine=engine)
+    plain = tile_sq_norms(w2d, bh, bw, engine=engine)
+    exponent, fraction = tile_scores(w2d, bh, bw, engine=engine)
+    nonzero = exponent != ZERO_EXPONENT
+    assert np.array_equal(plain == 0, ~nonzero)
+    assert np.array_equal(plain[nonzero], np.ldexp(fraction[nonzero], exponent[nonzero].astype(np.int32)))
+    scores = lib_group_scores(w2d, bh, bw, engine=engine)
+    assert not isinstance(scores, tuple) and np.array_equal(scores, plain)
+    for k in sorted({0, 1, plain.size // 3, plain.size // 2, plain.size - 1, plain.size}):
+        assert np.array_equal(select_top_k(plain, keep=k), select_top_k((exponent, fraction), keep=k))
+
+
+@pytest.mark.parametrize("bh, bw", [(1, 20), (12, 1), (3, 3), (5, 7)])
+def test_fast_path_plain_sums_are_exact_on_integers(bh, bw, engine, rng):
+    """Small integers square and add without rounding: the plain sums are the true tile norms."""
+    w2d = rng.integers(-50, 51, size=(12, 20)).astype(np.float32)
+    expected = np.array([[np.sum(w2d[i : i + bh, j : j + bw].astype(np.int64) ** 2)
+                          for j in range(0, 20, bw)] for i in range(0, 12, bh)], dtype=np.float64)
+    assert np.array_equal(tile_sq_norms(w2d, bh, bw, engine=engine), expected)
+
+
+def test_plain_squares_exact_boundaries():
+    """The documented bounds, at their edges: a >= 2**-511 and 2 e_b + bit_length(n) <= 1022."""
+    tiny = 2.0**-511
+    assert plain_squares_exact(np.array([[tiny, 1.0]]), 2)
+    assert not plain_squares_exact(np.array([[np.nextafter(tiny, 0.0), 1.0]]), 2)
+    below = np.nextafter(2.0**510, 0.0)                 # frexp exponent 510: 2 * 510 + 1 = 1021
+    assert plain_squares_exact(np.array([[below]]), 1)
+    assert plain_squares_exact(np.array([[below]]), 2)  # 1020 + 2 = 1022
+    assert not plain_squares_exact(np.array([[below]]), 4)   # 1020 + 3 = 1023
+    assert not plain_squares_exact(np.array([[2.0**510]]), 1)  # exponent 511: 1022 + 1
+    assert plain_squares_exact(np.zeros((2, 2)), 4)
+    # Float32 never needs the check: its extreme values square far inside float64's normal range.
+    f32 = np.finfo(np.float32)
+    assert plain_squares_exact(np.array([[f32.max, f32.smallest_subnormal]], dtype=np.float32), 10**6)
+    if np.dtype(np.longdouble) != np.float64:         # other dtypes always take the exact-range path
+        assert not plain_squares_exact(np.ones((2, 2), dtype=np.longdouble), 4)
+
+
+@pytest.mark.parametrize("w", [
+    np.array([[1e-200, 1.0], [0.5, 0.25]]),             # a square underflows
+    np.array([[1e200, 1.0], [0.5, 0.25]]),              # a square overflows
+])
+@pytest.mark.parametrize("bh, bw", [(1, 1), (1, 2), (2, 2)])
+def test_fallback_to_exact_range_on_extreme_values(w, bh, bw, engine):
+    assert not plain_squares_exact(w, bh * bw, engine=engine)
+    scores = lib_group_scores(w, bh, bw, engine=engine)
+    assert isinstance(scores, tuple)                    # the exact-range pair, not plain sums
+    exponent, fraction = tile_scores(w, bh, bw, engine=engine)
+    assert np.array_equal(scores[0], exponent) and np.array_equal(scores[1], fraction)
+
+
+def test_fallback_depends_on_the_tile_size():
+    """Squares of 2**505 fit, but a sum of 2**20 of them would not: the bound uses the tile size."""
+    w = np.full((2, 4), 2.0**505)
+    assert plain_squares_exact(w, 4)                    # 2 * 506 + 3 = 1015
+    assert not plain_squares_exact(w, 2**20)            # 2 * 506 + 21 = 1033
+    assert not isinstance(lib_group_scores(w, 1, 4), tuple)
+
+
+def test_float32_extremes_rank_exactly_on_the_fast_path(engine):
+    """Float32 max and the smallest subnormal: the plain float64 squares neither overflow nor vanish."""
+    f32 = np.finfo(np.float32)
+    w = np.array([[0.0], [f32.smallest_subnormal], [f32.max], [np.nextafter(f32.max, 0)]], dtype=np.float32)
+    assert not isinstance(lib_group_scores(w, 1, 1, engine=engine), tuple)
+    assert np.array_equal(mask_filters(w, keep=3, engine=engine)[:, 0], [False, True, True, True])
+    assert np.array_equal(mask_filters(w, keep=1, engine=engine)[:, 0], [False, False, True, False])
+
+
+@pytest.mark.parametrize("bh, bw", [(1, 20), (12, 4), (12, 1), (3, 3), (5, 7), (12, 20)])
+def test_apply_tile_mask_is_apply_mask_of_expanded_tiles(bh, bw, engine, rng):
+    w2d = rng.standard_normal((12, 20))
+    w2d[0, :3] = -0.0                                   # kept -0.0 stays -0.0, dropped entries become +0
+    tiles = rng.random((-(-12 // bh), -(-20 // bw))) < 0.5
+    got = apply_tile_mask(w2d, tiles, bh, bw, engine=engine)
+    expected = apply_mask(w2d, expand_tiles(tiles, w2d.shape, bh, bw))
+    assert got.dtype == w2d.dtype and same_bits(got, expected)
+    naive = np.zeros_like(w2d)
+    for i in range(12):
+        for j in range(20):
+            if tiles[i // bh, j // bw]:
+                naive[i, j] = w2d[i, j]
+    assert same_bits(got, naive)
+
+
+def test_magnitude_range_engines(rng, engine):
+    w = rng.standard_normal((7, 9))
+    w[2, 3] = 0.0
+    mags = np.abs(w)[w != 0]
+    assert magnitude_range(w, engine=engine) == (mags.min(), mags.max())
+    assert magnitude_range(np.zeros((2, 2)), engine=engine) == (np.inf, 0.0)
