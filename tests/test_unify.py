@@ -20,6 +20,11 @@ from refimpl.projections.unify import (
     COPY,
     PRUNE,
     UNIFY,
+    _assign,
+    _costs,
+    _costs_in_range,
+    _costs_numba,
+    _costs_numpy,
     _running_k_smallest_sum_numba,
     _running_k_smallest_sum_numpy,
     mask_unified,
@@ -321,3 +326,65 @@ def test_errors_name_the_argument(kwargs, error, match):
     args = {"w": np.ones((2, 4)), "block_shape": (1, 2), "sparsity": 0.5, **kwargs}
     with pytest.raises(error, match=match):
         project_unified(args.pop("w"), args.pop("block_shape"), **args)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fast path (plain float64 costs) vs exact-range path (each block scaled by a power of two)
+# --------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("dtype, log2_span", [(np.float32, 2), (np.float32, 60), (np.float64, 2),
+                                              (np.float64, 150)])
+@pytest.mark.parametrize("bs", [(1, 4), (3, 3), (4, 7), (1, 1)])
+def test_fast_and_exact_cost_paths_agree(dtype, log2_span, bs, rng):
+    """On exact-range data the scaled costs times 2**exp2 are the plain costs bit for bit; same kinds."""
+    w2d = rng.standard_normal((8, 14)) * np.exp2(rng.uniform(-log2_span, log2_span, (8, 14)))
+    w2d[rng.random((8, 14)) < 0.1] = 0.0
+    w2d[:, :2] = 1.5                                    # some uniform blocks (distortion exactly 0)
+    w2d = w2d.astype(dtype)
+    bh, bw = bs
+    assert _costs_in_range(w2d, bh * bw, "numpy")
+    for engine in ENGINES:
+        plain = _costs_numba(w2d, bh, bw, False) if engine == "numba" else _costs_numpy(w2d, bh, bw, False)
+        exact = _costs_numba(w2d, bh, bw, True) if engine == "numba" else _costs_numpy(w2d, bh, bw, True)
+        exp2 = 2 * exact[3]
+        assert np.array_equal(plain[0], exact[0])                      # magnitudes: the true ones
+        assert np.array_equal(plain[1], np.ldexp(exact[1], exp2))      # distortion
+        assert np.array_equal(plain[2], np.ldexp(exact[2], exp2))      # energy
+        n = plain[1].size
+        for n_pruned, n_unified in [(0, n // 2), (n // 3, 0), (n // 4, n // 3), (1, n - 1)]:
+            np.testing.assert_array_equal(
+                _assign(plain[1], plain[2], None, n_pruned, n_unified, engine),
+                _assign(exact[1], exact[2], exp2, n_pruned, n_unified, engine))
+
+
+@pytest.mark.parametrize("w", [np.array([[1e-200, 1.0]]), np.array([[1e200, 1.0]]),
+                               np.array([[1.0, 1.0 + 2.0**-52]]) * 2.0**-460])  # deviation^2 ~ 2**-1026
+def test_cost_fallback_triggers_on_extreme_values(w):
+    """Squares (or squared deviations) that would leave float64's normal range take the exact path."""
+    assert not _costs_in_range(w, 2, "numpy")
+    assert _costs(w, 1, 2, "numpy")[3] is not None
+    assert _costs_in_range(np.array([[1e-100, 1e100]]), 2, "numpy")
+    assert _costs(np.array([[1e-100, 1e100]]), 1, 2, "numpy")[3] is None
+
+
+def test_extreme_values_keep_the_exact_assignment(engine):
+    """Blocks [1e200, 1e200] (d = 0), [3e199, 1e-200], [1e-200, 2e-200] (tiny d), [0, 0] (d = 0).
+
+    Plain squares overflow to inf (NaN premiums) and underflow to 0 (the tiny block would tie with the
+    uniform ones); the exact-range costs rank every block correctly.
+    """
+    w = np.array([[1e200, 1e200, 3e199, 1e-200, 1e-200, 2e-200, 0.0, 0.0]])
+    # unify 2: the two blocks of zero distortion, not the tiny-but-positive one (index 2)
+    np.testing.assert_array_equal(unify_assignment(w, (1, 2), unify=0.5, engine=engine),
+                                  [[UNIFY, COPY, COPY, UNIFY]])
+    # prune 2 (least energy: the zero block and the tiny one), unify 1 (block 0, d = 0): cost 5e-400
+    np.testing.assert_array_equal(unify_assignment(w, (1, 2), keep=1, prune=0.5, engine=engine),
+                                  [[UNIFY, COPY, PRUNE, PRUNE]])
+    z = project_unified(w, (1, 2), unify=0.25, prune=0.5, engine=engine)
+    np.testing.assert_array_equal(z, [[1e200, 1e200, 3e199, 1e-200, 0.0, 0.0, 0.0, 0.0]])
+    # the unified magnitude of a tiny block is exact: mean(1e-200, 2e-200), computed at its own scale
+    z = project_unified(w, (1, 2), unify=0.75, engine=engine)       # unifies blocks 0, 2 and 3
+    assert z[0, 4] == z[0, 5] == np.mean([1e-200, 2e-200])
+    # the engines agree on the exact-range path too
+    costs = [unification_costs(w, (1, 2), engine=e) for e in ENGINES]
+    for a, b in zip(*costs, strict=True):
+        np.testing.assert_array_equal(a, b)
