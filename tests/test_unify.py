@@ -25,6 +25,7 @@ from refimpl.projections.unify import (
     _costs_in_range,
     _costs_numba,
     _costs_numpy,
+    _premium_order,
     _running_k_smallest_sum_numba,
     _running_k_smallest_sum_numpy,
     mask_unified,
@@ -388,3 +389,10 @@ def test_extreme_values_keep_the_exact_assignment(engine):
     costs = [unification_costs(w, (1, 2), engine=e) for e in ENGINES]
     for a, b in zip(*costs, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=40))
+def test_premium_order_is_lexsort_with_higher_index_first(values):
+    """The fast argsort + tie repair equals the defining lexsort, ties (frequent here) included."""
+    premium = np.array(values, dtype=np.float64)
+    np.testing.assert_array_equal(_premium_order(premium), np.lexsort((-np.arange(premium.size), premium)))

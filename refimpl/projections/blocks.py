@@ -190,7 +190,7 @@ def _balanced_mask2d(w2d: np.ndarray, vector_size: int, k_v: int, engine: str) -
     if edge_len:
         k_edge = round_half_even_ratio(k_v * edge_len, vector_size)
         parts.append(top_k_mask_rows(magnitude[:, split:], k_edge, engine=engine))
-    return np.concatenate(parts, axis=1)
+    return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=1)
 
 
 def mask_balanced(w, vector_size, sparsity=None, keep=None, *, engine: str = "numba") -> np.ndarray:
@@ -266,7 +266,8 @@ def project_balanced(w, vector_size, sparsity=None, keep=None, *, engine: str = 
            [ 3. ,  0. , -1. ,  0. ,  0. ]])
     """
     w = as_weight(w)
-    return apply_mask(w, mask_balanced(w, vector_size, sparsity=sparsity, keep=keep, engine=engine))
+    mask = mask_balanced(w, vector_size, sparsity=sparsity, keep=keep, engine=engine)
+    return apply_mask(w, mask, engine=engine)
 
 
 def _check_nm(n, m, n_cols: int) -> tuple[int, int]:
@@ -345,7 +346,7 @@ def project_nm(w, n, m, *, engine: str = "numba") -> np.ndarray:
     array([[ 0., -2.,  1.,  0.,  3.,  3.,  0.,  0.]])
     """
     w = as_weight(w)
-    return apply_mask(w, mask_nm(w, n, m, engine=engine))
+    return apply_mask(w, mask_nm(w, n, m, engine=engine), engine=engine)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -367,7 +368,7 @@ def _vector_block2d(w, vector_size, block_shape, vector_sparsity, vector_keep, b
     vector_mask = _balanced_mask2d(w2d, v, k_v, engine)
     # Blocks are ranked by the energy that survives the vector mask: a block whose large entries the
     # vector mask already removed is worth only what is left of it.
-    masked = apply_mask(w2d, vector_mask)
+    masked = apply_mask(w2d, vector_mask, engine=engine)
     tiles = _block_tiles(masked, bh, bw, block_sparsity, block_keep, engine, prefix="block_")
     return w2d, vector_mask, masked, tiles, bh, bw
 

@@ -443,6 +443,24 @@ def _running_k_smallest_sum(x: np.ndarray, k: int, engine: str) -> np.ndarray:
     return _running_k_smallest_sum_numpy(x, k)
 
 
+def _premium_order(premium: np.ndarray) -> np.ndarray:
+    """Return the indices sorting ``premium`` ascending, equal premiums by descending index.
+
+    The order of ``np.lexsort((-np.arange(n), premium))``, at about half its cost: an unstable
+    ``argsort``, after which only the entries of runs of equal premiums (rare outside constructed
+    data) are re-sorted by descending index.
+    """
+    order = np.argsort(premium)
+    ranked = premium[order]
+    tied = np.flatnonzero(ranked[1:] == ranked[:-1])
+    if tied.size:
+        members = np.union1d(tied, tied + 1)           # positions inside a run of equal premiums
+        sub = order[members]
+        # ranked[members] is ascending, so sorting by it keeps every run in place; -sub orders within.
+        order[members] = sub[np.lexsort((-sub, ranked[members]))]
+    return order
+
+
 def _assign(distortion: np.ndarray, energy: np.ndarray, exp2: np.ndarray | None, n_pruned: int,
             n_unified: int, engine: str) -> np.ndarray:
     """Exact block kinds (flat, int8) for exactly ``n_pruned`` pruned and ``n_unified`` unified blocks.
@@ -464,7 +482,7 @@ def _assign(distortion: np.ndarray, energy: np.ndarray, exp2: np.ndarray | None,
     # higher flat index first, so of two interchangeable blocks the lower index is unified, not pruned.
     premium = e - d                 # per block, in the block's own scale on the exact-range path
     if exp2 is None:
-        order = np.lexsort((-np.arange(n), premium))
+        order = _premium_order(premium)
         e_sum, d_sum = e, d
     else:
         premium_exp, premium_frac = _exact_pairs(premium, exp2)
