@@ -32,13 +32,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from refimpl._io import atomic_write_json
 
 __all__ = [
     "SUBCOMMANDS",
@@ -178,16 +178,8 @@ def _check_resume(out: Path, config: dict) -> None:
 
 
 def _write_json(path: Path, value) -> None:
-    """Write JSON atomically (temporary file + rename), so a crash never leaves half a file."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(value, f, indent=2, sort_keys=True)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write JSON atomically (:mod:`refimpl._io`), so a crash never leaves half a file."""
+    atomic_write_json(path, value, sort_keys=True)
 
 
 def _build_optimizer(args, params):

@@ -51,7 +51,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -60,6 +59,7 @@ from typing import Any
 
 import numpy as np
 
+from refimpl._io import atomic_write, atomic_write_json, atomic_write_text
 from refimpl.config import ExperimentConfig, TrainConfig, expand_constraints, to_toml
 from refimpl.threads import thread_limit
 
@@ -88,26 +88,10 @@ _TRAINING = ("pretrain", "admm", "retrain", "purify_retrain")
 _STATE_VERSION = 1
 
 
-# --- small atomic writers ------------------------------------------------------------------------------
-
-def _atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write via a temporary file in the same directory, then rename (a crash leaves old or new)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, mode) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
+# --- small atomic writers (refimpl._io: a crash leaves the old file or the new one) -------------------
 
 def _write_json(path: Path, value) -> None:
-    _atomic_write(path, lambda f: (json.dump(value, f, indent=2, sort_keys=False, default=_json_default),
-                                   f.write("\n")))
+    atomic_write_json(path, value, default=_json_default)
 
 
 def _json_default(value):
@@ -128,7 +112,7 @@ def _finite(value):
 
 
 def _save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
-    _atomic_write(path, lambda f: np.savez(f, **arrays), mode="wb")
+    atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
 
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -275,7 +259,7 @@ class _Run:
             raise SetupError(f"{out} already holds a run; resume it or choose another output directory")
         out.mkdir(parents=True, exist_ok=True)
         _write_json(saved_config, config.to_dict())
-        _atomic_write(out / "config.toml", lambda f: f.write(to_toml(config)))
+        atomic_write_text(out / "config.toml", to_toml(config))
         path = out / STATE_NAME
         if resume and path.is_file():
             state = json.loads(path.read_text())
@@ -525,7 +509,7 @@ def _write_report(run: _Run, phases: list[Phase], seconds: float) -> dict:
     report["text"] = _format_text(report) + "\n\nmasked model (per layer)\n" + format_report(masked_rows) \
         + compact_text
     _write_json(out / "report.json", {k: v for k, v in report.items() if k != "text"})
-    _atomic_write(out / "report.txt", lambda f: f.write(report["text"] + "\n"))
+    atomic_write_text(out / "report.txt", report["text"] + "\n")
     _write_json(out / "results.json", {
         "name": c.name, "method": c.method, "dataset": c.data.name, "model": c.model.name,
         "accuracy_dense": accuracy["dense"], "accuracy_pruned": accuracy["masked"],

@@ -15,10 +15,10 @@ are refused when saving. The price: tuples come back as lists, NumPy scalars as 
 
 Atomicity
 ---------
-:func:`save_checkpoint` writes to a temporary file in the destination's directory, flushes and
-``os.fsync``-s it, then ``os.replace``-s it over the destination (an atomic rename on POSIX and Windows)
-and fsyncs the directory. A crash at any moment leaves either the old checkpoint or the new one, never a
-mix; the temporary file is removed if writing fails.
+:func:`save_checkpoint` writes through :func:`refimpl._io.atomic_write`: a temporary file in the
+destination's directory, flushed and ``os.fsync``-ed, then ``os.replace``-d over the destination (an atomic
+rename on POSIX and Windows), then the directory fsynced. A crash at any moment leaves either the old
+checkpoint or the new one, never a mix; the temporary file is removed if writing fails.
 
 Integrity
 ---------
@@ -30,11 +30,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from pathlib import Path
 
 import numpy as np
+
+from refimpl._io import atomic_write
 
 __all__ = ["CHECKPOINT_NAME", "CheckpointError", "latest_checkpoint", "load_checkpoint", "save_checkpoint"]
 
@@ -120,32 +121,8 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     meta = json.dumps({"format": _FORMAT, "version": _VERSION, "state": tree})
     arrays[_META] = np.frombuffer(meta.encode("utf-8"), dtype=np.uint8)
 
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())  # the data is on disk before the rename makes it visible
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    _fsync_directory(path.parent)
+    atomic_write(path, lambda f: np.savez(f, **arrays), binary=True)
     return path
-
-
-def _fsync_directory(directory: Path) -> None:
-    """Persist the rename itself (POSIX); silently skipped where directories cannot be opened."""
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def load_checkpoint(path: str | os.PathLike) -> dict:

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+
+from refimpl._io import atomic_write_text
 
 __all__ = ["append_record", "filter_records", "read_records", "to_jsonable", "write_records"]
 
@@ -77,19 +78,9 @@ def read_records(path: str | os.PathLike) -> list[dict]:
 
 
 def write_records(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    """Replace the log at ``path`` by ``records``, atomically (temp file + ``os.replace``)."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for record in records:
-                f.write(json.dumps(to_jsonable(record)) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Replace the log at ``path`` by ``records``, atomically (:func:`refimpl._io.atomic_write`)."""
+    text = "".join(json.dumps(to_jsonable(record)) + "\n" for record in records)
+    atomic_write_text(path, text)
 
 
 def filter_records(path: str | os.PathLike, keep: Callable[[dict], bool]) -> None:
