@@ -825,10 +825,22 @@ def test_bad_input_names_the_argument(call_bad, exc, match):
         call_bad()
 
 
-def test_parallel_kernels_match_numpy(rng):
-    """Inputs above PARALLEL_MIN_SIZE take the multi-threaded numba kernels; exact on integer data."""
+def test_large_inputs_numba_matches_numpy(rng):
+    """Large layers (the exact-range tile_scores goes multi-threaded above PARALLEL_MIN_SIZE): the
+    engines agree exactly on integer data, on the fast path and on the exact-range path."""
     w = rng.integers(-3, 4, size=(64, 3, 33, 33)).astype(np.float32)
     assert w.size >= PARALLEL_MIN_SIZE
+    w2d = w.reshape(64, -1)
+    for bh, bw in [(1, w2d.shape[1]), (64, 1), (5, 7), (1, 9)]:
+        for x in (w2d, w2d.astype(np.float64) * 2.0**700):     # the second overflows: exact-range path
+            numba_pair = tile_scores(x, bh, bw, engine="numba")
+            numpy_pair = tile_scores(x, bh, bw, engine="numpy")
+            assert all(np.array_equal(a, b) for a, b in zip(numba_pair, numpy_pair, strict=True))
+        plain = [tile_sq_norms(w2d, bh, bw, engine=e) for e in ENGINES]
+        assert np.array_equal(*plain)
+        big = w.astype(np.float64) * 2.0**700
+        assert same_bits(project_blocks(big, (bh, bw), keep=40, engine="numba"),
+                         project_blocks(big, (bh, bw), keep=40, engine="numpy"))
     calls = [
         lambda e: project_filters(w, sparsity=0.5, engine=e),
         lambda e: project_shapes(w, sparsity=0.5, engine=e),

@@ -224,7 +224,7 @@ def select_top_k(scores, sparsity=None, keep=None) -> np.ndarray:
 
 
 def _top_k_mask_rows_numpy(scores: np.ndarray, k: int) -> np.ndarray:
-    """NumPy twin of :func:`_top_k_mask_rows_serial`: the :func:`top_k_mask` rule on every row at once."""
+    """NumPy twin of :func:`_top_k_mask_rows_numba`: the :func:`top_k_mask` rule on every row at once."""
     n_rows, n = scores.shape
     if k == 0:
         return np.zeros((n_rows, n), dtype=bool)
@@ -264,19 +264,14 @@ def _top_k_row(scores, r, k, mask):  # pragma: no cover - compiled (run as Pytho
 
 
 @njit(cache=True)
-def _top_k_mask_rows_serial(scores, k):  # pragma: no cover - compiled
-    """Numba per-row top-k, one thread (small inputs: thread start-up would dominate)."""
+def _top_k_mask_rows_numba(scores, k):  # pragma: no cover - compiled
+    """Numba per-row top-k, serial.
+
+    A prange twin was no faster at any size on the shared 2-core machine (147,456 rows of 16: 7.7 ms
+    serial, 7.9 ms parallel; 589,824 rows of 4: 5.6 vs 6.0 ms), so only the serial kernel is kept.
+    """
     mask = np.zeros(scores.shape, dtype=np.bool_)
     for r in range(scores.shape[0]):
-        _top_k_row(scores, r, k, mask)
-    return mask
-
-
-@njit(cache=True, parallel=True)
-def _top_k_mask_rows_parallel(scores, k):  # pragma: no cover - compiled
-    """Numba per-row top-k, rows split across threads (each thread writes its own rows)."""
-    mask = np.zeros(scores.shape, dtype=np.bool_)
-    for r in prange(scores.shape[0]):
         _top_k_row(scores, r, k, mask)
     return mask
 
@@ -290,8 +285,7 @@ def top_k_mask_rows(scores: np.ndarray, k: int, *, engine: str = "numba") -> np.
     k : int
         ``0 <= k <= n``.
     engine : {"numba", "numpy"}
-        The numba kernel (parallel over rows for large inputs) or its vectorised NumPy twin; both give
-        identical masks.
+        The numba kernel or its vectorised NumPy twin; both give identical masks.
 
     Returns
     -------
@@ -310,8 +304,7 @@ def top_k_mask_rows(scores: np.ndarray, k: int, *, engine: str = "numba") -> np.
     if not 0 <= k <= n:
         raise ValueError(f"k must lie in [0, {n}], got {k}")
     if engine == "numba" and scores.dtype in (np.float32, np.float64) and scores.size:
-        kernel = _top_k_mask_rows_parallel if scores.size >= PARALLEL_MIN_SIZE else _top_k_mask_rows_serial
-        return kernel(np.ascontiguousarray(scores), int(k))
+        return _top_k_mask_rows_numba(np.ascontiguousarray(scores), int(k))
     return _top_k_mask_rows_numpy(scores, int(k))
 
 
