@@ -1,9 +1,10 @@
 """Benchmark every projection on one large conv weight against two yardsticks written here in plain NumPy.
 
 For a (512, 512, 3, 3) float32 weight (GEMM view 512 x 4608, the size of a late VGG/ResNet layer) and each
-structure of :data:`refimpl.projections.PROJECTIONS`, this script times (median of repeats):
+structure of :data:`refimpl.projections.PROJECTIONS`, this script times (median of repeats; within each repeat
+the three are timed in turn, so that bursts of load on a shared machine hit them alike):
 
-* ``project``: refimpl's projection;
+* ``project``: refimpl's projection (default engine, numba);
 * ``full sort``: the textbook reference — compute the same scores, rank them with a full ``np.argsort``,
   keep the top k, build the output. refimpl should be at least 2x faster (it selects in O(n) with
   ``np.partition`` and scores with numba kernels);
@@ -12,6 +13,11 @@ structure of :data:`refimpl.projections.PROJECTIONS`, this script times (median 
 
 Each reference's output is compared with refimpl's (share of equal entries; near-ties between float32-rounded
 scores may differ in a handful of groups). Results go to ``paper_repro/results/bench_projections.json``.
+
+For the element-wise structures (unstructured, balanced, N:M) the "norms" yardstick is a single ``np.abs``
+pass at memory bandwidth (~0.3 ms here), while any selection must read the data again and write the result
+(``np.partition`` of the 2.4M magnitudes alone takes ~15 ms), so the 10x-of-norms target is out of reach
+for them by construction; the script reports it without special-casing.
 
 Run: ``python paper_repro/bench_projections.py`` (``REFIMPL_SMOKE=1`` for a tiny shape and 2 repeats).
 """
@@ -32,7 +38,7 @@ from refimpl.projections import PROJECTIONS
 
 SMOKE = os.environ.get("REFIMPL_SMOKE") == "1"
 SHAPE = (32, 16, 3, 3) if SMOKE else (512, 512, 3, 3)
-REPEATS = 2 if SMOKE else 7
+REPEATS = 2 if SMOKE else 11
 SEED = 0
 OUT = Path(__file__).resolve().parent / "results" / "bench_projections.json"
 
@@ -162,14 +168,21 @@ def full_sort_project(structure, w, params):
 # --------------------------------------------------------------------------------------------------
 # Timing
 # --------------------------------------------------------------------------------------------------
-def median_time(fn, repeats=REPEATS):
-    fn()  # warm-up: JIT compilation / cache load and first-touch allocations are not measured
-    times = []
+def median_times(fns, repeats=REPEATS):
+    """Median wall time of each function, the functions timed in turn within every repeat.
+
+    Interleaving matters on a shared machine: a burst of load then slows all three measurements of a
+    row alike instead of skewing one of them, so the ratios stay meaningful.
+    """
+    for fn in fns:
+        fn()  # warm-up: JIT compilation / cache load and first-touch allocations are not measured
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+        for fn, bucket in zip(fns, times, strict=True):
+            t0 = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - t0)
+    return [statistics.median(bucket) for bucket in times]
 
 
 def main():
@@ -182,13 +195,16 @@ def main():
     for name, params in CASES.items():
         structure = "unified" if name.startswith("unified") else name
         project = PROJECTIONS[structure][0]
-        t_project = median_time(lambda project=project, params=params: project(w, **params))
-        t_norms = median_time(lambda name=name: group_scores(name, w))
+        fns = [lambda project=project, params=params: project(w, **params),
+               lambda name=name: group_scores(name, w)]
         reference = full_sort_project(name, w, params)
         t_sort = agree = None
         if reference is not None:
-            t_sort = median_time(lambda name=name, params=params: full_sort_project(name, w, params))
+            fns.append(lambda name=name, params=params: full_sort_project(name, w, params))
             agree = float(np.mean(project(w, **params) == reference))
+        t_project, t_norms, *rest = median_times(fns)
+        if rest:
+            t_sort = rest[0]
         row = {
             "structure": name,
             "params": {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()},
@@ -209,6 +225,9 @@ def main():
         print(f"{name:14s} {fmt(t_project, 'ms')} {fmt(t_sort, 'ms')} {fmt(t_norms, 'ms')} "
               f"{fmt(row['speedup_vs_full_sort'])} {fmt(row['slowdown_vs_norms'])} "
               f"{'n/a' if agree is None else f'{agree:.4f}':>7s}")
+    missed = [r["structure"] for r in rows if r["meets_2x_vs_sort"] is False or not r["meets_10x_of_norms"]]
+    print("targets (>= 2x faster than the full sort, <= 10x the norms) missed by:",
+          ", ".join(missed) or "none")
     result = {
         "shape": list(SHAPE), "dtype": "float32", "repeats": REPEATS, "smoke": SMOKE, "seed": SEED,
         "numba_threads": numba.get_num_threads(), "cpu_count": os.cpu_count(),

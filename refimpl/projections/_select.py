@@ -56,8 +56,9 @@ __all__ = [
 #: The kernel engines a projection accepts through its ``engine=`` keyword.
 ENGINES = ("numba", "numpy")
 
-# Inputs with fewer entries run the single-threaded numba kernels: waking the thread pool costs more
-# than it saves on a small layer (measured ~1 ms per call on a busy 2-core machine).
+# The exact-range tile_scores kernel (the fallback for extreme float64 data) goes multi-threaded from this
+# many entries; below it waking the thread pool costs more than it saves (~1 ms per call on a busy 2-core
+# machine). The fast-path kernels are serial: single memory-bound passes, measured no faster with threads.
 PARALLEL_MIN_SIZE = 1 << 16
 
 # Up to this vector length the numba per-row selection ranks by counting (O(V^2) but branch-free and
