@@ -40,29 +40,16 @@ import os
 SMOKE = os.environ.get("REFIMPL_SMOKE") == "1"
 
 # %%
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 
+from refimpl.notebook import figure_dir, repo_root
 from refimpl.projections import PROJECTIONS, project_filters, unify_assignment
 from refimpl.testing.conformance import check_projection
 
-
-def repo_root() -> Path:
-    """The checkout's top directory (the notebook may run from notebooks/ or from the root)."""
-    here = Path.cwd().resolve()
-    for path in (here, *here.parents):
-        if (path / "pyproject.toml").exists():
-            return path
-    return here
-
-
 ROOT = repo_root()
-# A smoke run (CI) must not overwrite the real figures.
-FIG_DIR = Path(tempfile.mkdtemp()) if SMOKE else ROOT / "figures"
-FIG_DIR.mkdir(parents=True, exist_ok=True)
+FIG_DIR = figure_dir(SMOKE, ROOT)  # a temporary directory in smoke mode: CI never overwrites figures
 
 # %% [markdown]
 # ## The layer

@@ -64,8 +64,6 @@ SHAPE_SPARSITY = 0.5  # share of conv2's 500 shapes (GEMM columns) pruned
 SEED = 0
 
 # %%
-import tempfile
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numba
@@ -76,6 +74,7 @@ from refimpl.compact import compact
 from refimpl.data import load_dataset
 from refimpl.metrics import format_report, layer_report
 from refimpl.models import lenet5
+from refimpl.notebook import figure_dir, repo_root
 from refimpl.prune.admm import ADMM
 from refimpl.prune.constraints import Constraint
 from refimpl.prune.masking import MaskedRetraining, hard_prune, masks_sparsity
@@ -88,19 +87,8 @@ threadpool_limits(1)
 numba.set_num_threads(1)
 
 
-def repo_root() -> Path:
-    """The checkout's top directory (the notebook may run from notebooks/ or from the root)."""
-    here = Path.cwd().resolve()
-    for path in (here, *here.parents):
-        if (path / "pyproject.toml").exists():
-            return path
-    return here
-
-
 ROOT = repo_root()
-# A smoke run (CI) must not overwrite the real figures.
-FIG_DIR = Path(tempfile.mkdtemp()) if SMOKE else ROOT / "figures"
-FIG_DIR.mkdir(parents=True, exist_ok=True)
+FIG_DIR = figure_dir(SMOKE, ROOT)  # a temporary directory in smoke mode: CI never overwrites figures
 
 # %% [markdown]
 # ## 1. Data and a pretrained LeNet-5

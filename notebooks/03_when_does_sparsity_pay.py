@@ -5,6 +5,8 @@
 #     text_representation:
 #       extension: .py
 #       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -41,33 +43,22 @@ SMOKE = os.environ.get("REFIMPL_SMOKE") == "1"
 # %%
 import copy
 import json
-import tempfile
-import time
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numba
 import numpy as np
 
 from refimpl.models import lenet5
+from refimpl.notebook import figure_dir, repo_root
 from refimpl.projections import mask_blocks, mask_filters, mask_shapes, mask_unstructured
 from refimpl.prune.masking import apply_masks
 from refimpl.sparse import compile as sparse_compile
 from refimpl.sparse.layers import make_operator
-
-
-def repo_root() -> Path:
-    """The checkout's top directory (the notebook may run from notebooks/ or from the root)."""
-    here = Path.cwd().resolve()
-    for path in (here, *here.parents):
-        if (path / "pyproject.toml").exists():
-            return path
-    return here
-
+from refimpl.threads import thread_info
+from refimpl.timing import median_seconds
 
 ROOT = repo_root()
-FIG_DIR = Path(tempfile.mkdtemp()) if SMOKE else ROOT / "figures"
-FIG_DIR.mkdir(parents=True, exist_ok=True)
+FIG_DIR = figure_dir(SMOKE, ROOT)  # a temporary directory in smoke mode: CI never overwrites figures
 RESULTS = ROOT / "paper_repro" / "results" / "inference.json"
 
 # %% [markdown]
@@ -136,6 +127,7 @@ try:
     _blas = threadpool_limits(limits=1, user_api="blas")
 except ImportError:
     pass
+print("threads in force:", thread_info())
 
 m, k, n = (64, 288, 256) if SMOKE else (128, 576, 4096)
 sparsities = [0.5, 0.9] if SMOKE else [0.5, 0.7, 0.8, 0.9, 0.95, 0.98, 0.99]
@@ -144,25 +136,14 @@ rng = np.random.default_rng(1)
 w = rng.standard_normal((m, k)).astype(np.float32)
 cols = rng.standard_normal((k, n)).astype(np.float32)
 
-
-def median_time(fn):
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
-t_dense = median_time(lambda: w @ cols)
+t_dense = median_seconds(lambda: w @ cols, repeats)
 layer = {"csr": [], "bsr": [], "compact": []}
 for s in sparsities:
     for fmt, keep in (("csr", mask_unstructured(w, s)), ("bsr", mask_blocks(w, (4, 4), s)),
                       ("compact", mask_filters(w, 1 - np.sqrt(1 - s)) & mask_shapes(w, 1 - np.sqrt(1 - s)))):
         op = make_operator(np.where(keep, w, 0), fmt)
         x_used = cols if op.input_rows is None else cols[op.input_rows]
-        layer[fmt].append(t_dense / median_time(lambda op=op, x_used=x_used: op.matmul(x_used)))
+        layer[fmt].append(t_dense / median_seconds(lambda op=op, x_used=x_used: op.matmul(x_used), repeats))
 
 fig, ax = plt.subplots(figsize=(5.5, 3.8))
 density = 1 - np.array(sparsities)
