@@ -61,23 +61,11 @@ from refimpl.models import lenet5, vgg_small
 from refimpl.projections import mask_blocks, mask_filters, mask_shapes, mask_unstructured
 from refimpl.prune.masking import apply_masks
 from refimpl.sparse import compile as sparse_compile
+from refimpl.threads import thread_info
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
 VARIANTS = ("dense", "compact", "own_csr", "scipy_csr", "own_bsr", "scipy_bsr", "torch_dense")
 BLOCK = (4, 4)
-
-
-def blas_threads() -> str:
-    """BLAS thread count via threadpoolctl when installed, else the environment variables."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-            if var in os.environ:
-                return f"{os.environ[var]} ({var})"
-        return f"unset (default: {os.cpu_count()} cores)"
-    infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in infos) or "no BLAS pool found"
 
 
 def build(name: str):
@@ -297,7 +285,7 @@ def main(argv=None) -> None:
     setting = {
         "dtype": "float32", "rounds": rounds or "7 at batch < 64, else 3",
         "threads_requested": args.threads, "block_shape": list(BLOCK),
-        "numba_threads": numba.get_num_threads(), "blas_threads": blas_threads(),
+        "numba_threads": numba.get_num_threads(), "blas_threads": thread_info()["blas"],
         "torch_threads": None if torch is None else torch.get_num_threads(),
         "torch": None if torch is None else torch.__version__,
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "numpy": np.__version__,

@@ -25,7 +25,6 @@ import argparse
 import json
 import os
 import platform
-import time
 from pathlib import Path
 
 import numba
@@ -34,32 +33,15 @@ import numpy as np
 from refimpl.sparse.cost import spmm_cost
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 from refimpl.sparse.kernels import DEFAULT_TILE, bsr_spmm, csr_spmm
+from refimpl.threads import thread_info
+from refimpl.timing import median_seconds
 
 RESULTS = Path(__file__).resolve().parent / "results" / "spmm.json"
 
 
-def blas_threads() -> str:
-    """BLAS thread count via threadpoolctl when installed, else the environment variables."""
-    try:
-        from threadpoolctl import threadpool_info
-    except ImportError:
-        for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-            if var in os.environ:
-                return f"{os.environ[var]} ({var})"
-        return f"unset (default: {os.cpu_count()} cores)"
-    infos = [i for i in threadpool_info() if i.get("user_api") == "blas"]
-    return ", ".join(f"{i['internal_api']} {i['num_threads']}" for i in infos) or "no BLAS pool found"
-
-
 def median_ms(fn, repeats: int) -> float:
     """Median wall time of ``fn()`` in milliseconds, after one warm-up call (JIT, caches, page faults)."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1e3 * float(np.median(times))
+    return 1e3 * median_seconds(fn, repeats)
 
 
 def unstructured_mask(shape, sparsity: float, rng: np.random.Generator) -> np.ndarray:
@@ -85,7 +67,7 @@ def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, see
     t_dense = median_ms(lambda: w @ x, repeats)
     setting = {
         "M": m, "K": k, "N": n, "dtype": "float32", "repeats": repeats, "tile": tile, "seed": seed,
-        "numba_threads": numba.get_num_threads(), "blas_threads": blas_threads(),
+        "numba_threads": numba.get_num_threads(), "blas_threads": thread_info()["blas"],
         "cpu_count": os.cpu_count(), "machine": platform.machine(), "processor": platform.processor(),
         "numpy": np.__version__, "numba": numba.__version__,
         # Other processes compete for the cores: a high load inflates every time, dense BLAS the most.

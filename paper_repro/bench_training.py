@@ -19,7 +19,8 @@ GEMMs), one after the other. Idle workers that keep spinning steal the cores the
 busy 2-core machine this made refimpl 2-3x slower. The script therefore selects numba's ``workqueue``
 threading layer (its workers sleep instead of spinning) and a short OpenBLAS spin time
 (``OPENBLAS_THREAD_TIMEOUT=4``), unless the environment already sets ``NUMBA_THREADING_LAYER`` /
-``OPENBLAS_THREAD_TIMEOUT``. Both are set before NumPy and numba load; PyTorch's own pool is untouched.
+``OPENBLAS_THREAD_TIMEOUT`` (:func:`refimpl.threads.configure_defaults`). Both are set before NumPy and
+numba load; PyTorch's own pool is untouched.
 
 The first convolution does not compute the gradient with respect to the input images (``input_grad =
 False``), exactly as PyTorch skips it for an input that does not require a gradient.
@@ -39,15 +40,15 @@ Results go to ``paper_repro/results/bench_training.json`` (``--output`` to chang
 
 from __future__ import annotations
 
-import os
+from refimpl.threads import configure_defaults
 
 # before NumPy/numba load (see "Threads" above); an explicit environment setting wins
-os.environ.setdefault("NUMBA_THREADING_LAYER", "workqueue")
-os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+configure_defaults()
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
+import os  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from collections import OrderedDict  # noqa: E402
