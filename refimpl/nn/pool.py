@@ -56,6 +56,30 @@ def _check_dout(dout, expected_shape):
     return dout
 
 
+def _pool_naive(x, kernel_size, stride, reduce):
+    """Pool by the definition, one window at a time: ``out[:, :, r, c] = reduce(window(r, c))``."""
+    x, (kh, kw), (sh, sw), (oh, ow) = _pool_geometry(x, kernel_size, stride)
+    out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
+    for r in range(oh):
+        for c in range(ow):
+            out[:, :, r, c] = reduce(x[:, :, r * sh:r * sh + kh, c * sw:c * sw + kw], axis=(2, 3))
+    return out
+
+
+class _WindowPool2d(Module):
+    """What :class:`MaxPool2d` and :class:`AvgPool2d` share: the window settings and their ``repr``."""
+
+    def __init__(self, kernel_size, stride=None) -> None:
+        super().__init__()
+        self.kernel_size = pair(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        self._cache = None
+
+    def extra_repr(self) -> str:
+        """Describe the layer's settings (shown by ``repr``)."""
+        return f"kernel_size={self.kernel_size}, stride={self.stride}"
+
+
 def _window(a, i, j, sh, sw, oh, ow):
     """Return the strided view ``a[:, :, i + sh*o_h, j + sw*o_w]`` over all outputs (window entry i, j)."""
     return a[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
@@ -111,26 +135,18 @@ def maxpool2d_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 def maxpool2d_naive(x: np.ndarray, kernel_size, stride=None) -> np.ndarray:
     """Loop twin of :func:`maxpool2d_forward` (the definition, one window at a time; tests only)."""
-    x, (kh, kw), (sh, sw), (oh, ow) = _pool_geometry(x, kernel_size, stride)
-    out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
-    for r in range(oh):
-        for c in range(ow):
-            out[:, :, r, c] = x[:, :, r * sh:r * sh + kh, c * sw:c * sw + kw].max(axis=(2, 3))
-    return out
+    return _pool_naive(x, kernel_size, stride, np.max)
 
 
-class MaxPool2d(Module):
+class MaxPool2d(_WindowPool2d):
     """Max pooling layer (no parameters); ``stride`` defaults to ``kernel_size``.
 
     Attribute ``engine`` (``"numba"`` or ``"numpy"``) selects the kernels.
     """
 
     def __init__(self, kernel_size, stride=None) -> None:
-        super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
+        super().__init__(kernel_size, stride)
         self.engine = "numba"
-        self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> (N, C, OH, OW)."""
@@ -142,10 +158,6 @@ class MaxPool2d(Module):
         if self._cache is None:
             raise RuntimeError("backward called before forward")
         return maxpool2d_backward(dout, self._cache)
-
-    def extra_repr(self) -> str:
-        """Describe the layer's settings (shown by ``repr``)."""
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 # --- average pooling ----------------------------------------------------------------------------------
@@ -205,22 +217,11 @@ def avgpool2d_backward(dout: np.ndarray, cache) -> np.ndarray:
 
 def avgpool2d_naive(x: np.ndarray, kernel_size, stride=None) -> np.ndarray:
     """Loop twin of :func:`avgpool2d_forward` (one window at a time; tests only)."""
-    x, (kh, kw), (sh, sw), (oh, ow) = _pool_geometry(x, kernel_size, stride)
-    out = np.empty((*x.shape[:2], oh, ow), dtype=x.dtype)
-    for r in range(oh):
-        for c in range(ow):
-            out[:, :, r, c] = x[:, :, r * sh:r * sh + kh, c * sw:c * sw + kw].mean(axis=(2, 3))
-    return out
+    return _pool_naive(x, kernel_size, stride, np.mean)
 
 
-class AvgPool2d(Module):
+class AvgPool2d(_WindowPool2d):
     """Average pooling layer (no parameters, no padding); ``stride`` defaults to ``kernel_size``."""
-
-    def __init__(self, kernel_size, stride=None) -> None:
-        super().__init__()
-        self.kernel_size = pair(kernel_size, "kernel_size")
-        self.stride = self.kernel_size if stride is None else pair(stride, "stride")
-        self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> (N, C, OH, OW)."""
@@ -232,10 +233,6 @@ class AvgPool2d(Module):
         if self._cache is None:
             raise RuntimeError("backward called before forward")
         return avgpool2d_backward(dout, self._cache)
-
-    def extra_repr(self) -> str:
-        """Describe the layer's settings (shown by ``repr``)."""
-        return f"kernel_size={self.kernel_size}, stride={self.stride}"
 
 
 # --- global average pooling ---------------------------------------------------------------------------
