@@ -57,6 +57,7 @@ __all__ = [
     "maxpool2d_backward_kernel",
     "maxpool2d_forward_kernel",
     "pair",
+    "window_view",
 ]
 
 ENGINES = ("numba", "numpy")
@@ -133,6 +134,18 @@ def _window_geometry(x_shape, kh: int, kw: int, stride: int, padding: int):
     return oh, ow
 
 
+def window_view(a: np.ndarray, i: int, j: int, sh: int, sw: int, oh: int, ow: int) -> np.ndarray:
+    r"""Entry ``(i, j)`` of every window, as one strided view of the last two axes of ``a``.
+
+    .. math:: \mathrm{view}[\dots, o_h, o_w] = a[\dots,\ S_H o_h + i,\ S_W o_w + j],
+              \qquad 0 \le o_h < OH,\ 0 \le o_w < OW
+
+    Shape ``(..., OH, OW)``. Within one view no entry of ``a`` repeats, so ``view += v`` is an exact
+    scatter-add: the NumPy twins loop over the ``KH·KW`` window entries instead of the ``OH·OW`` windows.
+    """
+    return a[..., i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+
+
 # --- im2col -------------------------------------------------------------------------------------------
 
 def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, padding: int = 0, *, rows=None,
@@ -205,7 +218,7 @@ def _im2col_numpy(x_pad, rows, kh, kw, stride, oh, ow, cols4):
     """
     for r, row in enumerate(rows):
         c, i, j = _decode_row(int(row), kh, kw)
-        cols4[r] = x_pad[:, c, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride]
+        cols4[r] = window_view(x_pad[:, c], i, j, stride, stride, oh, ow)
 
 
 @njit(cache=True, parallel=True)
@@ -279,7 +292,7 @@ def _col2im_numpy(cols4, rows, kh, kw, stride, oh, ow, x_pad):
     for r, row in enumerate(rows):
         c, i, j = _decode_row(int(row), kh, kw)
         # one GEMM row never hits the same pixel twice, so a slice '+=' is an exact scatter-add
-        x_pad[:, c, i:i + stride * (oh - 1) + 1:stride, j:j + stride * (ow - 1) + 1:stride] += cols4[r]
+        window_view(x_pad[:, c], i, j, stride, stride, oh, ow)[...] += cols4[r]
 
 
 @njit(cache=True, parallel=True)
@@ -327,13 +340,13 @@ def maxpool2d_forward_kernel(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, 
 def _maxpool_forward_numpy(x, kh, kw, sh, sw, out, argmax):
     """NumPy twin: a running maximum over the ``kh*kw`` strided slices, visited in row-major order."""
     oh, ow = out.shape[2:]
-    out[...] = x[:, :, :sh * (oh - 1) + 1:sh, :sw * (ow - 1) + 1:sw]
+    out[...] = window_view(x, 0, 0, sh, sw, oh, ow)
     argmax[...] = 0
     for i in range(kh):
         for j in range(kw):
             if i == 0 and j == 0:
                 continue
-            v = x[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
+            v = window_view(x, i, j, sh, sw, oh, ow)
             better = (v > out) | np.isnan(v)  # strict '>': ties keep the earlier position
             out[better] = v[better]
             argmax[better] = i * kw + j
@@ -391,9 +404,7 @@ def _maxpool_backward_numpy(dout, argmax, kh, kw, sh, sw, dx):
     oh, ow = dout.shape[2:]
     for i in range(kh):
         for j in range(kw):
-            # within one (i, j) slice no input pixel repeats, so '+=' on the slice is an exact scatter-add
-            dx[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw] += \
-                np.where(argmax == i * kw + j, dout, 0)
+            window_view(dx, i, j, sh, sw, oh, ow)[...] += np.where(argmax == i * kw + j, dout, 0)
 
 
 @njit(cache=True, parallel=True)

@@ -19,6 +19,7 @@ from refimpl.nn._kernels import (
     maxpool2d_backward_kernel,
     maxpool2d_forward_kernel,
     pair,
+    window_view,
 )
 from refimpl.nn.module import Module
 
@@ -78,11 +79,6 @@ class _WindowPool2d(Module):
     def extra_repr(self) -> str:
         """Describe the layer's settings (shown by ``repr``)."""
         return f"kernel_size={self.kernel_size}, stride={self.stride}"
-
-
-def _window(a, i, j, sh, sw, oh, ow):
-    """Return the strided view ``a[:, :, i + sh*o_h, j + sw*o_w]`` over all outputs (window entry i, j)."""
-    return a[:, :, i:i + sh * (oh - 1) + 1:sh, j:j + sw * (ow - 1) + 1:sw]
 
 
 # --- max pooling --------------------------------------------------------------------------------------
@@ -189,7 +185,7 @@ def avgpool2d_forward(x: np.ndarray, kernel_size, stride=None):
     out = np.zeros((*x.shape[:2], oh, ow), dtype=x.dtype)
     for i in range(kh):
         for j in range(kw):
-            out += _window(x, i, j, sh, sw, oh, ow)
+            out += window_view(x, i, j, sh, sw, oh, ow)
     out /= kh * kw
     return out, (x.shape, (kh, kw), (sh, sw))
 
@@ -210,8 +206,7 @@ def avgpool2d_backward(dout: np.ndarray, cache) -> np.ndarray:
     dx = np.zeros(x_shape, dtype=dout.dtype)
     for i in range(kh):
         for j in range(kw):
-            # within one (i, j) view no input entry repeats: a slice '+=' is an exact scatter-add
-            _window(dx, i, j, sh, sw, oh, ow)[...] += share
+            window_view(dx, i, j, sh, sw, oh, ow)[...] += share  # an exact scatter-add (no repeats)
     return dx
 
 
