@@ -227,16 +227,36 @@ class CompactGemm(DenseGemm):
         return spmm_cost(self.toarray(), n_cols, format="compact")
 
 
-class CsrGemm(GemmOperator):
+class _SparseGemm(GemmOperator):
+    """What :class:`CsrGemm` and :class:`BsrGemm` share: the stored matrix ``a`` and its scipy copy.
+
+    ``a`` (a :class:`~refimpl.sparse.formats.CSRMatrix` or :class:`~refimpl.sparse.formats.BSRMatrix`)
+    gives the dense form and, through :func:`~refimpl.sparse.cost.spmm_cost`, the cost; with the
+    ``"scipy"`` engine it is converted to ``scipy.sparse`` once, here, so products time only the SpMM.
+    """
+
+    def __init__(self, w2d: np.ndarray, a, engine: str) -> None:
+        super().__init__(w2d)
+        self.engine = check_engine(engine)
+        self.a = a
+        self._scipy = a.to_scipy() if engine == "scipy" else None
+
+    def toarray(self):
+        """Return the stored matrix as a dense ``(M, K)`` array (BSR edge padding cropped)."""
+        return self.a.toarray()
+
+    def cost(self, n_cols):
+        """Return the cost: stored entries times ``n_cols`` MACs, plus the index traffic (``spmm_cost``)."""
+        return spmm_cost(self.a, n_cols)
+
+
+class CsrGemm(_SparseGemm):
     """``W_g`` as a :class:`~refimpl.sparse.formats.CSRMatrix` (exact zeros dropped)."""
 
     format = "csr"
 
     def __init__(self, w2d: np.ndarray, engine: str = "numba") -> None:
-        super().__init__(w2d)
-        self.engine = check_engine(engine)
-        self.a = CSRMatrix.from_dense(w2d)
-        self._scipy = self.a.to_scipy() if engine == "scipy" else None
+        super().__init__(w2d, CSRMatrix.from_dense(w2d), engine)
 
     def matmul(self, x):
         """Compute ``A @ x`` by :func:`~refimpl.sparse.kernels.csr_spmm` (or the prebuilt scipy matrix)."""
@@ -244,30 +264,19 @@ class CsrGemm(GemmOperator):
             return np.asarray(self._scipy @ x)
         return csr_spmm(self.a, x, engine=self.engine)
 
-    def toarray(self):
-        """Return the CSR matrix as a dense array."""
-        return self.a.toarray()
-
-    def cost(self, n_cols):
-        """CSR cost: ``nnz·n_cols`` MACs plus the index traffic."""
-        return spmm_cost(self.a, n_cols)
-
     @property
     def nnz(self):
         """Stored nonzeros."""
         return self.a.nnz
 
 
-class BsrGemm(GemmOperator):
+class BsrGemm(_SparseGemm):
     """``W_g`` as a :class:`BSRMatrix` of ``block_shape`` tiles (zero tiles dropped)."""
 
     format = "bsr"
 
     def __init__(self, w2d: np.ndarray, block_shape=(4, 4), engine: str = "numba") -> None:
-        super().__init__(w2d)
-        self.engine = check_engine(engine)
-        self.a = BSRMatrix.from_dense(w2d, block_shape=tuple(block_shape))
-        self._scipy = self.a.to_scipy() if engine == "scipy" else None
+        super().__init__(w2d, BSRMatrix.from_dense(w2d, block_shape=tuple(block_shape)), engine)
 
     def matmul(self, x):
         """Compute ``A @ x`` by :func:`~refimpl.sparse.kernels.bsr_spmm` (or the prebuilt scipy matrix)."""
@@ -279,14 +288,6 @@ class BsrGemm(GemmOperator):
         if kp != k:
             x = np.concatenate([x, np.zeros((kp - k, x.shape[1]), dtype=x.dtype)])
         return np.asarray(self._scipy @ x)[:m]
-
-    def toarray(self):
-        """Return the BSR matrix as a dense array (padding cropped)."""
-        return self.a.toarray()
-
-    def cost(self, n_cols):
-        """BSR cost: stored block entries times ``n_cols`` MACs plus the index traffic."""
-        return spmm_cost(self.a, n_cols)
 
     @property
     def nnz(self):
