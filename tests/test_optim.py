@@ -30,6 +30,22 @@ def _run_torch(torch, make_optimizer, params, grads, lrs=None):
     return {name: t.detach().numpy() for name, t in tensors.items()}, opt, tensors
 
 
+def _run_ours(make_optimizer, params, grads, lrs=None):
+    """refimpl's twin of :func:`_run_torch`: the same steps on a copy of ``params``."""
+    ours = {name: p.copy() for name, p in params.items()}
+    opt = make_optimizer(ours)
+    for i, step_grads in enumerate(grads):
+        if lrs is not None:
+            opt.lr = lrs[i]  # what a schedule does between steps
+        opt.step(step_grads)
+    return ours, opt
+
+
+def _assert_same_params(ours, expected):
+    for name in SHAPES:
+        np.testing.assert_allclose(ours[name], expected[name], rtol=1e-12, atol=1e-12, err_msg=name)
+
+
 SGD_CASES = [
     dict(lr=0.1),
     dict(lr=0.05, momentum=0.9),
@@ -46,12 +62,9 @@ SGD_CASES = [
 def test_sgd_matches_torch(torch, rng, kwargs):
     params, grads = _random_problem(rng)
     expected, topt, tensors = _run_torch(torch, lambda ps: torch.optim.SGD(ps, **kwargs), params, grads)
-    ours = {name: p.copy() for name, p in params.items()}
-    opt = SGD(ours, **kwargs)
-    for g in grads:
-        opt.step(g)
+    ours, opt = _run_ours(lambda ps: SGD(ps, **kwargs), params, grads)
+    _assert_same_params(ours, expected)
     for name in SHAPES:
-        np.testing.assert_allclose(ours[name], expected[name], rtol=1e-12, atol=1e-12)
         if kwargs.get("momentum", 0.0):
             buf = topt.state[tensors[name]]["momentum_buffer"].numpy()
             np.testing.assert_allclose(opt.state[name]["momentum_buffer"], buf, rtol=1e-12, atol=1e-12)
@@ -71,12 +84,9 @@ ADAM_CASES = [
 def test_adam_matches_torch(torch, rng, kwargs):
     params, grads = _random_problem(rng)
     expected, topt, tensors = _run_torch(torch, lambda ps: torch.optim.Adam(ps, **kwargs), params, grads)
-    ours = {name: p.copy() for name, p in params.items()}
-    opt = Adam(ours, **kwargs)
-    for g in grads:
-        opt.step(g)
+    ours, opt = _run_ours(lambda ps: Adam(ps, **kwargs), params, grads)
+    _assert_same_params(ours, expected)
     for name in SHAPES:
-        np.testing.assert_allclose(ours[name], expected[name], rtol=1e-12, atol=1e-12)
         tstate = topt.state[tensors[name]]
         for key in ("exp_avg", "exp_avg_sq"):
             np.testing.assert_allclose(opt.state[name][key], tstate[key].numpy(), rtol=1e-12, atol=1e-15)
@@ -90,13 +100,8 @@ def test_sgd_matches_torch_when_lr_changes_between_steps(torch, rng):
     lrs = [0.1 * 0.7**i for i in range(10)]
     kwargs = dict(lr=0.1, momentum=0.9, weight_decay=1e-3)
     expected, *_ = _run_torch(torch, lambda ps: torch.optim.SGD(ps, **kwargs), params, grads, lrs)
-    ours = {name: p.copy() for name, p in params.items()}
-    opt = SGD(ours, **kwargs)
-    for lr, g in zip(lrs, grads, strict=True):
-        opt.lr = lr
-        opt.step(g)
-    for name in SHAPES:
-        np.testing.assert_allclose(ours[name], expected[name], rtol=1e-12, atol=1e-12)
+    ours, _ = _run_ours(lambda ps: SGD(ps, **kwargs), params, grads, lrs)
+    _assert_same_params(ours, expected)
 
 
 def test_sgd_first_steps_by_hand():
