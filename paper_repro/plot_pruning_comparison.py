@@ -73,13 +73,13 @@ def plot(results: str | Path, out: str | Path) -> Path:
     right.set_xlabel("conv weights: dense / compact GEMM (×)")
     right.set_title("filter + shape (conv layers)")
 
-    for ax, tolerance in ((left, 1.0), (right, 1.5)):
+    for ax, tolerance, where in ((left, 1.0, "lower left"), (right, 1.5, "center left")):
         ax.axhline(dense, color="black", linestyle="--", linewidth=1, label=f"dense {dense:.2f}%")
         ax.axhline(dense - tolerance, color="gray", linestyle=":", linewidth=1,
-                   label=f"dense − {tolerance:g} points")
+                   label=f"dense − {tolerance:g} point{'' if tolerance == 1 else 's'}")
         ax.set_ylabel("test accuracy (%)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="best")
+        ax.legend(fontsize=8, loc=where)
     budget = data["budget_epochs"]
     fig.suptitle(f"LeNet-5 on Fashion-MNIST: ADMM vs magnitude pruning, {budget} epochs each after the "
                  f"same dense model" + (" (SMOKE run)" if data.get("smoke") else ""), fontsize=11)

@@ -350,10 +350,18 @@ def markdown(result: dict) -> str:
     for t in result["targets"]:
         status = {True: "**met**", False: "**not met**", None: "not measured"}[t["met"]]
         lines.append(f"- {t['target']}: {status} — {t['evidence']}")
+    runs = result["runs"]
+    if "admm_fs" in runs and "mag_fs" in runs:  # not a target, but the comparison a reader looks for
+        admm, mag = (100 * runs[k]["accuracy"]["final"] for k in ("admm_fs", "mag_fs"))
+        verdict = "ADMM ahead" if admm > mag else "magnitude pruning ahead: ADMM is not better here"
+        lines.append(f"- (not a target) filter+shape, same groups and budget: ADMM {admm:.2f}% vs structured "
+                     f"magnitude {mag:.2f}% — {verdict}.")
     lines += ["", "Conv weights: 25,500 dense (conv1 500 + conv2 25,000). 'Compact GEMM' counts, per conv "
               "layer after unused-path removal, the filters (GEMM rows) times the shapes (GEMM columns) that "
               "keep any nonzero weight (ALGORITHMS.md §5). In the unstructured runs this only drops the "
-              "rows and columns that happen to be empty; their sparsity is in the nonzero count. "
+              "rows and columns that happen to be empty; their sparsity is in the nonzero count. The compact "
+              "GEMM can hold fewer weights than the nonzero count: conv2 weights that read a dead conv1 "
+              "channel (a constant map) are folded into conv2's bias by the unused-path removal. "
               "Nonzero weights: of the 430,500 conv and linear weights (biases not counted). "
               "Wall time: two runs shared two cores with other jobs on the machine, so times are "
               "contention-dominated. The targets are judged on the seed-0 runs; the seed-1 rows show how "
