@@ -13,6 +13,9 @@ filter + shape (conv)    6 ADMM + 6 retrain                                   on
                                                                               12 retrain
 =======================  ===================================================  ===============================
 
+The 95% ADMM / iterative-magnitude pair is repeated with a second seed (the seed drives the shuffling
+only), to show how much a result moves from seed to seed.
+
 Both methods prune each layer to the same per-layer rates (``paper_repro/configs/cmp_*.toml``); the overall
 share of pruned weights is computed from those rates before anything runs and printed. The progressive
 ADMM runs and the iterative magnitude runs go through the **same intermediate per-layer targets**
@@ -32,7 +35,7 @@ targets, met or not, as measured) and draws ``figures/pruning_comparison.png``
 
 Usage::
 
-    python paper_repro/run_pruning_comparison.py --jobs 2          # everything (about 40-60 min, 2 cores)
+    python paper_repro/run_pruning_comparison.py --jobs 2          # everything (about 40 min on 2 cores)
     python paper_repro/run_pruning_comparison.py --smoke           # 1,000 images, 1 epoch per phase (< 2 min)
     python paper_repro/run_pruning_comparison.py --only admm95 mag_iter95
     python paper_repro/run_pruning_comparison.py --collect-only    # tables and figure from finished runs
