@@ -24,6 +24,7 @@ from pathlib import Path
 from refimpl.cli import main as refimpl_main
 
 HERE = Path(__file__).resolve().parent
+SMOKE_MIN_ACCURACY = 0.6
 # One thread per pool: fastest for LeNet-5 on 2 cores and immune to other jobs (see refimpl.threads). The
 # recorded result was run with the same limit set through NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1.
 RECIPE = ["--threads", "1", "--model", "lenet5", "--dataset", "fashion-mnist", "--batch-size", "64",
@@ -52,6 +53,10 @@ def run(argv: list[str] | None = None) -> dict:
         sys.exit(code)
     results = json.loads((Path(args.out) / "results.json").read_text())
     results["command"] = "refimpl " + " ".join(command)
+    if args.smoke and results["test_accuracy"] < SMOKE_MIN_ACCURACY:
+        # One epoch on 2,000 images reaches about 0.71 (chance is 0.10): far below means a broken trainer.
+        sys.exit(f"smoke run reached only {results['test_accuracy']:.4f} test accuracy "
+                 f"(expected >= {SMOKE_MIN_ACCURACY})")
     if not args.smoke:
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / "lenet5_fashion_dense.json").write_text(json.dumps(results, indent=2) + "\n")
