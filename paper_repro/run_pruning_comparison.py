@@ -20,10 +20,8 @@ Both methods prune each layer to the same per-layer rates (``paper_repro/configs
 share of pruned weights is computed from those rates before anything runs and printed. The progressive
 ADMM runs and the iterative magnitude runs go through the **same intermediate per-layer targets**
 (:func:`refimpl.prune.magnitude.iterative_targets`, geometric: :math:`1 - s_1 = \sqrt{1 - s}`), taken from
-``magnitude.rounds`` / ``magnitude.schedule`` of the config. The pipeline's own ``admm.targets`` replaces
-every layer's sparsity by one number, so per-layer progressive steps are planned here
-(:func:`progressive_admm_plan`), phase for phase what :func:`refimpl.pipeline.plan_phases` plans for
-``magnitude_iterative``, with ADMM phases added.
+``admm.steps`` (ADMM) and ``magnitude.rounds`` (iterative magnitude), both spaced by
+``magnitude.schedule``: :func:`refimpl.pipeline.plan_phases` plans the same per-layer steps for both.
 
 Each experiment is one ``refimpl.pipeline.run_experiment`` run in ``runs/cmp/<key>`` (``runs/`` is
 git-ignored), single-threaded (``threads = 1``), ``--jobs`` of them at a time in subprocesses. Interrupted
@@ -47,7 +45,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import json
 import shutil
 import subprocess
@@ -56,7 +53,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 
@@ -151,35 +147,6 @@ def planned_sparsity(config) -> dict[str, float]:
     return out
 
 
-# --- the per-layer progressive ADMM plan ---------------------------------------------------------------
-
-def progressive_admm_plan(config, constraints: list, *, base_plan=None) -> list:
-    """Phases of a progressive ADMM run with per-layer steps: pretrain, (admm, prune, retrain) × k, compact.
-
-    Step ``k`` prunes every constraint to ``iterative_targets(c.sparsity, rounds, schedule)[k]``, exactly
-    the targets :func:`refimpl.pipeline.plan_phases` gives the rounds of ``magnitude_iterative``, so the
-    ADMM runs and their iterative magnitude twins cut through the same intermediate per-layer sparsities.
-    Each step has ``admm.epochs`` of ADMM and ``retrain.epochs`` of masked retraining. Any other config is
-    planned by ``base_plan`` (default :func:`refimpl.pipeline.plan_phases`), whose phases also give the
-    pretrain and compact phases here.
-    """
-    from refimpl import pipeline
-    from refimpl.prune.magnitude import iterative_targets
-
-    phases = (base_plan or pipeline.plan_phases)(config, constraints)
-    rounds, schedule = config.magnitude.rounds, config.magnitude.schedule
-    if config.method != "admm" or config.admm.targets is not None or rounds == 1:
-        return phases
-    per = [iterative_targets(c.sparsity, rounds, schedule) for c in constraints]
-    planned = [phases[0]]  # pretrain (here: loading the dense weights)
-    for k in range(rounds):
-        step = tuple(c.with_sparsity(t[k]) for c, t in zip(constraints, per, strict=True))
-        planned += [pipeline.Phase(f"admm_{k + 1}", "admm", config.admm.epochs, step),
-                    pipeline.Phase(f"prune_{k + 1}", "prune", 0, step),
-                    pipeline.Phase(f"retrain_{k + 1}", "retrain", config.retrain.epochs)]
-    return planned + [p for p in phases if p.kind in ("purify", "purify_retrain", "compact")]
-
-
 def run_one(exp: Experiment, out_root: Path, smoke: bool) -> None:
     """Run (or resume) one experiment in ``out_root/<key>`` in this process."""
     from refimpl import pipeline
@@ -187,10 +154,7 @@ def run_one(exp: Experiment, out_root: Path, smoke: bool) -> None:
     config = load_experiment_config(exp, smoke)
     out = out_root / exp.key
     resume = (out / "config.json").is_file()
-    # run_experiment looks plan_phases up in its module at call time; this process runs one experiment.
-    plan = functools.partial(progressive_admm_plan, base_plan=pipeline.plan_phases)
-    with mock.patch.object(pipeline, "plan_phases", plan):
-        pipeline.run_experiment(config, out, resume=resume, progress=False)
+    pipeline.run_experiment(config, out, resume=resume, progress=False)
 
 
 # --- collecting the numbers ----------------------------------------------------------------------------

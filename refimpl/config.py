@@ -153,6 +153,9 @@ class AdmmConfig(TrainConfig):
     epochs: int = 10                    # ADMM epochs per pruning step
     constraints: list = field(default_factory=list)  # [[admm.constraints]] tables (module docstring)
     targets: list | None = None         # progressive steps, e.g. [0.5, 0.75, 0.9] (replace each sparsity)
+    steps: int = 1                      # method admm: progressive steps towards each constraint's own
+                                        # sparsity (per-layer intermediate targets spaced by
+                                        # magnitude.schedule, the same as magnitude_iterative's rounds)
     rho: float = 1e-3                   # initial penalty rho_0
     rho_growth: float = 1.3             # rho *= rho_growth after every Z/U update (1 = constant rho)
     rho_max: float = 1.0                # cap of rho
@@ -510,6 +513,11 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
             fail("admm.targets", f"every target must lie in [0, 1], got {a.targets}")
         if any(b <= a_ for a_, b in zip(a.targets, a.targets[1:], strict=False)):
             fail("admm.targets", f"must be strictly increasing, got {a.targets}")
+    if not _type_ok(a.steps, int) or a.steps < 1:
+        fail("admm.steps", f"must be an integer >= 1, got {a.steps!r}")
+    if a.steps > 1 and a.targets is not None:
+        fail("admm.steps", "give either admm.targets (one sparsity per step for every layer) or "
+                           "admm.steps (per-layer intermediate targets), not both")
     if config.magnitude.rounds < 1:
         fail("magnitude.rounds", f"must be >= 1, got {config.magnitude.rounds}")
     if config.magnitude.schedule not in ("geometric", "linear"):

@@ -166,6 +166,14 @@ class Phase:
     constraints: tuple = field(default=(), compare=False)
 
 
+def _intermediate_steps(constraints: list, count: int, schedule: str) -> list[list]:
+    """Constraint lists of ``count`` steps whose last step is ``constraints`` (per-layer spacing)."""
+    from refimpl.prune.magnitude import iterative_targets
+
+    per = [iterative_targets(c.sparsity, count, schedule) for c in constraints]
+    return [[c.with_sparsity(t[k]) for c, t in zip(constraints, per, strict=True)] for k in range(count)]
+
+
 def plan_phases(config: ExperimentConfig, constraints: list) -> list[Phase]:
     """Return the phases :func:`run_experiment` runs for ``config``, in order.
 
@@ -175,7 +183,7 @@ def plan_phases(config: ExperimentConfig, constraints: list) -> list[Phase]:
     constraints : list of Constraint
         The expanded constraints (:func:`refimpl.config.expand_constraints`); the final targets.
     """
-    from refimpl.prune.magnitude import iterative_targets, split_budget
+    from refimpl.prune.magnitude import split_budget
     from refimpl.prune.progressive import stage_constraints
 
     phases = [Phase("pretrain", "pretrain", config.pretrain.epochs)]
@@ -184,12 +192,15 @@ def plan_phases(config: ExperimentConfig, constraints: list) -> list[Phase]:
     if config.admm.targets is not None:
         steps = stage_constraints(constraints, config.admm.targets)
         retrain_epochs = [config.retrain.epochs] * len(steps)
+    elif config.method == "admm" and config.admm.steps > 1:
+        # Progressive ADMM with per-layer targets: the same intermediate sparsities as the rounds of
+        # magnitude_iterative, so an ADMM run and its iterative-magnitude twin cut through the same mask
+        # sizes; every step gets admm.epochs of ADMM and retrain.epochs of masked retraining.
+        steps = _intermediate_steps(constraints, config.admm.steps, config.magnitude.schedule)
+        retrain_epochs = [config.retrain.epochs] * len(steps)
     elif config.method == "magnitude_iterative" and config.magnitude.rounds > 1:
-        rounds = config.magnitude.rounds
-        per = [iterative_targets(c.sparsity, rounds, config.magnitude.schedule) for c in constraints]
-        steps = [[c.with_sparsity(t[r]) for c, t in zip(constraints, per, strict=True)]
-                 for r in range(rounds)]
-        retrain_epochs = split_budget(config.retrain.epochs, rounds)  # the same total budget as one-shot
+        steps = _intermediate_steps(constraints, config.magnitude.rounds, config.magnitude.schedule)
+        retrain_epochs = split_budget(config.retrain.epochs, config.magnitude.rounds)  # one-shot's budget
     else:
         steps, retrain_epochs = [list(constraints)], [config.retrain.epochs]
     for k, (step, epochs) in enumerate(zip(steps, retrain_epochs, strict=True), start=1):

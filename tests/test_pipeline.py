@@ -193,3 +193,29 @@ def test_progressive_run_keeps_earlier_masks(tmp_path):
     for name in first:
         assert not np.any(second[name] & ~first[name])  # nested: pruned once, pruned for good
         assert second[name].sum() < first[name].sum()
+
+
+def test_admm_steps_share_the_per_layer_targets_of_iterative_magnitude():
+    """``admm.steps = k`` plans k ADMM steps through the intermediate sparsities of magnitude's k rounds."""
+    model = lenet5(num_classes=4, input_size=8)
+    admm = tiny_config(**{"method": "admm", "admm.steps": 3, "retrain.epochs": 2})
+    magnitude = tiny_config(**{"method": "magnitude_iterative", "magnitude.rounds": 3})
+    admm_plan = plan_phases(admm, expand_constraints(admm.admm.constraints, model))
+    magnitude_plan = plan_phases(magnitude, expand_constraints(magnitude.admm.constraints, model))
+    assert [p.name for p in admm_plan] == ["pretrain", "admm_1", "prune_1", "retrain_1", "admm_2", "prune_2",
+                                           "retrain_2", "admm_3", "prune_3", "retrain_3", "compact"]
+    assert [p.epochs for p in admm_plan if p.kind == "retrain"] == [2, 2, 2]
+    admm_targets = [[c.sparsity for c in p.constraints] for p in admm_plan if p.kind == "admm"]
+    magnitude_targets = [[c.sparsity for c in p.constraints] for p in magnitude_plan if p.kind == "prune"]
+    assert admm_targets == magnitude_targets
+    assert admm_targets[-1] == [c.sparsity for c in expand_constraints(admm.admm.constraints, model)]
+    assert all(a < b for a, b in zip(admm_targets[0], admm_targets[1], strict=True))
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ({"admm.steps": 0}, "admm.steps"),
+    ({"admm.steps": 2, "admm.targets": [0.25, 0.5]}, "admm.steps"),
+])
+def test_admm_steps_validation(extra, match):
+    with pytest.raises(ValueError, match=match):
+        tiny_config(**extra)
