@@ -22,8 +22,10 @@ threading layer (its workers sleep instead of spinning) and a short OpenBLAS spi
 ``OPENBLAS_THREAD_TIMEOUT`` (:func:`refimpl.threads.configure_defaults`). Both are set before NumPy and
 numba load; PyTorch's own pool is untouched.
 
-The first convolution does not compute the gradient with respect to the input images (``input_grad =
-False``), exactly as PyTorch skips it for an input that does not require a gradient.
+The first convolution does not compute the gradient with respect to the input images, exactly as
+PyTorch skips it for an input that does not require a gradient; refimpl's :class:`~refimpl.train.Trainer`
+does the same during ``fit``, and the script uses the Trainer's own switch
+(:func:`refimpl.train.trainer.input_gradient_skipped`), so it times what a user of the Trainer gets.
 
 Also reported: dense inference throughput on the 10,000 test images (forward only, batches of
 ``--eval-batch``), test accuracy after the epoch for both frameworks (a check that both trained the same
@@ -61,6 +63,7 @@ from refimpl.data import load_dataset  # noqa: E402
 from refimpl.models import lenet5, set_engine  # noqa: E402
 from refimpl.nn.loss import softmax_cross_entropy  # noqa: E402
 from refimpl.train.optim import SGD  # noqa: E402
+from refimpl.train.trainer import input_gradient_skipped  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "bench_training.json"
 
@@ -68,10 +71,9 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_training.json"
 # --- the two networks ---------------------------------------------------------------------------------
 
 def build_refimpl(seed: int, engine: str):
-    """LeNet-5 from refimpl, float32; the first conv skips dL/dx (nothing upstream needs it)."""
+    """LeNet-5 from refimpl, float32, with the kernels of ``engine``."""
     model = lenet5(rng=np.random.default_rng(seed), dtype=np.float32)
     set_engine(model, engine)
-    model["conv1"].input_grad = False
     return model
 
 
@@ -216,14 +218,17 @@ def main(argv: list[str] | None = None) -> dict:
     theirs = build_torch(torch, ours.state_dict())
 
     # warm-up on throw-away copies: numba compilation (or cache loading), PyTorch's kernel choice
-    warm = {"refimpl": refimpl_trainer(copy.deepcopy(ours), args.lr, args.momentum),
+    warm_model = copy.deepcopy(ours)
+    warm = {"refimpl": refimpl_trainer(warm_model, args.lr, args.momentum),
             "pytorch": torch_trainer(torch, copy.deepcopy(theirs), args.lr, args.momentum)}
-    train_epoch_interleaved(warm, x_train, y_train, batches[:3], chunk=3)
+    with input_gradient_skipped(warm_model):
+        train_epoch_interleaved(warm, x_train, y_train, batches[:3], chunk=3)
 
     load_before = os.getloadavg()
     steps = {"refimpl": refimpl_trainer(ours, args.lr, args.momentum),
              "pytorch": torch_trainer(torch, theirs, args.lr, args.momentum)}
-    times, losses = train_epoch_interleaved(steps, x_train, y_train, batches, args.chunk)
+    with input_gradient_skipped(ours):  # as Trainer.fit does
+        times, losses = train_epoch_interleaved(steps, x_train, y_train, batches, args.chunk)
 
     # dense inference on the test set, forward only; twice each (interleaved) and keep the faster run
     ours.eval()
@@ -243,7 +248,8 @@ def main(argv: list[str] | None = None) -> dict:
     if args.profile:
         ours.train()
         sgd = SGD(ours.parameters(), lr=0.0)  # lr 0: timing the update without moving the trained weights
-        profile = profile_layers(ours, sgd.step, x_train, y_train, batches, repeats=min(50, len(batches)))
+        with input_gradient_skipped(ours):
+            profile = profile_layers(ours, sgd.step, x_train, y_train, batches, repeats=min(50, len(batches)))
 
     result = {
         "setting": {

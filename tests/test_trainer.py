@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 
 from refimpl.nn.activation import ReLU
 from refimpl.nn.batchnorm import BatchNorm2d
+from refimpl.nn.conv import Conv2d
 from refimpl.nn.dropout import Dropout
 from refimpl.nn.flatten import Flatten
 from refimpl.nn.linear import Linear
@@ -16,7 +19,7 @@ from refimpl.train.checkpoint import load_checkpoint
 from refimpl.train.log import read_records
 from refimpl.train.optim import SGD, Adam
 from refimpl.train.schedules import StepLR
-from refimpl.train.trainer import Hook, Trainer, evaluate
+from refimpl.train.trainer import Hook, Trainer, evaluate, first_layer, input_gradient_skipped
 
 N_FEATURES, N_CLASSES = 4, 3
 
@@ -373,6 +376,80 @@ def test_resume_rejects_a_different_setup(tmp_path):
         make_trainer(None, epochs=2).fit(resume=True)
     with pytest.raises(FileNotFoundError, match="no checkpoint"):
         make_trainer(tmp_path / "empty", epochs=2).resume()
+
+
+# --- the first layer's input gradient --------------------------------------------------------------------
+def make_conv_model(seed=0):
+    rng = np.random.default_rng(seed)
+    return Sequential([("conv", Conv2d(1, 2, 3, rng=rng, dtype=np.float64)), ("relu", ReLU()),
+                       ("flat", Flatten()), ("fc", Linear(2 * 3 * 3, N_CLASSES, rng=rng, dtype=np.float64))])
+
+
+def conv_blobs(n=30):
+    x, y = blobs(n)
+    images = np.repeat(x, 7, axis=1)[:, :25].reshape(n, 1, 5, 5)  # any images whose labels x decides
+    return images, y
+
+
+class RecordInputGrad(Hook):
+    def __init__(self, layer):
+        self.layer, self.seen = layer, []
+
+    def after_backward(self, trainer):
+        self.seen.append(self.layer.input_grad)
+
+
+def test_first_layer_descends_nested_sequentials():
+    conv = Conv2d(1, 1, 1)
+    inner = Sequential([("conv", conv), ("relu", ReLU())])
+    assert first_layer(Sequential([("block", inner), ("flat", Flatten())])) is conv
+    assert first_layer(conv) is conv
+    empty = Sequential([])
+    assert first_layer(empty) is empty
+
+
+def test_fit_skips_the_first_layers_input_gradient_and_restores_it():
+    model = make_conv_model()
+    recorder = RecordInputGrad(model["conv"])
+    trainer = Trainer(model, SGD(model.parameters(), lr=0.1, momentum=0.9), conv_blobs(), batch_size=8,
+                      epochs=2, hooks=[recorder], loss_fn=softmax_cross_entropy, progress=False)
+    trainer.fit()
+    assert recorder.seen == [False] * 8  # 4 batches x 2 epochs, all without dL/dx
+    assert model["conv"].input_grad is True
+    # direct backward calls (gradient checks w.r.t. the input) still get dL/dx
+    x, _ = conv_blobs(4)
+    model.forward(x)
+    assert model.backward(np.ones((4, N_CLASSES))).shape == x.shape
+
+
+def test_skipping_the_input_gradient_changes_no_parameter_gradient():
+    x, y = conv_blobs(8)
+    grads = []
+    for skip in (False, True):
+        model = make_conv_model()
+        with input_gradient_skipped(model) if skip else contextlib.nullcontext():
+            _, dlogits = softmax_cross_entropy(model.forward(x), y)
+            dx = model.backward(dlogits)
+        assert (dx is None) == skip
+        grads.append(model.gradients())
+    for name, g in grads[0].items():
+        np.testing.assert_array_equal(grads[1][name], g, err_msg=name)
+
+
+def test_input_gradient_skipped_restores_on_error_and_ignores_other_layers():
+    model = make_conv_model()
+    model["conv"].input_grad = False  # a user's own setting survives
+    with input_gradient_skipped(model) as layer:
+        assert layer is model["conv"]
+    assert model["conv"].input_grad is False
+    model["conv"].input_grad = True
+    with pytest.raises(RuntimeError, match="boom"), input_gradient_skipped(model):
+        raise RuntimeError("boom")
+    assert model["conv"].input_grad is True
+    linear_first = make_model()
+    with input_gradient_skipped(linear_first) as layer:
+        assert layer is None
+    assert not hasattr(linear_first["fc1"], "input_grad")
 
 
 # --- argument checks -----------------------------------------------------------------------------------

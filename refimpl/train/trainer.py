@@ -4,7 +4,7 @@ One optimizer step, in order (the hooks are where pruning plugs in; the trainer 
 
     logits = model.forward(x_batch)                 # train mode; dropout draws from trainer.model_rng
     loss, dlogits = loss_fn(logits, y_batch)
-    model.backward(dlogits)                         # overwrites trainer.grads
+    model.backward(dlogits)                         # overwrites trainer.grads (the first layer skips dL/dx)
     hook.after_backward(trainer)                    # e.g. ADMM adds rho (W - Z + U); masks zero gradients
     optimizer.step(grads)                           # updates trainer.params in place
     trainer.step += 1
@@ -25,21 +25,22 @@ it with momentum SGD, dropout, BatchNorm and a stateful ADMM-like hook).
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
 
 from refimpl._validation import as_float_array, check_ndim, check_positive_int
-from refimpl.nn.module import Module
+from refimpl.nn.module import Module, Sequential
 from refimpl.train.checkpoint import CHECKPOINT_NAME, latest_checkpoint, load_checkpoint, save_checkpoint
 from refimpl.train.log import append_record, filter_records, to_jsonable
 from refimpl.train.optim import Optimizer
 from refimpl.train.schedules import Schedule
 
-__all__ = ["LOG_NAME", "Hook", "Trainer", "evaluate"]
+__all__ = ["LOG_NAME", "Hook", "Trainer", "evaluate", "first_layer", "input_gradient_skipped"]
 
 #: file name of the JSON-lines metrics log in ``out_dir``
 LOG_NAME = "log.jsonl"
@@ -84,6 +85,42 @@ def _default_loss() -> LossFn:
     from refimpl.nn.loss import softmax_cross_entropy
 
     return softmax_cross_entropy
+
+
+def first_layer(model: Module) -> Module:
+    """Return the module that reads the network's input (the first children of nested Sequentials).
+
+    For ``lenet5()`` this is ``conv1``; for a model that is not a ``Sequential`` it is the model itself.
+    An empty ``Sequential`` is returned as it is.
+    """
+    while isinstance(model, Sequential) and len(model) > 0:
+        model = model[0]
+    return model
+
+
+@contextlib.contextmanager
+def input_gradient_skipped(model: Module) -> Iterator[Module | None]:
+    r"""Within the block, the network's first layer does not compute :math:`\partial L/\partial x`.
+
+    Training needs the gradients of the parameters only; the gradient with respect to the input images is
+    thrown away. For a first convolution it costs a GEMM and a col2im, about a tenth of a LeNet-5 training
+    step, and PyTorch skips it too (the input does not require a gradient). Only a layer with an
+    ``input_grad`` attribute (:class:`refimpl.nn.conv.Conv2d`) can skip it; for any other first layer
+    this does nothing. The previous setting comes back on exit, so ``model.backward`` called directly
+    (e.g. a gradient check with respect to the input) is unaffected outside the block.
+
+    Yields the layer that was switched off, or ``None``. ``model.backward`` returns ``None`` inside.
+    """
+    layer = first_layer(model)
+    if not hasattr(layer, "input_grad"):
+        yield None
+        return
+    previous = layer.input_grad
+    layer.input_grad = False
+    try:
+        yield layer
+    finally:
+        layer.input_grad = previous
 
 
 def _check_dataset(data, name: str) -> tuple[np.ndarray, np.ndarray]:
@@ -316,8 +353,10 @@ class Trainer:
             # Forget records of epochs that will be (re)run: a fresh run starts a fresh log, and a resumed
             # one drops what an interrupted epoch had logged after its checkpoint.
             filter_records(self.log_path, lambda r: r.get("epoch", -1) < self.epoch)
-        for epoch in range(self.epoch, self.epochs):
-            self._run_epoch(epoch)
+        # The input gradient of the first layer is never used here (see input_gradient_skipped).
+        with input_gradient_skipped(self.model):
+            for epoch in range(self.epoch, self.epochs):
+                self._run_epoch(epoch)
         return self.history
 
     def _run_epoch(self, epoch: int) -> None:
