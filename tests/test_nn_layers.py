@@ -33,11 +33,39 @@ def _away_from_zero(rng, shape, margin=1e-3):
 
 # --- ReLU ------------------------------------------------------------------------------------------------
 
-def test_relu_values_and_subgradient_at_zero():
+def test_relu_values_and_subgradient_at_zero(engine):
     x = np.array([[-2.0, 0.0, 3.0]])
     out, cache = relu_forward(x)
     np.testing.assert_array_equal(out, [[0.0, 0.0, 3.0]])
-    np.testing.assert_array_equal(relu_backward(np.array([[5.0, 5.0, 5.0]]), cache), [[0.0, 0.0, 5.0]])
+    np.testing.assert_array_equal(relu_backward(np.array([[5.0, 5.0, 5.0]]), cache, engine=engine),
+                                  [[0.0, 0.0, 5.0]])
+
+
+def test_relu_backward_is_a_select_not_a_product(engine):
+    # behind a closed gate the derivative is 0, whatever arrives (dout * mask would give NaN here)
+    _, cache = relu_forward(np.array([-1.0, -2.0, -3.0, 0.0, 4.0, 5.0]))
+    dout = np.array([np.nan, np.inf, -np.inf, np.nan, np.nan, -7.0])
+    dx = relu_backward(dout, cache, engine=engine)
+    np.testing.assert_array_equal(dx, [0.0, 0.0, 0.0, 0.0, np.nan, -7.0])
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_backward_engines_agree(rng, dtype):
+    x = rng.standard_normal((5, 3, 7, 6)).astype(dtype)
+    dout = rng.standard_normal((6, 7, 3, 5)).astype(dtype).T  # non-contiguous upstream gradient
+    _, cache = relu_forward(x)
+    fast = relu_backward(dout, cache, engine="numba")
+    assert fast.dtype == dtype and fast.shape == x.shape
+    np.testing.assert_array_equal(fast, relu_backward(dout, cache, engine="numpy"))
+    np.testing.assert_array_equal(fast, np.where(x > 0, dout, 0))
+
+
+def test_relu_backward_bad_arguments(rng):
+    _, cache = relu_forward(rng.standard_normal((2, 3)))
+    with pytest.raises(ValueError, match="dout must have the forward input's shape"):
+        relu_backward(np.ones((3, 2)), cache)
+    with pytest.raises(ValueError, match="engine"):
+        relu_backward(np.ones((2, 3)), cache, engine="torch")
 
 
 def test_relu_naive_matches_fast(rng):
@@ -46,15 +74,16 @@ def test_relu_naive_matches_fast(rng):
     np.testing.assert_array_equal(relu_naive(np.array([-1.0, 2.0])), [0.0, 2.0])
 
 
-def test_relu_gradcheck(rng):
+def test_relu_gradcheck(rng, engine):
     x = _away_from_zero(rng, (2, 3, 4, 4))
     g = rng.standard_normal(x.shape)
-    dx = relu_backward(g, relu_forward(x)[1])
+    dx = relu_backward(g, relu_forward(x)[1], engine=engine)
     check_gradient(lambda: float(np.sum(relu_forward(x)[0] * g)), x, dx, rtol=TOL)
 
 
-def test_relu_module_keeps_dtype_and_needs_forward(rng):
-    layer = ReLU()
+def test_relu_module_keeps_dtype_and_needs_forward(rng, engine):
+    layer = set_engine(ReLU(), engine)
+    assert layer.engine == engine
     with pytest.raises(RuntimeError, match="before forward"):
         layer.backward(np.ones(3))
     x = rng.standard_normal((4, 5)).astype(np.float32)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from refimpl.nn._kernels import check_engine, relu_backward_kernel
 from refimpl.nn.module import Module
 
 __all__ = ["ReLU", "relu_backward", "relu_forward", "relu_naive"]
@@ -29,15 +30,34 @@ def relu_forward(x: np.ndarray):
     return np.maximum(x, x.dtype.type(0)), x > 0
 
 
-def relu_backward(dout: np.ndarray, cache) -> np.ndarray:
+def relu_backward(dout: np.ndarray, cache, *, engine: str = "numba") -> np.ndarray:
     r"""Gradient of :func:`relu_forward`.
 
     .. math:: \frac{\partial L}{\partial x} = \frac{\partial L}{\partial y} \cdot [x > 0]
 
-    The derivative at exactly ``x = 0`` is taken as 0 (the subgradient PyTorch uses too).
+    The derivative at exactly ``x = 0`` is taken as 0 (the subgradient PyTorch uses too). Computed as a
+    select (``dout`` where the mask holds, 0 elsewhere), so a NaN or infinite ``dout`` behind a closed
+    gate gives 0, as in PyTorch.
+
+    Parameters
+    ----------
+    dout : ndarray, shape of ``x``
+    cache : ndarray of bool
+        From :func:`relu_forward`.
+    engine : {"numba", "numpy"}
+        ``"numpy"`` is ``np.where``; the numba kernel gives the same array, much faster on large
+        inputs (see :func:`refimpl.nn._kernels.relu_backward_kernel`).
+
+    Returns
+    -------
+    dx : ndarray, shape and dtype of ``dout``
     """
     mask = cache
-    return np.where(mask, dout, np.zeros((), dtype=dout.dtype))
+    engine = check_engine(engine)
+    dout = np.asarray(dout)
+    if dout.shape != mask.shape:
+        raise ValueError(f"dout must have the forward input's shape {mask.shape}, got {dout.shape}")
+    return relu_backward_kernel(dout, mask, engine)
 
 
 def relu_naive(x: np.ndarray) -> np.ndarray:
@@ -50,10 +70,14 @@ def relu_naive(x: np.ndarray) -> np.ndarray:
 
 
 class ReLU(Module):
-    """Parameter-free rectifier layer (keeps the ``x > 0`` mask between forward and backward)."""
+    """Parameter-free rectifier layer (keeps the ``x > 0`` mask between forward and backward).
+
+    Attribute ``engine`` (``"numba"`` or ``"numpy"``) selects the backward kernel.
+    """
 
     def __init__(self) -> None:
         super().__init__()
+        self.engine = "numba"
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -65,4 +89,4 @@ class ReLU(Module):
         """Pass the gradient where the input was positive, 0 elsewhere."""
         if self._cache is None:
             raise RuntimeError("ReLU.backward called before forward")
-        return relu_backward(dout, self._cache)
+        return relu_backward(dout, self._cache, engine=self.engine)
