@@ -124,6 +124,26 @@ def test_maxpool_nan_and_inf(window, expected_k, engine):
     assert dx[0, 0, expected_k // 2, expected_k % 2] == 1.0 and dx[0, 0, :, :2].sum() == 1.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("shape", [(3, 4, 8, 6), (2, 3, 5, 7)], ids=["even", "odd-border"])
+def test_maxpool_2x2_special_case_matches_general_kernel(shape, dtype, rng):
+    from refimpl.nn._kernels import _maxpool_forward_numba, maxpool2d_forward_kernel
+
+    # post-ReLU-like data full of ties (exact zeros, repeated values), plus NaN and infinities
+    x = np.maximum(np.round(rng.standard_normal(shape), 1), 0).astype(dtype)
+    x.flat[rng.choice(x.size, 6, replace=False)] = [np.nan, np.nan, np.inf, -np.inf, np.inf, np.nan]
+    oh, ow = shape[2] // 2, shape[3] // 2
+    out_general = np.empty((*shape[:2], oh, ow), dtype=dtype)
+    argmax_general = np.empty(out_general.shape, dtype=np.int32)
+    with np.errstate(invalid="ignore"):
+        _maxpool_forward_numba(x, 2, 2, 2, 2, out_general, argmax_general)
+    for engine in ("numba", "numpy"):  # numba takes the 2x2 kernel, numpy its general twin
+        out, argmax = maxpool2d_forward_kernel(x, 2, 2, 2, 2, engine)
+        np.testing.assert_array_equal(out, out_general)
+        np.testing.assert_array_equal(argmax, argmax_general)
+    np.testing.assert_array_equal(out_general, maxpool2d_naive(x, 2))
+
+
 @pytest.mark.torch
 def test_maxpool_nan_matches_torch(engine, torch):
     x = np.array([1.0, np.nan, 7.0, np.nan, 3.0, 2.0, np.nan, 0.0]).reshape(1, 1, 2, 4)

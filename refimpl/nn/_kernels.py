@@ -332,7 +332,12 @@ def maxpool2d_forward_kernel(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, 
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
     argmax = np.empty((n, c, oh, ow), dtype=np.int32)
-    kernel = _maxpool_forward_numba if engine == "numba" else _maxpool_forward_numpy
+    if engine == "numpy":
+        kernel = _maxpool_forward_numpy
+    elif (kh, kw, sh, sw) == (2, 2, 2, 2):
+        kernel = _maxpool2x2_forward_numba  # LeNet's, VGG's pooling: a branch-free special case
+    else:
+        kernel = _maxpool_forward_numba
     with np.errstate(invalid="ignore"):  # inf - inf in the NaN detector, when run without the JIT
         kernel(np.ascontiguousarray(x), kh, kw, sh, sw, out, argmax)
     return out, argmax
@@ -387,6 +392,41 @@ def _maxpool_forward_numba(x, kh, kw, sh, sw, out, argmax):
                             if v != v:
                                 best = v
                                 best_k = i * kw + j
+                out[n, c, o_h, o_w] = best
+                argmax[n, c, o_h, o_w] = best_k
+
+
+@njit(cache=True, parallel=True)
+def _maxpool2x2_forward_numba(x, kh, kw, sh, sw, out, argmax):
+    """:func:`_maxpool_forward_numba` for 2×2 windows with stride 2, written without data-dependent branches.
+
+    Same results bit for bit (its twin is the same :func:`_maxpool_forward_numpy`; ``kh, kw, sh, sw`` are
+    2 and unused). Why: after a ReLU a quarter to half of the entries are exact zeros, so the general
+    kernel's ``if v > best`` is a coin toss for the branch predictor; here each comparison feeds a select.
+    Measured on LeNet-5's pool1 (64×20×24×24 float32, after ReLU): 0.7-1.3 ms general, 0.25 ms here.
+    """
+    n_batch, channels, oh, ow = out.shape
+    for task in prange(n_batch * channels):
+        n = task // channels
+        c = task - n * channels
+        for o_h in range(oh):
+            top = x[n, c, 2 * o_h]
+            bottom = x[n, c, 2 * o_h + 1]
+            for o_w in range(ow):
+                v0, v1 = top[2 * o_w], top[2 * o_w + 1]
+                v2, v3 = bottom[2 * o_w], bottom[2 * o_w + 1]
+                best, best_k = v0, 0
+                best_k = 1 if v1 > best else best_k  # strict '>': ties keep the earlier position
+                best = v1 if v1 > best else best
+                best_k = 2 if v2 > best else best_k
+                best = v2 if v2 > best else best
+                best_k = 3 if v3 > best else best_k
+                best = v3 if v3 > best else best
+                total = v0 + v0 + v1 + v2 + v3  # NaN iff a NaN (or +inf and -inf) is in the window
+                if total != total:  # rare: the last NaN wins, as in the general kernel
+                    for k, v in enumerate((v0, v1, v2, v3)):
+                        if v != v:
+                            best, best_k = v, k
                 out[n, c, o_h, o_w] = best
                 argmax[n, c, o_h, o_w] = best_k
 
