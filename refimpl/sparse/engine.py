@@ -48,7 +48,6 @@ per stored MAC. On other hardware rerun ``paper_repro/bench_inference.py`` or us
 from __future__ import annotations
 
 import copy
-import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -75,6 +74,7 @@ from refimpl.sparse.layers import (
     check_engine,
     make_operator,
 )
+from refimpl.timing import median_seconds
 
 __all__ = ["AUTO_MAC_COST", "InferenceModel", "LayerPlan", "compile", "fold_batchnorm"]
 
@@ -204,22 +204,12 @@ def _choose_by_rule(w2d: np.ndarray, block_shape) -> tuple[str, str]:
     return best, f"rule: est. time / dense = {parts}"
 
 
-def _median_seconds(fn, repeats: int = 3) -> float:
-    fn()  # warm-up: JIT compilation, first-touch page faults
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
-
-
 def _choose_by_measurement(make_layer, x: np.ndarray) -> tuple[str, str]:
     """Time the layer in each candidate format on ``x`` (median of 3 after a warm-up); fastest wins."""
     times = {}
     for fmt in AUTO_MAC_COST:
         layer = make_layer(fmt)
-        times[fmt] = _median_seconds(lambda layer=layer: layer.forward(x))
+        times[fmt] = median_seconds(lambda layer=layer: layer.forward(x))
     best = min(times, key=times.get)
     parts = ", ".join(f"{fmt} {1e3 * t:.3g} ms" for fmt, t in times.items())
     return best, f"measured on batch {x.shape[0]}: {parts}"
