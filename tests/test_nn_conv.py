@@ -104,6 +104,30 @@ def test_im2col_rows_subset(geometry, data):
         np.testing.assert_allclose(np.sum(back * x), np.sum(a * sub), rtol=1e-12, atol=1e-12)
 
 
+@given(conv_geometry(), st.data())
+def test_col2im_transposed_equals_col2im_of_the_transpose(geometry, data):
+    # the "rows last" layout the convolution backward uses: same additions in the same order, so the
+    # result must be bit-identical, in both engines, with and without a subset of rows (repeats allowed)
+    g = geometry
+    rng = np.random.default_rng(g["seed"])
+    x_shape = (g["n"], g["c"], g["h"], g["w"])
+    args = (g["kh"], g["kw"], g["stride"], g["padding"])
+    n_rows = g["c"] * g["kh"] * g["kw"]
+    rows = data.draw(st.none() | st.lists(st.integers(0, n_rows - 1), max_size=2 * n_rows))
+    rows = None if rows is None else np.array(rows, dtype=np.int64)
+    n_windows = im2col(np.zeros(x_shape), *args, engine="numpy").shape[1]
+    a = rng.standard_normal((n_rows if rows is None else rows.size, n_windows))
+    expected = col2im(a, x_shape, *args, rows=rows, engine="numpy")
+    for engine in ("numba", "numpy"):
+        got = col2im(np.ascontiguousarray(a.T), x_shape, *args, rows=rows, transposed=True, engine=engine)
+        np.testing.assert_array_equal(got, expected)
+
+
+def test_col2im_transposed_rejects_the_untransposed_shape():
+    with pytest.raises(ValueError, match=r"cols must have shape \(4, 9\).*transposed"):
+        col2im(np.ones((9, 4)), (1, 1, 4, 4), 3, 3, transposed=True)
+
+
 def test_im2col_float32_stays_float32(engine):
     x = np.ones((1, 2, 4, 4), dtype=np.float32)
     assert im2col(x, 3, 3, engine=engine).dtype == np.float32
@@ -232,6 +256,24 @@ def test_conv2d_float32_in_float32_out(engine, rng):
     assert dx.dtype == dw.dtype == db.dtype == np.float32
     np.testing.assert_allclose(out, conv2d_naive(x.astype(float), w.astype(float), b.astype(float), 1, 1),
                                rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("c, h, k", [(1, 9, 3), (4, 6, 3)], ids=["per-image (OH*OW >= R)", "one GEMM"])
+def test_conv2d_weight_gradient_both_groupings(c, h, k, engine, rng):
+    # _weight_gradient splits the sum over windows image by image when OH*OW >= C*KH*KW (conv1-like:
+    # 49 >= 9) and uses one product otherwise (16 < 36); both must equal the definition
+    from refimpl.nn.conv import _weight_gradient
+
+    x, w, b = _random_conv(rng, 3, c, h, h, 5, k, k, True)
+    out, cache = conv2d_forward(x, w, b, engine=engine)
+    assert (out.shape[2] * out.shape[3] >= c * k * k) == (c == 1)
+    g = rng.standard_normal(out.shape)
+    dx, dw, db = conv2d_backward(g, cache)
+    ndx, ndw, ndb = conv2d_backward_naive(g, x, w, b)
+    np.testing.assert_allclose(dw, ndw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(_weight_gradient(g, cache[5]).reshape(w.shape), ndw, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx, ndx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(db, ndb, rtol=1e-12, atol=1e-12)
 
 
 def test_conv2d_backward_without_input_grad(engine, rng):

@@ -247,7 +247,7 @@ def _im2col_numba(x_pad, rows, kh, kw, stride, oh, ow, cols4):
 # --- col2im (the adjoint of im2col) -------------------------------------------------------------------
 
 def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride: int = 1, padding: int = 0, *, rows=None,
-           engine: str = "numba") -> np.ndarray:
+           transposed: bool = False, engine: str = "numba") -> np.ndarray:
     r"""Scatter-add the columns of ``cols`` back onto an image batch: the adjoint of :func:`im2col`.
 
     .. math:: \langle \mathrm{col2im}(A), X \rangle = \langle A, \mathrm{im2col}(X) \rangle
@@ -258,11 +258,19 @@ def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride: int = 1, padding
 
     Parameters
     ----------
-    cols : ndarray, shape (R, N*OH*OW)
+    cols : ndarray, shape (R, N*OH*OW), or (N*OH*OW, R) when ``transposed``
     x_shape : tuple of 4 ints
         ``(N, C, H, W)``, the shape of the image batch ``im2col`` was applied to.
     kh, kw, stride, padding, rows, engine
         As for :func:`im2col` (``rows`` lists which GEMM row each row of ``cols`` is).
+    transposed : bool, default False
+        ``cols`` is given as its transpose ("rows last": one row per window ``(n, o_h, o_w)``), i.e.
+        ``col2im(A.T, ..., transposed=True) == col2im(A, ...)``, bit for bit (the same additions in the
+        same order). Why: the convolution's backward pass can then get :math:`\mathrm{dcols}^T` from the
+        GEMM :math:`G^T W_g` with ``G^T`` (N·OH·OW, F) and ``W_g`` (F, R), which OpenBLAS runs faster than
+        :math:`W_g^T G` (measured on LeNet-5's conv2, float32, 2 threads: 1.05 ms against 1.48 ms), and
+        each image's windows then form one contiguous block that stays in cache while it is scattered
+        (1.67 ms against 2.27 ms for GEMM + col2im together).
 
     Returns
     -------
@@ -275,13 +283,20 @@ def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride: int = 1, padding
     x_shape = tuple(int(d) for d in x_shape)
     oh, ow = _window_geometry(x_shape, kh, kw, stride, padding)
     rows = _check_rows(rows, x_shape[1] * kh * kw)
-    if cols.shape != (rows.size, x_shape[0] * oh * ow):
-        raise ValueError(f"cols must have shape {(rows.size, x_shape[0] * oh * ow)} for x_shape {x_shape}, "
-                         f"got {cols.shape}")
+    expected = (rows.size, x_shape[0] * oh * ow)
+    if transposed:
+        expected = expected[::-1]
+    if cols.shape != expected:
+        raise ValueError(f"cols must have shape {expected} for x_shape {x_shape}"
+                         f"{' (transposed)' if transposed else ''}, got {cols.shape}")
     n, c, h, w = x_shape
     x_pad = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dtype=cols.dtype)
-    kernel = _col2im_numba if engine == "numba" else _col2im_numpy
-    kernel(np.ascontiguousarray(cols).reshape(-1, n, oh, ow), rows, kh, kw, stride, oh, ow, x_pad)
+    if transposed:
+        kernel = _col2im_rows_last_numba if engine == "numba" else _col2im_rows_last_numpy
+        kernel(np.ascontiguousarray(cols).reshape(n, oh, ow, -1), rows, kh, kw, stride, oh, ow, x_pad)
+    else:
+        kernel = _col2im_numba if engine == "numba" else _col2im_numpy
+        kernel(np.ascontiguousarray(cols).reshape(-1, n, oh, ow), rows, kh, kw, stride, oh, ow, x_pad)
     if padding == 0:
         return x_pad
     # the padding entries collected the gradient of the zeros; they are dropped
@@ -316,6 +331,36 @@ def _col2im_numba(cols4, rows, kh, kw, stride, oh, ow, x_pad):
                     dst = x_pad[n, c, i + stride * o_h]
                     for o_w in range(ow):
                         dst[j + stride * o_w] += src[o_w]
+
+
+def _col2im_rows_last_numpy(cols_t4, rows, kh, kw, stride, oh, ow, x_pad):
+    """NumPy twin of :func:`_col2im_rows_last_numba`: :func:`_col2im_numpy` reading columns of ``cols^T``.
+
+    ``cols_t4`` is ``cols^T`` viewed as (N, OH, OW, R).
+    """
+    for r, row in enumerate(rows):
+        c, i, j = _decode_row(int(row), kh, kw)
+        window_view(x_pad[:, c], i, j, stride, stride, oh, ow)[...] += cols_t4[..., r]
+
+
+@njit(cache=True, parallel=True)
+def _col2im_rows_last_numba(cols_t4, rows, kh, kw, stride, oh, ow, x_pad):
+    """Numba kernel of ``col2im(..., transposed=True)``; one parallel task per image.
+
+    The loops and the order of the additions are those of :func:`_col2im_numba` (so the results are
+    identical); only the reads differ: an image's windows ``cols_t4[n]`` are one contiguous block
+    (OH·OW·R entries, 128 KB for LeNet-5's conv2), read with stride R while it sits in cache. The loop
+    order "window entry outside, window inside" was measured 1.9x faster than walking each window's
+    contiguous row of R entries, whose inner loops (KW = 5 long) do not vectorise.
+    """
+    for n in prange(x_pad.shape[0]):
+        src = cols_t4[n]
+        for r in range(rows.shape[0]):
+            c, i, j = _decode_row_jit(rows[r], kh, kw)
+            for o_h in range(oh):
+                dst = x_pad[n, c, i + stride * o_h]
+                for o_w in range(ow):
+                    dst[j + stride * o_w] += src[o_h, o_w, r]
 
 
 # --- max pooling --------------------------------------------------------------------------------------

@@ -122,9 +122,10 @@ def conv2d_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
     Returns
     -------
     dx : ndarray, shape (N, C, H, W), or None
-        ``col2im(W_g^T G_g)``.
+        ``col2im(W_g^T G_g)``, computed as ``col2im((G_g^T W_g)^T)`` (the transposed layout, faster; see
+        :func:`refimpl.nn._kernels.col2im`).
     dw : ndarray, shape (F, C, KH, KW)
-        ``(G_g cols^T)`` reshaped.
+        ``(G_g cols^T)`` reshaped (how the sum is grouped for BLAS: :func:`_weight_gradient`).
     db : ndarray, shape (F,), or None when the forward pass had no bias
         ``sum over n, o_h, o_w`` of ``dout``.
     """
@@ -135,15 +136,40 @@ def conv2d_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
     if dout.shape != (x_shape[0], f, *dout.shape[2:]) or cols.shape[1] != n * oh * ow:
         raise ValueError(f"dout has shape {dout.shape}, the forward pass produced "
                          f"{(x_shape[0], f)} + (OH, OW) with OH*OW = {cols.shape[1] // x_shape[0]}")
-    # (N, F, OH, OW) -> (F, N*OH*OW), the column order of cols
-    dout_gemm = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(f, -1)
-    dw = (dout_gemm @ cols.T).reshape(w.shape)
-    db = dout_gemm.sum(axis=1) if has_bias else None
+    dw = _weight_gradient(dout, cols).reshape(w.shape)
+    db = dout.sum(axis=(0, 2, 3)) if has_bias else None
     dx = None
     if input_grad:
-        dcols = w.reshape(f, -1).T @ dout_gemm
-        dx = col2im(dcols, x_shape, kh, kw, stride, padding, engine=engine)
+        # dcols^T = G_g^T W_g, with G_g^T = dout as (N*OH*OW, F): "rows last", see col2im(transposed=True)
+        dout_rows = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, f)
+        dcols_t = dout_rows @ w.reshape(f, -1)
+        dx = col2im(dcols_t, x_shape, kh, kw, stride, padding, transposed=True, engine=engine)
     return dx, dw, db
+
+
+def _weight_gradient(dout: np.ndarray, cols: np.ndarray) -> np.ndarray:
+    r"""Return the GEMM view of dL/dW, :math:`G_g\, \mathrm{cols}^T` (F, R), in the faster of two groupings.
+
+    ``dout`` is (N, F, OH, OW), ``cols`` (R, N·OH·OW). The product sums over all N·OH·OW windows; how that
+    sum is split changes only the rounding, but BLAS speed a lot (OpenBLAS, float32, 2 threads, measured):
+
+    * **one image at a time** when a window set is longer than a GEMM row (``OH·OW >= R``):
+      :math:`\sum_n G_n\, \mathrm{cols}_n^T` as one batched ``matmul`` over (F, OH·OW) @ (OH·OW, R)
+      products, which also reads ``dout`` as it is. LeNet-5's conv1 (F=20, R=25, N·OH·OW=36,864): 0.38 ms,
+      against 1.04 ms for the single skinny product, whose long reduction OpenBLAS does not split well;
+    * otherwise **one product** for the whole batch, computed as :math:`(\mathrm{cols}\, G_g^T)^T` (the
+      operand order OpenBLAS runs fastest here). LeNet-5's conv2 (F=50, R=500, N·OH·OW=4,096): 1.27 ms,
+      against 1.74 ms for :math:`G_g\, \mathrm{cols}^T` and 2.95 ms image by image.
+    """
+    n, f, oh, ow = dout.shape
+    r = cols.shape[0]
+    if oh * ow >= r:
+        cols_per_image = cols.reshape(r, n, oh * ow).transpose(1, 2, 0)  # (N, OH*OW, R), a view
+        dout_per_image = np.ascontiguousarray(dout).reshape(n, f, oh * ow)
+        return np.matmul(dout_per_image, cols_per_image).sum(axis=0)
+    # (N, F, OH, OW) -> (F, N*OH*OW), the column order of cols
+    dout_gemm = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(f, -1)
+    return (cols @ dout_gemm.T).T
 
 
 def conv2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
