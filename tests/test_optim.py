@@ -140,6 +140,33 @@ def test_updates_in_place_and_leaves_gradients_alone(cls, rng):
             assert buf.shape == params[name].shape
 
 
+@pytest.mark.parametrize("kwargs", SGD_CASES, ids=lambda k: ",".join(f"{a}={b}" for a, b in k.items()))
+def test_sgd_float32_is_the_rule_bit_for_bit_and_leaves_gradients_alone(rng, kwargs):
+    # SGD works in place through a scratch array; in float32 (where a changed order of operations would
+    # show) it must give exactly the bits of the rule written out with plain NumPy temporaries
+    params, grads = _random_problem(rng, n_steps=4)
+    params = {k: v.astype(np.float32) for k, v in params.items()}
+    grads = [{k: v.astype(np.float32) for k, v in g.items()} for g in grads]
+    lr, mu = kwargs["lr"], kwargs.get("momentum", 0.0)
+    wd, tau, nesterov = kwargs.get("weight_decay", 0.0), kwargs.get("dampening", 0.0), kwargs.get("nesterov")
+    ours = {k: v.copy() for k, v in params.items()}
+    opt = SGD(ours, **kwargs)
+    expected, bufs = {k: v.copy() for k, v in params.items()}, {}
+    for step_grads in grads:
+        before = {k: g.copy() for k, g in step_grads.items()}
+        opt.step(step_grads)
+        for name, g in step_grads.items():
+            np.testing.assert_array_equal(g, before[name])
+            d = g + wd * expected[name] if wd else g
+            if mu:
+                bufs[name] = d.copy() if name not in bufs else bufs[name] * mu + (1.0 - tau) * d
+                d = d + mu * bufs[name] if nesterov else bufs[name]
+            expected[name] = expected[name] - lr * d
+            np.testing.assert_array_equal(ours[name], expected[name], err_msg=name)
+            assert ours[name].dtype == np.float32
+    assert all(set(s) == {"momentum_buffer"} for s in opt.state.values())  # the scratch is not state
+
+
 @pytest.mark.parametrize("cls", [SGD, Adam])
 def test_float32_params_stay_float32(cls, rng):
     w = rng.normal(size=(4, 3)).astype(np.float32)
