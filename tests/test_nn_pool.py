@@ -168,6 +168,46 @@ def test_maxpool_float32_and_layer(engine, rng):
     assert MaxPool2d(3, 1).stride == (1, 1) and "kernel_size=(3, 3)" in repr(MaxPool2d(3))
 
 
+@pytest.mark.parametrize("kernel_size, stride, shape", [(2, None, (3, 4, 8, 6)), (2, None, (2, 3, 5, 7)),
+                                                       (3, 1, (2, 2, 6, 5)), ((2, 3), (2, 1), (1, 2, 7, 5))],
+                         ids=["2x2", "2x2-odd-border", "3x3-s1", "2x3-s2x1"])
+def test_maxpool_eval_mode_same_output_no_cache(kernel_size, stride, shape, engine, rng):
+    # post-ReLU-like data with ties, NaN and infinities, through the 2x2 special kernel and the general one
+    x = np.maximum(np.round(rng.standard_normal(shape), 1), 0)
+    x.flat[rng.choice(x.size, 3, replace=False)] = [np.nan, np.inf, -np.inf]
+    layer = MaxPool2d(kernel_size, stride)
+    layer.engine = engine
+    with np.errstate(invalid="ignore"):
+        out_train = layer(x)
+        assert layer._cache is not None
+        layer.eval()
+        out_eval = layer(x)
+    np.testing.assert_array_equal(out_eval, out_train)
+    assert layer._cache is None  # nothing kept for a backward pass
+    with pytest.raises(RuntimeError, match="eval-mode forward"):
+        layer.backward(np.ones_like(out_eval))
+    # back in training mode the layer records again and its backward works
+    layer.train()
+    np.testing.assert_array_equal(layer(x), out_train)
+    assert layer.backward(np.ones_like(out_train)).shape == x.shape
+    # the functional form and the kernel: no argmax recorded, the same output
+    out_fn, cache = maxpool2d_forward(x, kernel_size, stride, engine=engine, for_backward=False)
+    assert cache is None
+    np.testing.assert_array_equal(out_fn, out_train)
+    with pytest.raises(ValueError, match="for_backward=False"):
+        maxpool2d_backward(np.ones_like(out_fn), cache)
+
+
+def test_maxpool_kernel_without_argmax(engine, rng):
+    from refimpl.nn._kernels import maxpool2d_forward_kernel
+
+    x = rng.standard_normal((2, 3, 6, 6))
+    out, argmax = maxpool2d_forward_kernel(x, 2, 2, 2, 2, engine, record_argmax=False)
+    assert argmax is None
+    np.testing.assert_array_equal(out, maxpool2d_forward_kernel(x, 2, 2, 2, 2, engine)[0])
+    np.testing.assert_array_equal(out, maxpool2d_naive(x, 2))
+
+
 # --- average pooling ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("case", POOL_CASES, ids=POOL_IDS)

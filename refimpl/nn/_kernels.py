@@ -365,18 +365,23 @@ def _col2im_rows_last_numba(cols_t4, rows, kh, kw, stride, oh, ow, x_pad):
 
 # --- max pooling --------------------------------------------------------------------------------------
 
-def maxpool2d_forward_kernel(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, engine: str):
+def maxpool2d_forward_kernel(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, engine: str,
+                             record_argmax: bool = True):
     """Max over every ``(kh, kw)`` window (strides ``sh``, ``sw``, no padding) and the winner's position.
 
     ``x`` must be a validated (N, C, H, W) float array with windows that fit. Returns ``(out, argmax)``,
     both of shape (N, C, OH, OW); ``argmax`` holds the in-window position ``i*kw + j`` (int32) of the
     **first** maximum in row-major window order (a later entry wins only if it is strictly larger, or NaN;
     so a window holding NaN yields NaN and the position of its last NaN, as in PyTorch).
+
+    With ``record_argmax=False`` (inference: no backward pass will follow) ``argmax`` is ``None`` and is
+    neither allocated nor written; ``out`` is the same. The kernels then receive an empty (0, 0, 0, 0)
+    ``argmax`` (the same numba signature, so nothing is compiled twice) and skip its stores.
     """
     n, c, h, w = x.shape
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     out = np.empty((n, c, oh, ow), dtype=x.dtype)
-    argmax = np.empty((n, c, oh, ow), dtype=np.int32)
+    argmax = np.empty((n, c, oh, ow) if record_argmax else (0, 0, 0, 0), dtype=np.int32)
     if engine == "numpy":
         kernel = _maxpool_forward_numpy
     elif (kh, kw, sh, sw) == (2, 2, 2, 2):
@@ -385,14 +390,19 @@ def maxpool2d_forward_kernel(x: np.ndarray, kh: int, kw: int, sh: int, sw: int, 
         kernel = _maxpool_forward_numba
     with np.errstate(invalid="ignore"):  # inf - inf in the NaN detector, when run without the JIT
         kernel(np.ascontiguousarray(x), kh, kw, sh, sw, out, argmax)
-    return out, argmax
+    return out, (argmax if record_argmax else None)
 
 
 def _maxpool_forward_numpy(x, kh, kw, sh, sw, out, argmax):
-    """NumPy twin: a running maximum over the ``kh*kw`` strided slices, visited in row-major order."""
+    """NumPy twin: a running maximum over the ``kh*kw`` strided slices, visited in row-major order.
+
+    An empty ``argmax`` (size 0) means "do not record the winners".
+    """
     oh, ow = out.shape[2:]
+    record = argmax.size > 0
     out[...] = window_view(x, 0, 0, sh, sw, oh, ow)
-    argmax[...] = 0
+    if record:
+        argmax[...] = 0
     for i in range(kh):
         for j in range(kw):
             if i == 0 and j == 0:
@@ -400,7 +410,8 @@ def _maxpool_forward_numpy(x, kh, kw, sh, sw, out, argmax):
             v = window_view(x, i, j, sh, sw, oh, ow)
             better = (v > out) | np.isnan(v)  # strict '>': ties keep the earlier position
             out[better] = v[better]
-            argmax[better] = i * kw + j
+            if record:
+                argmax[better] = i * kw + j
 
 
 @njit(cache=True, parallel=True)
@@ -413,6 +424,7 @@ def _maxpool_forward_numba(x, kh, kw, sh, sw, out, argmax):
     where the twin's rule "replace when larger or NaN" ends.
     """
     n_batch, channels, oh, ow = out.shape
+    record = argmax.size > 0  # an empty argmax: inference, the winners are not stored
     for task in prange(n_batch * channels):
         n = task // channels
         c = task - n * channels
@@ -438,7 +450,8 @@ def _maxpool_forward_numba(x, kh, kw, sh, sw, out, argmax):
                                 best = v
                                 best_k = i * kw + j
                 out[n, c, o_h, o_w] = best
-                argmax[n, c, o_h, o_w] = best_k
+                if record:
+                    argmax[n, c, o_h, o_w] = best_k
 
 
 @njit(cache=True, parallel=True)
@@ -451,6 +464,7 @@ def _maxpool2x2_forward_numba(x, kh, kw, sh, sw, out, argmax):
     Measured on LeNet-5's pool1 (64×20×24×24 float32, after ReLU): 0.7-1.3 ms general, 0.25 ms here.
     """
     n_batch, channels, oh, ow = out.shape
+    record = argmax.size > 0  # the branch on it goes the same way every time: no misprediction
     for task in prange(n_batch * channels):
         n = task // channels
         c = task - n * channels
@@ -473,7 +487,8 @@ def _maxpool2x2_forward_numba(x, kh, kw, sh, sw, out, argmax):
                         if v != v:
                             best, best_k = v, k
                 out[n, c, o_h, o_w] = best
-                argmax[n, c, o_h, o_w] = best_k
+                if record:
+                    argmax[n, c, o_h, o_w] = best_k
 
 
 def maxpool2d_backward_kernel(dout: np.ndarray, argmax: np.ndarray, x_shape, kh: int, kw: int,

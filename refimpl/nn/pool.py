@@ -83,7 +83,8 @@ class _WindowPool2d(Module):
 
 # --- max pooling --------------------------------------------------------------------------------------
 
-def maxpool2d_forward(x: np.ndarray, kernel_size, stride=None, *, engine: str = "numba"):
+def maxpool2d_forward(x: np.ndarray, kernel_size, stride=None, *, engine: str = "numba",
+                      for_backward: bool = True):
     r"""Maximum over every window.
 
     .. math:: y_{n c o_h o_w} = \max_{0 \le i < KH,\ 0 \le j < KW} x_{n,\, c,\, S_H o_h + i,\, S_W o_w + j}
@@ -95,12 +96,17 @@ def maxpool2d_forward(x: np.ndarray, kernel_size, stride=None, *, engine: str = 
     stride : int or (int, int), optional
         Default: ``kernel_size``.
     engine : {"numba", "numpy"}
+    for_backward : bool, default True
+        ``False`` for inference: the winners are not recorded and ``cache`` is ``None``. ``out`` is the
+        same. Why: recording costs an int32 array the size of the output and a store per window, which
+        an inference engine or a compact model evaluating a test set pays for nothing.
 
     Returns
     -------
     out : ndarray, shape (N, C, OH, OW)
-    cache : tuple
-        The winner of every window (see Notes) and the geometry, for :func:`maxpool2d_backward`.
+    cache : tuple or None
+        The winner of every window (see Notes) and the geometry, for :func:`maxpool2d_backward`;
+        ``None`` when ``for_backward`` is ``False``.
 
     Notes
     -----
@@ -112,7 +118,9 @@ def maxpool2d_forward(x: np.ndarray, kernel_size, stride=None, *, engine: str = 
     """
     x, (kh, kw), (sh, sw), _ = _pool_geometry(x, kernel_size, stride)
     engine = check_engine(engine)
-    out, argmax = maxpool2d_forward_kernel(x, kh, kw, sh, sw, engine)
+    out, argmax = maxpool2d_forward_kernel(x, kh, kw, sh, sw, engine, record_argmax=bool(for_backward))
+    if argmax is None:
+        return out, None
     return out, (x.shape, argmax, (kh, kw), (sh, sw), engine)
 
 
@@ -124,6 +132,9 @@ def maxpool2d_backward(dout: np.ndarray, cache) -> np.ndarray:
 
     Returns ``dx`` of shape (N, C, H, W).
     """
+    if cache is None:
+        raise ValueError("cache is None: the forward pass ran with for_backward=False (inference), so it "
+                         "did not record the winners a backward pass needs")
     x_shape, argmax, (kh, kw), (sh, sw), engine = cache
     dout = _check_dout(dout, argmax.shape)
     return maxpool2d_backward_kernel(dout, argmax, x_shape, kh, kw, sh, sw, engine)
@@ -137,20 +148,28 @@ def maxpool2d_naive(x: np.ndarray, kernel_size, stride=None) -> np.ndarray:
 class MaxPool2d(_WindowPool2d):
     """Max pooling layer (no parameters); ``stride`` defaults to ``kernel_size``.
 
-    Attribute ``engine`` (``"numba"`` or ``"numpy"``) selects the kernels.
+    Attribute ``engine`` (``"numba"`` or ``"numpy"``) selects the kernels. In eval mode
+    (``training == False``) :meth:`forward` records nothing for a backward pass (see ``for_backward`` in
+    :func:`maxpool2d_forward`): the output is the same, and :meth:`backward` then raises.
     """
 
     def __init__(self, kernel_size, stride=None) -> None:
         super().__init__(kernel_size, stride)
         self.engine = "numba"
+        self._eval_forward = False  # the last forward ran in eval mode (for backward's error message)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> (N, C, OH, OW)."""
-        out, self._cache = maxpool2d_forward(x, self.kernel_size, self.stride, engine=self.engine)
+        out, self._cache = maxpool2d_forward(x, self.kernel_size, self.stride, engine=self.engine,
+                                             for_backward=self.training)
+        self._eval_forward = not self.training
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Return dL/dx."""
+        if self._eval_forward:
+            raise RuntimeError("backward called after an eval-mode forward: MaxPool2d records the window "
+                               "winners only in training mode; call model.train() and forward again")
         if self._cache is None:
             raise RuntimeError("backward called before forward")
         return maxpool2d_backward(dout, self._cache)
