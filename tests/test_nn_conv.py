@@ -259,14 +259,16 @@ def test_conv2d_float32_in_float32_out(engine, rng):
 
 
 @pytest.mark.parametrize("c, h, k", [(1, 9, 3), (4, 6, 3)], ids=["per-image (OH*OW >= R)", "one GEMM"])
-def test_conv2d_weight_gradient_both_groupings(c, h, k, engine, rng):
-    # _weight_gradient splits the sum over windows image by image when OH*OW >= C*KH*KW (conv1-like:
-    # 49 >= 9) and uses one product otherwise (16 < 36); both must equal the definition
+def test_conv2d_both_groupings_of_the_gemms(c, h, k, engine, rng):
+    # forward and dL/dW run image by image when OH*OW >= C*KH*KW (conv1-like: 49 >= 9) and as one product
+    # over the batch otherwise (16 < 36); both must equal the definition
     from refimpl.nn.conv import _weight_gradient
 
     x, w, b = _random_conv(rng, 3, c, h, h, 5, k, k, True)
     out, cache = conv2d_forward(x, w, b, engine=engine)
     assert (out.shape[2] * out.shape[3] >= c * k * k) == (c == 1)
+    assert out.flags.c_contiguous
+    np.testing.assert_allclose(out, conv2d_naive(x, w, b), rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(out.shape)
     dx, dw, db = conv2d_backward(g, cache)
     ndx, ndw, ndb = conv2d_backward_naive(g, x, w, b)
