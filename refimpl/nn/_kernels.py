@@ -358,9 +358,14 @@ def _col2im_rows_last_numba(cols_t4, rows, kh, kw, stride, oh, ow, x_pad):
         for r in range(rows.shape[0]):
             c, i, j = _decode_row_jit(rows[r], kh, kw)
             for o_h in range(oh):
-                dst = x_pad[n, c, i + stride * o_h]
-                for o_w in range(ow):
-                    dst[j + stride * o_w] += src[o_h, o_w, r]
+                if stride == 1:
+                    dst = x_pad[n, c, i + o_h, j:j + ow]
+                    for o_w in range(ow):
+                        dst[o_w] += src[o_h, o_w, r]
+                else:
+                    dst = x_pad[n, c, i + stride * o_h]
+                    for o_w in range(ow):
+                        dst[j + stride * o_w] += src[o_h, o_w, r]
 
 
 # --- max pooling --------------------------------------------------------------------------------------
