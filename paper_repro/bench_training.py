@@ -14,13 +14,22 @@ chunks. Load from other processes therefore hits both frameworks alike, and the 
 load-robust check. Neither framework's first calls are timed: a warm-up on throw-away copies compiles
 the numba kernels and lets PyTorch pick its kernels.
 
-**Threads.** refimpl runs two thread pools, numba's (im2col, col2im, pooling) and OpenBLAS's (the
-GEMMs), one after the other. Idle workers that keep spinning steal the cores the other pool needs; on a
-busy 2-core machine this made refimpl 2-3x slower. The script therefore selects numba's ``workqueue``
-threading layer (its workers sleep instead of spinning) and a short OpenBLAS spin time
-(``OPENBLAS_THREAD_TIMEOUT=4``), unless the environment already sets ``NUMBA_THREADING_LAYER`` /
-``OPENBLAS_THREAD_TIMEOUT`` (:func:`refimpl.threads.configure_defaults`). Both are set before NumPy and
-numba load; PyTorch's own pool is untouched.
+**Threads.** refimpl runs two thread pools, numba's (im2col, col2im, pooling) and OpenBLAS's (the GEMMs),
+one after the other. Idle workers that keep spinning steal the cores the other pool needs; on a busy
+2-core machine OpenMP's default spin (GNU libgomp: 300,000 spins) made refimpl 2-3x slower. Workers that
+go to sleep at once cost the other way: numba's ``workqueue`` layer needs ~85 µs to wake its workers for
+every parallel kernel (measured here with an empty ``prange`` loop), and a LeNet-5 step launches seven of
+them. The middle way is numba's ``omp`` layer with a *short* spin, ``GOMP_SPINCOUNT=1000`` (microseconds):
+a launch then takes 2-18 µs, and a GEMM that follows a numba kernel is not slowed (1.23 ms either way for
+a 500×500 float32 product; with 30,000 spins, 1.9 ms). On the first 6,400 images of the order, refimpl
+alone, a step took 12.9-13.1 ms with ``workqueue`` and 10.2-10.6 ms with ``omp`` and 1,000 spins (system
+time 0.7 -> 0.1-0.4 ms per step): that was most of the ~2 ms per step the per-layer profile did not
+explain. The script selects this setting when libgomp is available, unless the environment already sets
+``NUMBA_THREADING_LAYER``; the other defaults come from :func:`refimpl.threads.configure_defaults` (a
+short OpenBLAS spin, ``OPENBLAS_THREAD_TIMEOUT=4``). Everything is set before NumPy and numba load.
+PyTorch, itself OpenMP, shares that libgomp in this process and so its spin count; its batch times with
+and without the setting fell within the same run-to-run spread here (median 11.9-16.3 ms default,
+12.6-13.8 ms with it). The JSON records the setting used.
 
 The first convolution does not compute the gradient with respect to the input images, exactly as
 PyTorch skips it for an input that does not require a gradient; refimpl's :class:`~refimpl.train.Trainer`
@@ -42,15 +51,21 @@ Results go to ``paper_repro/results/bench_training.json`` (``--output`` to chang
 
 from __future__ import annotations
 
-from refimpl.threads import configure_defaults
+import ctypes.util
+import os
 
 # before NumPy/numba load (see "Threads" above); an explicit environment setting wins
+if "NUMBA_THREADING_LAYER" not in os.environ and ctypes.util.find_library("gomp") is not None:
+    os.environ["NUMBA_THREADING_LAYER"] = "omp"
+    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
+
+from refimpl.threads import configure_defaults  # noqa: E402
+
 configure_defaults()
 
 import argparse  # noqa: E402
 import copy  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
 from collections import OrderedDict  # noqa: E402
@@ -264,6 +279,7 @@ def main(argv: list[str] | None = None) -> dict:
             "numpy": np.__version__, "numba": numba.__version__, "torch": torch.__version__,
             "numba_threading_layer": numba.threading_layer(),
             "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
+            "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
             "loadavg_before": [round(v, 2) for v in load_before],
             "loadavg_after": [round(v, 2) for v in load_after],
         },
@@ -301,6 +317,7 @@ def report(result: dict) -> None:
     print(f"LeNet-5 on Fashion-MNIST: {s['train_images']} images, batch {s['batch_size']}, float32, "
           f"{s['threads']} threads, refimpl engine {s['engine']}")
     print(f"numba threading layer {result['machine']['numba_threading_layer']}, "
+          f"GOMP_SPINCOUNT={result['machine'].get('gomp_spincount')}, "
           f"OPENBLAS_THREAD_TIMEOUT={result['machine']['openblas_thread_timeout']}")
     print(f"load average before/after: {result['machine']['loadavg_before']} / "
           f"{result['machine']['loadavg_after']}")

@@ -32,10 +32,12 @@ adding up the entries that overlapping windows share. That is the backward pass 
 
 Threads: numba's parallel loops and OpenBLAS share the machine's cores and run one after the other (the
 kernels here never call BLAS). Idle workers of either pool may keep spinning, though, and steal the cores
-the other pool needs: on a busy 2-core machine numba's default ``omp`` threading layer made LeNet-5
-training 2-3x slower than the ``workqueue`` layer, whose idle workers sleep. For training, set
-``NUMBA_THREADING_LAYER=workqueue`` (``paper_repro/bench_training.py`` does) and possibly a short OpenBLAS
-spin, ``OPENBLAS_THREAD_TIMEOUT=4``.
+the other pool needs: on a busy 2-core machine numba's ``omp`` threading layer with libgomp's default
+spin made LeNet-5 training 2-3x slower than the ``workqueue`` layer, whose idle workers sleep. Sleeping
+has its price too: waking ``workqueue``'s workers costs ~85 µs per parallel kernel (measured on a 2-core
+VM), about 2 ms of a 13 ms LeNet-5 step. The best setting measured is the ``omp`` layer with a short
+spin, ``NUMBA_THREADING_LAYER=omp GOMP_SPINCOUNT=1000`` (``paper_repro/bench_training.py`` selects it;
+step 13 -> 10.5 ms), with a short OpenBLAS spin, ``OPENBLAS_THREAD_TIMEOUT=4``.
 """
 
 from __future__ import annotations
