@@ -272,7 +272,8 @@ def col2im(cols: np.ndarray, x_shape, kh: int, kw: int, stride: int = 1, padding
         GEMM :math:`G^T W_g` with ``G^T`` (N·OH·OW, F) and ``W_g`` (F, R), which OpenBLAS runs faster than
         :math:`W_g^T G` (measured on LeNet-5's conv2, float32, 2 threads: 1.05 ms against 1.48 ms), and
         each image's windows then form one contiguous block that stays in cache while it is scattered
-        (1.67 ms against 2.27 ms for GEMM + col2im together).
+        (GEMM + col2im together, transpose of ``dout`` included, 300 alternating repeats: fastest 1.9 ms
+        against 2.2 ms, median 2.7 against 2.9 ms).
 
     Returns
     -------
