@@ -24,9 +24,9 @@ a launch then takes 2-18 µs, and a GEMM that follows a numba kernel is not slow
 a 500×500 float32 product; with 30,000 spins, 1.9 ms). On the first 6,400 images of the order, refimpl
 alone, a step took 12.9-13.1 ms with ``workqueue`` and 10.2-10.6 ms with ``omp`` and 1,000 spins (system
 time 0.7 -> 0.1-0.4 ms per step): that was most of the ~2 ms per step the per-layer profile did not
-explain. The script selects this setting when libgomp is available, unless the environment already sets
-``NUMBA_THREADING_LAYER``; the other defaults come from :func:`refimpl.threads.configure_defaults` (a
-short OpenBLAS spin, ``OPENBLAS_THREAD_TIMEOUT=4``). Everything is set before NumPy and numba load.
+explain. These are refimpl's defaults (:func:`refimpl.threads.configure_defaults`, with a short OpenBLAS
+spin, ``OPENBLAS_THREAD_TIMEOUT=4``), applied here before NumPy and numba load, so the benchmark measures
+what users get; an explicit environment setting wins.
 PyTorch, itself OpenMP, shares that libgomp in this process and so its spin count; its batch times with
 and without the setting fell within the same run-to-run spread here (median 11.9-16.3 ms default,
 12.6-13.8 ms with it). The JSON records the setting used.
@@ -51,14 +51,9 @@ Results go to ``paper_repro/results/bench_training.json`` (``--output`` to chang
 
 from __future__ import annotations
 
-import ctypes.util
 import os
 
 # before NumPy/numba load (see "Threads" above); an explicit environment setting wins
-if "NUMBA_THREADING_LAYER" not in os.environ and ctypes.util.find_library("gomp") is not None:
-    os.environ["NUMBA_THREADING_LAYER"] = "omp"
-    os.environ.setdefault("GOMP_SPINCOUNT", "1000")
-
 from refimpl.threads import configure_defaults  # noqa: E402
 
 configure_defaults()

@@ -3,14 +3,21 @@
 refimpl's hot loops run in two thread pools: numba's parallel kernels (im2col, pooling, projections,
 SpMM) and the BLAS library behind NumPy's GEMMs. On a small machine they take turns, and each pool's idle
 workers keep **spinning** for a while after their work is done. When the other pool starts meanwhile, both
-fight for the same cores. Measured on a 2-core machine shared with other jobs
-(``paper_repro/bench_training.py``, ``paper_repro/bench_inference.py``), one thread per pool was 5–25×
-faster for LeNet-sized layers than the defaults. Two measures follow:
+fight for the same cores: with GNU OpenMP's default spin (300,000 spins, numba's ``omp`` layer) a LeNet-5
+training step on a busy 2-core machine was 2-3× slower, and one thread per pool was 5–25× faster than
+the defaults for LeNet-sized layers. Workers that sleep at once cost the other way: numba's
+``workqueue`` layer needs ~85 µs to wake its workers for each parallel kernel, and a LeNet-5 step
+launches seven. A *short* spin is the middle way (``paper_repro/bench_training.py`` documents the
+measurements: a step went from ~13 ms with ``workqueue`` to ~10.4 ms with ``omp`` and 1,000 spins, with
+no slowdown of the GEMM that follows). Two measures follow:
 
-* :func:`configure_defaults` (run when :mod:`refimpl` is imported) asks, *unless you set them yourself*,
-  for numba's ``workqueue`` threading layer (its workers sleep instead of spinning) and a short OpenBLAS
-  spin timeout. Environment variables only act before numba / NumPy are loaded, so they take effect when
-  ``refimpl`` is imported first (as the ``refimpl`` command does); otherwise set them in the shell.
+* :func:`configure_defaults` (run when :mod:`refimpl` is imported) sets, *unless you set them yourself*,
+  ``GOMP_SPINCOUNT=1000`` (numba's ``omp`` layer, its choice when TBB is absent, then spins briefly) and
+  ``OPENBLAS_THREAD_TIMEOUT=4`` (a short OpenBLAS spin). numba keeps choosing its threading layer itself
+  (``tbb``, ``omp``, ``workqueue``, in that order), so nothing fails where OpenMP is missing.
+  Environment variables only act before numba / NumPy (and their OpenMP runtime) are loaded, so they take
+  effect when ``refimpl`` is imported first (as the ``refimpl`` command does); otherwise set them in the
+  shell. The setting also reaches PyTorch in the same process (it shares libgomp).
 * :func:`thread_limit` caps both pools for a block of code; the command-line jobs and experiment configs
   expose it as ``--threads`` / ``threads =``.
 """
@@ -26,8 +33,8 @@ __all__ = ["configure_defaults", "thread_info", "thread_limit"]
 
 #: Environment defaults applied by :func:`configure_defaults` (never over a value the user set).
 DEFAULT_ENVIRONMENT = {
-    "NUMBA_THREADING_LAYER": "workqueue",  # sleeping workers: no spinning against BLAS
-    "OPENBLAS_THREAD_TIMEOUT": "4",        # OpenBLAS workers stop spinning after ~2^4 cycles of waiting
+    "GOMP_SPINCOUNT": "1000",          # OpenMP workers (numba's omp layer) spin ~microseconds, then sleep
+    "OPENBLAS_THREAD_TIMEOUT": "4",    # OpenBLAS workers stop spinning after ~2^4 cycles of waiting
 }
 
 
@@ -67,5 +74,9 @@ def thread_info() -> dict[str, Any]:
 
     blas = [f"{p.get('internal_api')} {p.get('num_threads')}" for p in threadpool_info()
             if p.get("user_api") == "blas"]
-    return {"numba": int(numba.get_num_threads()), "numba_layer": numba.config.THREADING_LAYER,
+    try:
+        layer = numba.threading_layer()  # known once a parallel kernel has run
+    except ValueError:
+        layer = numba.config.THREADING_LAYER
+    return {"numba": int(numba.get_num_threads()), "numba_layer": layer,
             "blas": ", ".join(blas) or "unknown", "cpu_count": os.cpu_count()}
