@@ -181,16 +181,20 @@ def integer_weights(shape_strategy):
     )
 
 
+def weight_values(shapes, values):
+    """Weights of the drawn shape: ``values`` "tie_free", "integer" (exact sums, many ties) or "generic"."""
+    if values == "tie_free":
+        return tie_free_weights(shape=shapes)
+    if values == "integer":
+        return integer_weights(shapes)
+    return weights(shape=shapes)
+
+
 @st.composite
 def group_case(draw, name, shapes=None, values="generic"):
     """(w, params, k) for a group structure; ``values`` in {"generic", "tie_free", "integer"}."""
     shapes = weight_shapes() if shapes is None else shapes
-    if values == "tie_free":
-        w = draw(tie_free_weights(shape=shapes))
-    elif values == "integer":
-        w = draw(integer_weights(shapes))
-    else:
-        w = draw(weights(shape=shapes))
+    w = draw(weight_values(shapes, values))
     params = {}
     if name == "blocks":
         params["block_shape"] = draw(block_shapes((w.shape[0], w.size // w.shape[0])))
@@ -390,12 +394,7 @@ def reference_balanced_mask(w, vector_size, k_v):
 @st.composite
 def balanced_case(draw, values="generic", shapes=None):
     shapes = weight_shapes() if shapes is None else shapes
-    if values == "tie_free":
-        w = draw(tie_free_weights(shape=shapes))
-    elif values == "integer":
-        w = draw(integer_weights(shapes))
-    else:
-        w = draw(weights(shape=shapes))
+    w = draw(weight_values(shapes, values))
     v = draw(st.integers(1, w.size // w.shape[0]))
     k_v = draw(st.integers(0, v))
     return w, v, k_v
