@@ -157,7 +157,7 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, quick: bool = False, p
         medians), the ideal MAC ratio and the thread counts.
     """
     from refimpl.data import load_dataset
-    from refimpl.pipeline import build_model_for, load_compact_model, run_experiment
+    from refimpl.engine import build_model_for, load_compact_model, run_experiment
     from refimpl.threads import thread_info, thread_limit
 
     started = time.perf_counter()

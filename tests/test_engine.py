@@ -1,4 +1,4 @@
-"""Tests for refimpl.pipeline: a run's files, report consistency, exact compaction, bitwise resume."""
+"""Tests for refimpl.engine: a run's files, report consistency, exact compaction, bitwise resume, safety."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import json
 import numpy as np
 import pytest
 
-from refimpl.config import expand_constraints, load_config
+from refimpl.config import load_config
+from refimpl.engine import SetupError, load_compact_model, plan_phases, run_experiment
 from refimpl.models import lenet5
-from refimpl.pipeline import SetupError, load_compact_model, plan_phases, run_experiment
+from refimpl.prune import expand_constraints
 from refimpl.train import load_checkpoint
 from refimpl.train.trainer import Trainer
 

@@ -1,0 +1,125 @@
+"""The report of a finished run: accuracies per phase, parameters, MACs, sparsity, the per-layer table.
+
+Written as ``report.json`` (everything), ``report.txt`` (the same for a reader) and ``results.json`` (the
+headline numbers), together with ``model_masked.npz`` and ``masks.npz``. ``refimpl results`` and every
+notebook read these files (:mod:`refimpl.engine.results`).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from refimpl._io import atomic_write_text
+from refimpl.engine.artifacts import finite, save_npz, write_json
+from refimpl.engine.phases import PHASES
+
+__all__ = ["write_report"]
+
+
+def _accuracies(run, phases) -> dict[str, float | None]:
+    """Test accuracy after the last phase of each kind, keyed as :data:`PHASES` says; plus the final one."""
+    done = run.state["phases"]
+    last = {PHASES[p.kind].accuracy: done[p.name]["metrics"].get("test_acc") for p in phases}
+    keys = [kind.accuracy for kind in PHASES.values() if kind.accuracy and kind.accuracy != "compact"]
+    by_key: dict[str, float | None] = {key: last.get(key) for key in keys}
+    last_weights = [p for p in phases if p.kind != "compact"][-1]
+    by_key["masked"] = done[last_weights.name]["metrics"]["test_acc"]  # the final weights, whatever made them
+    by_key["compact"] = last.get("compact")
+    return by_key
+
+
+def write_report(run, phases, seconds: float) -> dict:
+    """Write the run's report files and final weights; return the report (see the module docstring)."""
+    from refimpl.metrics import format_report, layer_report, report_json, report_totals
+    from refimpl.prune import masks_sparsity
+
+    c, out, masks = run.config, run.out, run.masks
+    masked_rows = layer_report(run.model, masks or None)
+    totals = report_totals(masked_rows)
+    accuracy = _accuracies(run, phases)
+    # model_masked.npz with the masks applied (they already are; this makes the file evidently so).
+    masked_state = run.model.state_dict()
+    for name, mask in masks.items():
+        masked_state[name] = masked_state[name] * mask
+    save_npz(out / "model_masked.npz", masked_state)
+    if masks:
+        save_npz(out / "masks.npz", masks)
+    nonzero = int(sum(np.count_nonzero(v) for k, v in masked_state.items() if k in run.model.parameters()))
+
+    report: dict[str, Any] = {
+        "name": c.name, "description": c.description, "method": c.method, "seed": c.seed,
+        "dataset": c.data.name, "model": c.model.name,
+        "n_train": int(len(run.y_train)), "n_test": int(len(run.y_test)),
+        "accuracy": accuracy,
+        "phases": [{"name": p.name, "kind": p.kind, "epochs": p.epochs,
+                    "test_acc": run.state["phases"][p.name]["metrics"].get("test_acc"),
+                    "seconds": run.state["phases"][p.name]["seconds"]} for p in phases],
+        "params": {"dense": totals["params"], "nonzero": nonzero},
+        "macs": {"dense": totals["macs"], "effective": totals["effective_macs"]},
+        "compression": finite(totals["params"] / nonzero if nonzero else float("inf")),
+        "mac_reduction": finite(totals["mac_reduction"]),
+        "sparsity": {"overall": masks_sparsity(masks) if masks else 0.0,
+                     "per_layer": masks_sparsity(masks, per_param=True) if masks else {}},
+        "layers": report_json(masked_rows)["layers"],
+        "seconds": seconds,
+    }
+    compact_text = ""
+    if run.compact_model is not None:
+        compact_rows = layer_report(run.compact_model, reference=run.model)
+        ctotals = report_totals(compact_rows)
+        report["params"]["compact"] = ctotals["params"]
+        report["macs"]["compact"] = ctotals["macs"]
+        report["compact_param_ratio"] = totals["params"] / ctotals["params"]
+        report["compact_mac_ratio"] = finite(totals["macs"] / ctotals["macs"] if ctotals["macs"] else np.inf)
+        report["compact_layers"] = report_json(compact_rows)["layers"]
+        report["compact_matches_masked"] = accuracy["compact"] == accuracy["masked"]
+        compact_text = "\n\ncompact model (dead paths removed)\n" + format_report(compact_rows)
+    report["text"] = _format_text(report) + "\n\nmasked model (per layer)\n" + format_report(masked_rows) \
+        + compact_text
+    write_json(out / "report.json", {k: v for k, v in report.items() if k != "text"})
+    atomic_write_text(out / "report.txt", report["text"] + "\n")
+    write_json(out / "results.json", {
+        "name": c.name, "method": c.method, "dataset": c.data.name, "model": c.model.name, "seed": c.seed,
+        "accuracy_dense": accuracy["dense"], "accuracy_pruned": accuracy["masked"],
+        "accuracy_compact": accuracy["compact"], "params_dense": report["params"]["dense"],
+        "params_nonzero": nonzero, "params_compact": report["params"].get("compact"),
+        "macs_dense": report["macs"]["dense"], "macs_effective": report["macs"]["effective"],
+        "macs_compact": report["macs"].get("compact"), "compression": report["compression"],
+        "sparsity": report["sparsity"]["overall"], "seconds": seconds,
+    })
+    return report
+
+
+def _format_text(report: dict) -> str:
+    acc = report["accuracy"]
+    lines = [f"{report['name']}: {report['method']} on {report['dataset']} ({report['model']}, "
+             f"{report['n_train']} training / {report['n_test']} test images)"]
+    if report["description"]:
+        lines.append(report["description"])
+    lines.append("")
+    lines.append("test accuracy")
+    labels = {kind.accuracy: kind.label for kind in PHASES.values()
+              if kind.accuracy and kind.accuracy != "compact"}
+    labels["masked"] = "pruned (final, masked)"
+    labels["compact"] = PHASES["compact"].label
+    for key, label in labels.items():
+        if acc.get(key) is not None:
+            lines.append(f"  {label:<28} {acc[key]:.4f}")
+    p, m = report["params"], report["macs"]
+    lines.append("")
+    ratio = "inf" if report["compression"] is None else f"{report['compression']:.2f}x"
+    lines.append(f"parameters  dense {p['dense']:>10,}   nonzero {p['nonzero']:>10,}   compression {ratio}")
+    if "compact" in p:
+        lines.append(f"            compact model {p['compact']:,} "
+                     f"({report['compact_param_ratio']:.2f}x fewer stored parameters)")
+    mac = "inf" if report["mac_reduction"] is None else f"{report['mac_reduction']:.2f}x"
+    lines.append(f"MACs/image  dense {m['dense']:>10,}   effective {m['effective']:>8,}   reduction {mac}")
+    if "compact" in m:
+        cr = "inf" if report["compact_mac_ratio"] is None else f"{report['compact_mac_ratio']:.2f}x"
+        lines.append(f"            compact model {m['compact']:,} dense MACs ({cr} fewer)")
+    if report["sparsity"]["per_layer"]:
+        per = ", ".join(f"{k} {v:.3f}" for k, v in report["sparsity"]["per_layer"].items())
+        lines.append(f"sparsity    {report['sparsity']['overall']:.4f} overall ({per})")
+    return "\n".join(lines)
