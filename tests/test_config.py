@@ -6,15 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from refimpl.config import (
-    ExperimentConfig,
-    expand_constraints,
-    load_config,
-    parse_override,
-    select_params,
-    to_toml,
-)
+from refimpl.config import ExperimentConfig, load_config, parse_override, to_toml
 from refimpl.models import lenet5, resnet_small
+from refimpl.prune import expand_constraints, select_params
 
 CONFIGS = Path(__file__).resolve().parents[1] / "paper_repro" / "configs"
 
@@ -171,3 +165,13 @@ def test_magnitude_twins_differ_from_admm_only_in_method_and_names():
         for d in (a, m):
             del d["method"], d["name"], d["description"]
         assert a == m
+
+
+
+def test_constraint_expansion_is_still_importable_from_config():
+    import refimpl.config
+    import refimpl.prune
+
+    assert refimpl.config.expand_constraints is refimpl.prune.expand_constraints
+    assert refimpl.config.select_params is refimpl.prune.select_params
+    assert refimpl.config.PARAM_SHORTCUTS == refimpl.prune.PARAM_SHORTCUTS == ("all", "conv", "linear")

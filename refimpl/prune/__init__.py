@@ -1,8 +1,10 @@
 """Pruning methods: ADMM (StructADMM), hard pruning + masked retraining, magnitude and progressive pruning.
 
 Every method is configured with the same :class:`~refimpl.prune.constraints.Constraint` objects (which
-parameter, which structure from :data:`refimpl.projections.PROJECTIONS`, how sparse) and plugs into the
-trainer through hooks, so the trainer knows nothing about pruning:
+parameter, which structure from :data:`refimpl.projections.PROJECTIONS`, how sparse; a config's
+``[[admm.constraints]]`` tables become constraints for a model through
+:func:`~refimpl.prune.constraints.expand_constraints`) and plugs into the trainer through hooks, so the
+trainer knows nothing about pruning:
 
 * :class:`~refimpl.prune.admm.ADMM` — penalty gradient after backward, Z/U update every epoch or step;
 * :func:`~refimpl.prune.masking.hard_prune` and :class:`~refimpl.prune.masking.MaskedRetraining` — fix the
@@ -20,7 +22,14 @@ from refimpl.prune.admm import (
     augmented_loss,
     next_rho,
 )
-from refimpl.prune.constraints import Constraint, constraints_by_param, parse_constraints
+from refimpl.prune.constraints import (
+    PARAM_SHORTCUTS,
+    Constraint,
+    constraints_by_param,
+    expand_constraints,
+    parse_constraints,
+    select_params,
+)
 from refimpl.prune.magnitude import (
     global_magnitude_prune,
     iterative_targets,
@@ -41,6 +50,7 @@ from refimpl.prune.progressive import progressive_prune, stage_constraints
 
 __all__ = [
     "ADMM",
+    "PARAM_SHORTCUTS",
     "Constraint",
     "MaskedRetraining",
     "PruningStage",
@@ -52,6 +62,7 @@ __all__ = [
     "augmented_loss",
     "combine_masks",
     "constraints_by_param",
+    "expand_constraints",
     "global_magnitude_prune",
     "hard_prune",
     "iterative_targets",
@@ -62,6 +73,7 @@ __all__ = [
     "progressive_prune",
     "run_magnitude_pruning",
     "run_phase",
+    "select_params",
     "split_budget",
     "stage_constraints",
 ]

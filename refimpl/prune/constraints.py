@@ -21,10 +21,17 @@ group :math:`g`, the best point of :math:`S'` that keeps :math:`g` is :math:`V_g
 :math:`\|V_g \odot (1 - M_g)\|^2`), dropping it costs :math:`\|V_g\|^2`, so the saving of keeping it is
 :math:`\|V_g \odot M_g\|^2` — exactly the score the projection ranks ``V ⊙ M`` by. For the heuristic
 structures (``"vector_block"``, ``"unified"``) it is a heuristic too.
+
+From config tables
+------------------
+An experiment config (:mod:`refimpl.config`) names its constraints as ``[[admm.constraints]]`` tables
+whose ``param`` / ``params`` may be a shortcut (:data:`PARAM_SHORTCUTS`), a glob pattern or a list;
+:func:`expand_constraints` turns them into one :class:`Constraint` per selected weight of a built model.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import inspect
 import numbers
 from collections.abc import Iterable, Mapping
@@ -34,7 +41,18 @@ import numpy as np
 
 from refimpl._validation import as_float_array, check_probability
 
-__all__ = ["Constraint", "constraints_by_param", "parse_constraints"]
+__all__ = [
+    "PARAM_SHORTCUTS",
+    "Constraint",
+    "constraints_by_param",
+    "expand_constraints",
+    "parse_constraints",
+    "select_params",
+]
+
+#: ``params =`` keywords of a config's constraint tables and the layer kinds they select
+#: (:func:`select_params`).
+PARAM_SHORTCUTS = ("all", "conv", "linear")
 
 #: Keyword arguments by which some projections take their amount instead of ``sparsity`` / ``keep``
 #: (unification's ``unify=``).
@@ -236,3 +254,65 @@ def constraints_by_param(constraints: Iterable[Constraint]) -> dict[str, list[Co
             raise TypeError(f"constraints must hold Constraint objects, got {type(c).__name__}")
         groups.setdefault(c.param, []).append(c)
     return groups
+
+
+# --- constraints from config tables, against a model -----------------------------------------------------
+
+def _weights_by_kind(model) -> dict[str, list[str]]:
+    """Return the convolution / linear / all weight names of ``model`` (:data:`PARAM_SHORTCUTS`), in order."""
+    # Imported here for the reason _registry() gives: the layers pull in the numba kernels.
+    from refimpl.nn.conv import Conv2d
+    from refimpl.nn.linear import Linear
+
+    kinds: dict[str, list[str]] = {"conv": [], "linear": [], "all": []}
+    for name, module in model.named_modules():
+        if isinstance(module, (Conv2d, Linear)):
+            weight = f"{name}.weight"
+            kinds["conv" if isinstance(module, Conv2d) else "linear"].append(weight)
+            kinds["all"].append(weight)
+    return kinds
+
+
+def select_params(selector: str | list[str], model) -> list[str]:
+    """Expand a ``params`` selector against ``model`` into weight names, in forward order.
+
+    ``"all"`` / ``"conv"`` / ``"linear"`` select the convolution and/or linear weights; any other string is
+    an exact parameter name or a glob pattern (``"layer1.*.weight"``); a list is the union of its items.
+    Raises ``ValueError`` when an item selects nothing.
+    """
+    kinds = _weights_by_kind(model)
+    names = list(model.parameters())
+    items = [selector] if isinstance(selector, str) else list(selector)
+    chosen: set[str] = set()
+    for item in items:
+        if item in PARAM_SHORTCUTS:
+            hits = kinds[item]
+        else:
+            hits = [n for n in names if n == item or fnmatch.fnmatchcase(n, item)]
+        if not hits:
+            raise ValueError(f"params item {item!r} selects no parameter of the model "
+                             f"(weights: {kinds['all']})")
+        chosen.update(hits)
+    return [n for n in names if n in chosen]
+
+
+def expand_constraints(specs: list[Mapping[str, Any]], model) -> list[Constraint]:
+    """Turn config constraint tables into :class:`Constraint` objects for ``model``.
+
+    A table with ``params`` becomes one constraint per selected weight (same structure and amount);
+    ``param`` names one weight. Order: tables in order, each table's weights in forward order.
+    """
+    out = []
+    for i, spec in enumerate(specs):
+        rest = {k: v for k, v in spec.items() if k not in ("param", "params")}
+        if "param" in spec:
+            if spec["param"] not in model.parameters():
+                raise ValueError(f"admm.constraints[{i}].param: the model has no parameter {spec['param']!r}")
+            names = [spec["param"]]
+        else:
+            try:
+                names = select_params(spec["params"], model)
+            except ValueError as err:
+                raise ValueError(f"admm.constraints[{i}].params: {err}") from None
+        out.extend(Constraint.from_dict({"param": name, **rest}) for name in names)
+    return out

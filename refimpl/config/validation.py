@@ -1,0 +1,201 @@
+"""Value checks of an :class:`~refimpl.config.schema.ExperimentConfig`: every bad value named with its file.
+
+:func:`validate` runs after the schema and type checks of :mod:`refimpl.config.loading` (and in
+``ExperimentConfig.from_dict``) and raises at the first problem, naming the dotted key and the file the
+value came from (or ``<overrides>``, ``<defaults>``):
+
+* names: ``method``, ``data.name``, ``model.name``, ``model.engine``, optimizers and schedules, and the
+  ``model.options`` the model's builder takes;
+* ranges: sparsities and ``admm.targets`` in [0, 1] (targets strictly increasing), ``val_fraction`` in
+  [0, 1), non-negative finite learning rates and penalties, ``rho_growth >= 1``, counts ``>= 1``;
+* constraint tables: exactly one of ``param`` / ``params``, a ``structure``, and arguments that
+  :class:`refimpl.prune.Constraint` accepts (the same checks the pruning code makes, now rather than
+  hours into a run); combinations such as progressive targets with ``keep``.
+
+Checks that need the model (does ``conv1.weight`` exist, does ``keep`` fit its filters) are made when
+the constraints are expanded against the built model: :func:`refimpl.prune.expand_constraints`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import numbers
+from collections.abc import Mapping
+
+from refimpl.config.schema import METHODS, OPTIMIZERS, SCHEDULES, ExperimentConfig, TrainConfig
+
+__all__ = ["validate"]
+
+
+def _is_number(value) -> bool:
+    """Tell whether ``value`` is an int or float, never a bool (``True`` is an ``int`` to Python)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_integer(value) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def _fail(key: str, message: str, origin: Mapping[str, str], default: str, exc=ValueError):
+    # The most specific recorded source: "admm.constraints" covers "admm.constraints[1].sparsity".
+    source = default
+    parts = key.replace("[", ".[").split(".")
+    for n in range(len(parts), 0, -1):
+        candidate = ".".join(parts[:n]).replace(".[", "[")
+        if candidate in origin:
+            source = origin[candidate]
+            break
+    raise exc(f"{key!r} in {source}: {message}")
+
+
+def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
+             default_source: str = "<config>") -> None:
+    """Check every value of ``config``; raise naming the key and its file at the first problem.
+
+    Parameters
+    ----------
+    config : ExperimentConfig
+    origin : dict, optional
+        Dotted key -> the file (or ``"<overrides>"``) it was set in, as recorded while loading; a key
+        inherits the source of its closest recorded parent.
+    default_source : str
+        The source named for keys nobody set (their defaults).
+
+    Raises
+    ------
+    ValueError, TypeError
+        ``"'<key>' in <source>: <problem>"``.
+    """
+    from refimpl.data import DATASETS
+    from refimpl.models import MODELS
+
+    origin = origin or {}
+
+    def fail(key, message, exc=ValueError):
+        _fail(key, message, origin, default_source, exc)
+
+    if config.method not in METHODS:
+        fail("method", f"must be one of {list(METHODS)}, got {config.method!r}")
+    for key in ("seed", "threads"):
+        if getattr(config, key) < 0:
+            fail(key, f"must be >= 0, got {getattr(config, key)}")
+    d = config.data
+    if d.name not in DATASETS:
+        fail("data.name", f"must be one of {list(DATASETS)}, got {d.name!r}")
+    for key in ("limit_train", "limit_test"):
+        value = getattr(d, key)
+        if value is not None and value < 1:
+            fail(f"data.{key}", f"must be >= 1 (or absent for all), got {value}")
+    if not 0.0 <= d.val_fraction < 1.0:
+        fail("data.val_fraction", f"must lie in [0, 1), got {d.val_fraction}")
+    if d.dtype not in ("float32", "float64"):
+        fail("data.dtype", f"must be 'float32' or 'float64', got {d.dtype!r}")
+    m = config.model
+    if m.name not in MODELS:
+        fail("model.name", f"must be one of {sorted(MODELS)}, got {m.name!r}")
+    if m.engine not in ("numba", "numpy"):
+        fail("model.engine", f"must be 'numba' or 'numpy', got {m.engine!r}")
+    reserved = {"num_classes", "in_channels", "input_size", "rng", "dtype"}
+    accepted = set(inspect.signature(MODELS[m.name]).parameters) - reserved
+    for key in m.options:
+        if key not in accepted:
+            fail(f"model.options.{key}", f"{m.name} takes no such option (it takes {sorted(accepted)})")
+    for section in ("pretrain", "admm", "retrain"):
+        _validate_training(getattr(config, section), section, fail)
+    a = config.admm
+    for key in ("rho", "rho_max"):
+        if not (math.isfinite(getattr(a, key)) and getattr(a, key) >= 0):
+            fail(f"admm.{key}", f"must be a finite number >= 0, got {getattr(a, key)}")
+    if a.rho_growth < 1:
+        fail("admm.rho_growth", f"must be >= 1 (rho never shrinks), got {a.rho_growth}")
+    if a.rho_max < a.rho:
+        fail("admm.rho_max", f"must be >= admm.rho = {a.rho}, got {a.rho_max}")
+    if a.update_every < 1:
+        fail("admm.update_every", f"must be >= 1, got {a.update_every}")
+    if a.update_unit not in ("epoch", "step"):
+        fail("admm.update_unit", f"must be 'epoch' or 'step', got {a.update_unit!r}")
+    _validate_constraints(config, fail)
+    if a.targets is not None:
+        if config.method not in ("admm", "magnitude"):
+            fail("admm.targets", f"progressive targets need method 'admm' or 'magnitude', got "
+                                 f"{config.method!r}")
+        if not a.targets or not all(_is_number(t) for t in a.targets):
+            fail("admm.targets", f"must be a non-empty array of numbers, got {a.targets!r}")
+        if any(not 0 <= t <= 1 for t in a.targets):
+            fail("admm.targets", f"every target must lie in [0, 1], got {a.targets}")
+        if any(b <= a_ for a_, b in zip(a.targets, a.targets[1:], strict=False)):
+            fail("admm.targets", f"must be strictly increasing, got {a.targets}")
+    if not _is_integer(a.steps) or a.steps < 1:
+        fail("admm.steps", f"must be an integer >= 1, got {a.steps!r}")
+    if a.steps > 1 and a.targets is not None:
+        fail("admm.steps", "give either admm.targets (one sparsity per step for every layer) or "
+                           "admm.steps (per-layer intermediate targets), not both")
+    if config.magnitude.rounds < 1:
+        fail("magnitude.rounds", f"must be >= 1, got {config.magnitude.rounds}")
+    if config.magnitude.schedule not in ("geometric", "linear"):
+        fail("magnitude.schedule", f"must be 'geometric' or 'linear', got {config.magnitude.schedule!r}")
+    p = config.purify
+    if not 0 <= p.eta <= 1:
+        fail("purify.eta", f"must lie in [0, 1], got {p.eta}")
+    if not (math.isfinite(p.sigma) and p.sigma >= 0):
+        fail("purify.sigma", f"must be a finite number >= 0, got {p.sigma}")
+    if p.epochs < 0:
+        fail("purify.epochs", f"must be >= 0, got {p.epochs}")
+    if p.enabled and config.method == "none":
+        fail("purify.enabled", "purification needs a pruning method (method is 'none')")
+    if config.output.checkpoint_every < 1:
+        fail("output.checkpoint_every", f"must be >= 1, got {config.output.checkpoint_every}")
+    if config.output.eval_batch_size < 1:
+        fail("output.eval_batch_size", f"must be >= 1, got {config.output.eval_batch_size}")
+
+
+def _validate_training(t: TrainConfig, section: str, fail) -> None:
+    if t.epochs < 0:
+        fail(f"{section}.epochs", f"must be >= 0, got {t.epochs}")
+    if t.batch_size < 1:
+        fail(f"{section}.batch_size", f"must be >= 1, got {t.batch_size}")
+    if t.optimizer not in OPTIMIZERS:
+        fail(f"{section}.optimizer", f"must be one of {list(OPTIMIZERS)}, got {t.optimizer!r}")
+    if t.schedule not in SCHEDULES:
+        fail(f"{section}.schedule", f"must be one of {list(SCHEDULES)}, got {t.schedule!r}")
+    for key in ("lr", "momentum", "weight_decay", "gamma"):
+        value = getattr(t, key)
+        if not (math.isfinite(value) and value >= 0):
+            fail(f"{section}.{key}", f"must be a finite number >= 0, got {value}")
+    if t.nesterov and t.optimizer != "sgd":
+        fail(f"{section}.nesterov", "Nesterov momentum applies to optimizer 'sgd' only")
+    if t.step_size is not None and t.step_size < 1:
+        fail(f"{section}.step_size", f"must be >= 1, got {t.step_size}")
+
+
+def _validate_constraints(config: ExperimentConfig, fail) -> None:
+    from refimpl.prune.constraints import Constraint
+
+    specs = config.admm.constraints
+    if config.method != "none" and not specs:
+        fail("admm.constraints", f"method {config.method!r} needs at least one [[admm.constraints]] table")
+    for i, spec in enumerate(specs):
+        key = f"admm.constraints[{i}]"
+        if not isinstance(spec, Mapping):
+            fail(key, f"must be a table, got {spec!r}", TypeError)
+        if ("param" in spec) == ("params" in spec):
+            fail(key, "give exactly one of 'param' (one name) or 'params' (a shortcut, pattern or list)")
+        selector = spec.get("param", spec.get("params"))
+        if isinstance(selector, list):
+            if not selector or not all(isinstance(s, str) and s for s in selector):
+                fail(f"{key}.params", f"must be a non-empty array of names, got {selector!r}", TypeError)
+        elif not isinstance(selector, str) or not selector:
+            fail(key, f"'param'/'params' must be a name, got {selector!r}", TypeError)
+        if "structure" not in spec:
+            fail(key, "needs a 'structure' (e.g. 'filters', 'shapes', 'unstructured')")
+        rest = {k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()
+                if k not in ("param", "params")}
+        try:
+            Constraint("<check>", **rest)  # the same checks the pruning code makes, now rather than later
+        except (TypeError, ValueError) as err:
+            fail(key, str(err), type(err))
+        if config.method == "magnitude_iterative" and config.magnitude.rounds > 1 and "sparsity" not in spec:
+            fail(key, "iterative magnitude pruning needs 'sparsity' targets (not 'keep')")
+        if config.admm.targets is not None and "sparsity" not in spec:
+            fail(key, "progressive targets replace 'sparsity'; give 'sparsity' (not 'keep')")
