@@ -10,6 +10,9 @@ Every result, log, checkpoint and report refimpl writes goes through :func:`atom
 4. ``fsync`` the directory, so the rename itself survives a power loss (POSIX; skipped where a
    directory cannot be opened).
 
+The file gets the mode ``0666 & ~umask`` like any file a program creates (``mkstemp`` alone would leave
+it ``0600``).
+
 If anything fails — including ``KeyboardInterrupt`` in the middle of the write — the temporary file is
 removed and the destination is left untouched.
 """
@@ -23,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text"]
+__all__ = ["atomic_write", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "current_umask"]
 
 
 def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], *, binary: bool = False) -> Path:
@@ -47,6 +50,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO], Any], *, binary:
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp creates the file 0600; a result file should get the mode any other tool would give it.
+        os.chmod(tmp, 0o666 & ~current_umask())
         with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
             write(f)
             f.flush()
@@ -79,6 +84,24 @@ def atomic_write_json(path: str | os.PathLike, value: Any, *, sort_keys: bool = 
     """
     text = json.dumps(value, indent=2, sort_keys=sort_keys, default=default) + "\n"
     return atomic_write_text(path, text)
+
+
+def current_umask() -> int:
+    """Return the process's umask without changing it (Linux: ``/proc/self/status``).
+
+    Elsewhere the classic ``os.umask`` read-and-restore is used, which sets the mask for an instant;
+    that is only visible to another thread creating a file in that instant.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _fsync_directory(directory: Path) -> None:

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import stat
 
 import numpy as np
 import pytest
 
 from refimpl import _io
-from refimpl._io import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text
+from refimpl._io import atomic_write, atomic_write_bytes, atomic_write_json, atomic_write_text, current_umask
 
 
 def test_writers_produce_the_content_and_return_the_path(tmp_path):
@@ -67,3 +68,15 @@ def test_data_then_rename_then_directory_are_synced(tmp_path, monkeypatch):
     atomic_write_text(tmp_path / "f.txt", "x")
     assert calls == ["fsync", "replace", "fsync"]
     assert (tmp_path / "f.txt").read_text() == "x"
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_files_get_the_mode_the_umask_gives(tmp_path, umask, mode):
+    """mkstemp's 0600 must not leak into results: a file gets 0666 & ~umask like any other tool's."""
+    old = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        path = atomic_write_text(tmp_path / "r.json", "{}")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
