@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -127,14 +126,6 @@ def plot_demo(report: Mapping[str, Any], path: str | os.PathLike) -> Path:
     return path
 
 
-def _prepare_out(out: Path) -> None:
-    """Replace an earlier run in ``out`` (only a refimpl run: never delete a directory we did not write)."""
-    if (out / "state.json").is_file() and (out / "config.json").is_file():
-        shutil.rmtree(out)
-    elif out.exists() and any(out.iterdir()):
-        raise ValueError(f"{out} exists and does not hold a refimpl run; choose another --out")
-
-
 def run_demo(out_dir: str | os.PathLike = "runs/demo", *, quick: bool = False, progress: bool = True,
              repeats: int | None = None) -> dict:
     """Run the demo into ``out_dir`` and print its report; return the summary (also ``<out>/demo.json``).
@@ -142,7 +133,9 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, quick: bool = False, p
     Parameters
     ----------
     out_dir : path, default "runs/demo"
-        Run directory; an earlier run there is replaced.
+        Run directory: new or empty, or holding an earlier demo run of the same settings, which is
+        reused (its training is not repeated; an interrupted one is resumed). Anything else there is
+        refused and never deleted (:mod:`refimpl.engine.rundir`).
     quick : bool, default False
         A few epochs only (:data:`QUICK_OVERRIDES`).
     progress : bool, default True
@@ -162,9 +155,8 @@ def run_demo(out_dir: str | os.PathLike = "runs/demo", *, quick: bool = False, p
 
     started = time.perf_counter()
     out = Path(out_dir)
-    _prepare_out(out)
     config = demo_config(quick)
-    report = run_experiment(config, out, progress=progress, echo=print)
+    report = run_experiment(config, out, resume=True, progress=progress, echo=print)
 
     with thread_limit(config.threads):
         ds = load_dataset(config.data.name, dtype=np.dtype(config.data.dtype))

@@ -42,11 +42,42 @@ def test_quick_demo_prints_the_report_and_saves_the_figure(tmp_path, capsys):
     assert summary["compact_vs_masked_max_abs_diff"] < 1e-4
     assert summary["params"]["compact"] < summary["params"]["dense"]
     assert summary["ideal_speedup"] == pytest.approx(summary["macs"]["dense"] / summary["macs"]["compact"])
-    # A rerun replaces the earlier demo run; a directory that is not a run is refused.
-    run_demo(out, quick=True, progress=False, repeats=1)
+    # A rerun reuses the finished run: no phase is trained again, the weights stay the same bytes.
+    weights = (out / "model_masked.npz").read_bytes()
+    mtime = (out / "retrain" / "model.npz").stat().st_mtime_ns
+    again = run_demo(out, quick=True, progress=False, repeats=1)
+    assert "resuming" in capsys.readouterr().out
+    assert (out / "model_masked.npz").read_bytes() == weights
+    assert (out / "retrain" / "model.npz").stat().st_mtime_ns == mtime
+    assert again["accuracy"] == summary["accuracy"]
+
+
+@pytest.mark.parametrize("files", [
+    {"notes.txt": "mine"},
+    # refimpl demo used to rmtree a directory holding these two names, deleting everything else in it
+    {"notes.txt": "mine", "config.json": "{}", "state.json": "{}"},
+    {"notes.txt": "mine", "results.json": '{"accuracy": 0.99}'},
+])
+def test_demo_never_deletes_or_writes_a_directory_it_did_not_create(tmp_path, files, capsys):
+    from refimpl.cli import main
+
     other = tmp_path / "other"
     other.mkdir()
-    (other / "notes.txt").write_text("mine")
-    with pytest.raises(ValueError, match="does not hold a refimpl run"):
-        run_demo(other, quick=True, progress=False)
-    assert (other / "notes.txt").exists()
+    for name, text in files.items():
+        (other / name).write_text(text)
+    assert main(["demo", "--quick", "--no-progress", "--out", str(other)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("refimpl demo: error:") and "refimpl never writes into or deletes" in err
+    assert len(err.strip().splitlines()) == 1
+    assert sorted(p.name for p in other.iterdir()) == sorted(files)
+    for name, text in files.items():
+        assert (other / name).read_text() == text
+
+
+def test_demo_refuses_an_earlier_run_of_other_settings(tmp_path, capsys):
+    out = tmp_path / "demo"
+    run_demo(out, quick=True, progress=False, repeats=1)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(ValueError, match="configuration differs"):
+        run_demo(out, quick=False, progress=False)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 
 import numpy as np
 import pytest
@@ -220,3 +222,167 @@ def test_admm_steps_share_the_per_layer_targets_of_iterative_magnitude():
 def test_admm_steps_validation(extra, match):
     with pytest.raises(ValueError, match=match):
         tiny_config(**extra)
+
+
+# --- the run directory's safety rules (refimpl.engine.rundir) ------------------------------------------
+
+def _tree(path):
+    """Every file under ``path`` with its bytes (to show that nothing changed)."""
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("files", [{"results.json": '{"mine": 1}'}, {"notes.txt": "x", "data": None}])
+def test_a_foreign_directory_is_refused_and_left_alone(tmp_path, files):
+    out = tmp_path / "mine"
+    out.mkdir()
+    for name, text in files.items():
+        if text is None:
+            (out / name).mkdir()
+        else:
+            (out / name).write_text(text)
+    before = _tree(out)
+    for resume in (False, True):
+        with pytest.raises(SetupError, match="not empty and holds no refimpl run"):
+            run_experiment(tiny_config(), out, resume=resume, progress=False, echo=None)
+    assert _tree(out) == before and not (out / "run.lock").exists()
+
+
+def test_an_empty_directory_is_fine(tmp_path):
+    (tmp_path / "empty").mkdir()
+    report = run_experiment(tiny_config(method="none", **{"pretrain.epochs": 1}), tmp_path / "empty",
+                            progress=False, echo=None)
+    assert report["accuracy"]["dense"] is not None
+
+
+def test_a_second_process_on_the_same_run_is_refused_naming_the_holder(reference_run, tmp_path):
+    import subprocess
+    import sys
+
+    reference, _ = reference_run
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from refimpl.engine import RunDir; "
+         "d = RunDir(sys.argv[1]); d._lock(); print('locked', flush=True); time.sleep(60)", str(reference)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        log_before = (reference / "retrain" / "log.jsonl").read_bytes()
+        with pytest.raises(SetupError, match=rf"in use by another refimpl process \(PID {holder.pid}\)"):
+            run_experiment(tiny_config(), reference, resume=True, progress=False, echo=None)
+        assert (reference / "retrain" / "log.jsonl").read_bytes() == log_before  # no duplicated records
+    finally:
+        holder.kill()
+        holder.wait()
+    # The kernel dropped the dead holder's lock: the run can be resumed again.
+    run_experiment(tiny_config(), reference, resume=True, progress=False, echo=None)
+
+
+def test_the_lock_is_released_after_a_crash_in_the_same_process(tmp_path, monkeypatch):
+    def boom(self, epoch):
+        raise Interrupted
+    monkeypatch.setattr(Trainer, "_run_epoch", boom)
+    with pytest.raises(Interrupted):
+        run_experiment(tiny_config(), tmp_path / "run", progress=False, echo=None)
+    monkeypatch.undo()
+    config = tiny_config()
+    run_experiment(config, tmp_path / "run", resume=True, progress=False, echo=None)  # not "in use"
+
+
+@pytest.mark.parametrize(("constraint", "message"), [
+    ({"param": "conv1.weight", "structure": "filters", "keep": 60}, r"admm\.constraints\[0\].*conv1\.weight"),
+    ({"param": "fc1.weight", "structure": "blocks", "block_shape": [600, 4], "sparsity": 0.5},
+     r"admm\.constraints\[0\].*fc1\.weight"),
+    ({"param": "fc1.weight", "structure": "nm", "n": 2, "m": 7}, r"admm\.constraints\[0\].*fc1\.weight"),
+    ({"param": "fc1.bias", "structure": "unstructured", "sparsity": 0.5},
+     r"admm\.constraints\[0\].*fc1\.bias"),
+])
+def test_constraint_errors_are_found_before_any_training_and_write_nothing(tmp_path, monkeypatch, constraint,
+                                                                           message):
+    trained = []
+    monkeypatch.setattr(Trainer, "fit", lambda self, **kw: trained.append(self) or [])
+    config = tiny_config(**{"admm.constraints": [constraint]})
+    with pytest.raises(SetupError, match=message) as info:
+        run_experiment(config, tmp_path / "run", progress=False, echo=None)
+    assert "\n" not in str(info.value) and not trained
+    assert not (tmp_path / "run").exists()  # a failed setup leaves nothing behind
+
+
+def test_a_failed_setup_on_resume_leaves_the_run_resumable(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original = Trainer._run_epoch
+
+    def crash(self, epoch):
+        original(self, epoch)
+        if self.out_dir.name == "admm":
+            raise Interrupted
+    monkeypatch.setattr(Trainer, "_run_epoch", crash)
+    with pytest.raises(Interrupted):
+        run_experiment(tiny_config(), out, progress=False, echo=None)
+    monkeypatch.undo()
+    before = _tree(out)
+    with pytest.raises(SetupError, match="configuration differs"):
+        run_experiment(tiny_config(**{"retrain.epochs": 5}), out, resume=True, progress=False, echo=None)
+    assert _tree(out) == before
+    run_experiment(tiny_config(), out, resume=True, progress=False, echo=None)
+    assert json.loads((out / "state.json").read_text())["finished"] is True
+
+
+def test_stale_temporaries_of_killed_writers_are_removed_on_resume(tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    original = Trainer._run_epoch
+
+    def crash(self, epoch):
+        original(self, epoch)
+        if self.out_dir.name == "admm":
+            raise Interrupted
+    monkeypatch.setattr(Trainer, "_run_epoch", crash)
+    with pytest.raises(Interrupted):
+        run_experiment(tiny_config(), out, progress=False, echo=None)
+    monkeypatch.undo()
+    stale = [out / "admm" / ".checkpoint.npz.k3x9_q2a.tmp", out / ".state.json.abcdefgh.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    keep = out / "admm" / "notes.tmp"  # not a name atomic_write makes: not ours to delete
+    keep.write_text("mine")
+    run_experiment(tiny_config(), out, resume=True, progress=False, echo=None)
+    assert not any(p.exists() for p in stale) and keep.exists()
+    assert not list(out.rglob(".*.tmp"))
+
+
+def test_run_files_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        run_experiment(tiny_config(method="none", **{"pretrain.epochs": 1}), tmp_path / "run",
+                       progress=False, echo=None)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "run").rglob("*") if p.is_file()}
+    assert {"results.json", "report.json", "checkpoint.npz", "log.jsonl", "model.npz"} <= set(modes)
+    assert set(modes.values()) == {0o644}, modes
+
+
+def test_extra_hooks_see_every_training_phase(tmp_path):
+    seen = []
+
+    class Spy:
+        def __init__(self, phase):
+            self.phase = phase
+
+        def on_epoch_end(self, trainer, epoch):
+            seen.append((self.phase.name, epoch))
+
+    run_experiment(tiny_config(), tmp_path / "run", progress=False, echo=None,
+                   hooks=lambda phase: [Spy(phase)])
+    assert seen == [("pretrain", 0), ("pretrain", 1), ("admm", 0), ("admm", 1), ("admm", 2),
+                    ("retrain", 0), ("retrain", 1), ("retrain", 2)]
+
+
+def test_every_planned_kind_is_in_the_phase_table_and_the_report():
+    from refimpl.engine import METHOD_STEP, PHASES
+    from refimpl.engine.plan import Phase
+
+    assert set(METHOD_STEP.values()) - {None} <= set(PHASES)
+    assert {"pretrain", "prune", "retrain", "purify", "purify_retrain", "compact"} <= set(PHASES)
+    with pytest.raises(ValueError, match="registered twice"):
+        from refimpl.engine import phase_kind
+        phase_kind("prune")(lambda run, phase: {})
+    assert Phase("a", "prune") == Phase("a", "prune")

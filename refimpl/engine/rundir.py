@@ -21,7 +21,7 @@ States (:attr:`RunDir.status`)
 ==========  ============================================================================================
 ``absent``  the directory does not exist
 ``empty``   it exists and is empty (``run.lock`` alone counts as empty)
-``partial`` it holds a run (``state.json``) that has not finished: resume it
+``partial`` it holds a run (a refimpl ``state.json``) that has not finished: resume it
 ``finished`` the run's report is written (``state.json`` has ``"finished": true``)
 ``foreign`` it holds other files: refused
 ==========  ============================================================================================
@@ -94,9 +94,12 @@ class RunDir:
         state = self.path / STATE_NAME
         if state.is_file():
             try:
-                return "finished" if json.loads(state.read_text()).get("finished") else "partial"
+                saved = json.loads(state.read_text())
             except (ValueError, OSError):
-                return "partial"  # unreadable state: open() reports it in detail
+                saved = None
+            if isinstance(saved, dict) and "version" in saved and "phases" in saved:
+                return "finished" if saved.get("finished") else "partial"
+            return "foreign"  # a state.json that refimpl did not write: not ours to touch
         if any(p.name != LOCK_NAME for p in self.path.iterdir()):
             return "foreign"
         return "empty"
