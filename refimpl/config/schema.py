@@ -33,7 +33,13 @@ exactly one of
 * ``params = "conv"`` | ``"linear"`` | ``"all"`` (:data:`refimpl.prune.PARAM_SHORTCUTS`) | a glob pattern
   (``"layer1.*"``) | a list of names and patterns — expanded against the model by
   :func:`refimpl.prune.expand_constraints` ("all" = every convolution and linear weight,
-  :attr:`refimpl.models.Network.prunable`).
+  :attr:`refimpl.models.Network.prunable`; a pattern picks among those weights, so ``"layer1.*"`` skips
+  the biases and batch-norm parameters).
+
+Constraints act on the weights of convolution and linear layers only. Once the model is built, and
+before any training, every expanded constraint is tried on its weight's shape: ``keep`` larger than the
+number of groups, a ``block_shape`` larger than the weight, an ``m`` that does not divide the rows or a
+bias named as ``param`` is a one-line error naming ``admm.constraints[i]`` and the parameter.
 
 The magnitude baselines use the same constraints as their targets, so an ADMM experiment and its
 magnitude twin differ only in ``method``.

@@ -276,43 +276,120 @@ def _weights_by_kind(model) -> dict[str, list[str]]:
 def select_params(selector: str | list[str], model) -> list[str]:
     """Expand a ``params`` selector against ``model`` into weight names, in forward order.
 
-    ``"all"`` / ``"conv"`` / ``"linear"`` select the convolution and/or linear weights; any other string is
-    an exact parameter name or a glob pattern (``"layer1.*.weight"``); a list is the union of its items.
-    Raises ``ValueError`` when an item selects nothing.
+    Parameters
+    ----------
+    selector : str or list of str
+        ``"all"`` / ``"conv"`` / ``"linear"`` (:data:`PARAM_SHORTCUTS`) select the convolution and/or
+        linear weights. Any other string is an exact weight name or a glob pattern matched against those
+        weights only (``"layer1.*"`` selects the convolution weights of ``layer1``, not its biases or
+        batch-norm parameters, which no structure applies to). A list is the union of its items.
+    model : Module
+        The built model (its ``named_modules()`` and ``parameters()``).
+
+    Returns
+    -------
+    list of str
+        The selected weights, each once, in the order of ``model.parameters()``.
+
+    Raises
+    ------
+    ValueError
+        An item selects no weight; the message lists the model's weights (and the non-weight parameters
+        the item matched, if any).
     """
-    kinds = _weights_by_kind(model)
+    weights = _weights_by_kind(model)
     names = list(model.parameters())
+    prunable = set(weights["all"])
     items = [selector] if isinstance(selector, str) else list(selector)
     chosen: set[str] = set()
     for item in items:
         if item in PARAM_SHORTCUTS:
-            hits = kinds[item]
+            hits = weights[item]
         else:
-            hits = [n for n in names if n == item or fnmatch.fnmatchcase(n, item)]
+            matched = [n for n in names if n == item or fnmatch.fnmatchcase(n, item)]
+            hits = [n for n in matched if n in prunable]
+            if matched and not hits:
+                raise ValueError(f"params item {item!r} selects no convolution or linear weight: it matches "
+                                 f"only {matched}, which no structure applies to (weights: {weights['all']})")
         if not hits:
             raise ValueError(f"params item {item!r} selects no parameter of the model "
-                             f"(weights: {kinds['all']})")
+                             f"(weights: {weights['all']})")
         chosen.update(hits)
     return [n for n in names if n in chosen]
 
 
-def expand_constraints(specs: list[Mapping[str, Any]], model) -> list[Constraint]:
-    """Turn config constraint tables into :class:`Constraint` objects for ``model``.
+def _check_fits(constraint: Constraint, value: np.ndarray, key: str) -> None:
+    """Raise ``"<key>: ..."`` unless ``constraint`` can project a weight of ``value``'s shape and dtype."""
+    # Projecting zeros of the real shape, rather than re-deriving every structure's rules here, runs the
+    # projection's own checks (group counts for keep=, block and vector sizes, N:M divisibility) now: they
+    # would otherwise fail only at the first Z-step or hard prune, after the whole pretraining.
+    try:
+        constraint.project(np.zeros(value.shape, dtype=value.dtype))
+    except (TypeError, ValueError) as err:
+        raise type(err)(f"{key}: structure {constraint.structure!r} on {constraint.param} "
+                        f"(shape {value.shape}): {err}") from None
 
-    A table with ``params`` becomes one constraint per selected weight (same structure and amount);
-    ``param`` names one weight. Order: tables in order, each table's weights in forward order.
+
+def expand_constraints(specs: list[Mapping[str, Any]], model) -> list[Constraint]:
+    """Turn config constraint tables into :class:`Constraint` objects for ``model``, checked against it.
+
+    A table with ``params`` becomes one constraint per selected weight (same structure and amount,
+    :func:`select_params`); ``param`` names one weight. Order: tables in order, each table's weights in
+    forward order. Every constraint is tried once on a zero array of its weight's shape and dtype, so a
+    constraint that cannot apply to that weight fails here, before any training.
+
+    Parameters
+    ----------
+    specs : list of mapping
+        The ``[[admm.constraints]]`` tables: exactly one of ``param`` / ``params``, plus the keyword
+        arguments of :class:`Constraint` (``structure``, ``sparsity`` or ``keep``, projection arguments).
+    model : Module
+        The built model whose weights the constraints name.
+
+    Returns
+    -------
+    list of Constraint
+
+    Raises
+    ------
+    ValueError, TypeError
+        One line starting with the table's config key, ``admm.constraints[i]`` (``.param`` /
+        ``.params`` for a selection problem), and naming the parameter: an unknown parameter, a
+        parameter that is not a convolution or linear weight (a bias, a batch-norm scale), invalid
+        constraint arguments, or a constraint that does not fit the weight's shape, e.g.
+        ``admm.constraints[1]: structure 'filters' on conv1.weight (shape (20, 1, 5, 5)): keep must lie
+        in [0, 20] (the number of groups), got 60``.
     """
+    parameters = model.parameters()
+    weights = _weights_by_kind(model)["all"]
     out = []
     for i, spec in enumerate(specs):
+        key = f"admm.constraints[{i}]"
+        if not isinstance(spec, Mapping):
+            raise TypeError(f"{key}: must be a table (mapping), got {spec!r}")
+        if ("param" in spec) == ("params" in spec):
+            raise ValueError(f"{key}: give exactly one of 'param' (one name) or 'params' (a shortcut, "
+                             "pattern or list)")
         rest = {k: v for k, v in spec.items() if k not in ("param", "params")}
         if "param" in spec:
-            if spec["param"] not in model.parameters():
-                raise ValueError(f"admm.constraints[{i}].param: the model has no parameter {spec['param']!r}")
-            names = [spec["param"]]
+            name = spec["param"]
+            if name not in parameters:
+                raise ValueError(f"{key}.param: the model has no parameter {name!r}")
+            if name not in weights:
+                shape = parameters[name].shape
+                raise ValueError(f"{key}.param: {name} (shape {shape}) is not the weight of a convolution or "
+                                 f"linear layer, which every structure needs (weights: {weights})")
+            names = [name]
         else:
             try:
                 names = select_params(spec["params"], model)
             except ValueError as err:
-                raise ValueError(f"admm.constraints[{i}].params: {err}") from None
-        out.extend(Constraint.from_dict({"param": name, **rest}) for name in names)
+                raise ValueError(f"{key}.params: {err}") from None
+        for name in names:
+            try:
+                constraint = Constraint.from_dict({"param": name, **rest})
+            except (TypeError, ValueError) as err:
+                raise type(err)(f"{key}: {err}") from None
+            _check_fits(constraint, parameters[name], key)
+            out.append(constraint)
     return out
