@@ -3,20 +3,19 @@
 .. code-block:: text
 
     refimpl train --model lenet5 --dataset fashion-mnist --epochs 10 --out runs/lenet5-fmnist
-    refimpl train --model lenet5 --dataset fashion-mnist --epochs 20 --out runs/lenet5-fmnist --resume
+    refimpl prune --config paper_repro/configs/smoke_digits.toml --out runs/smoke
+    refimpl prune --config paper_repro/configs/smoke_digits.toml --out runs/smoke --resume
 
-``refimpl train`` writes into ``--out``:
+``refimpl train`` and ``refimpl prune`` are the same engine (:func:`refimpl.engine.run_experiment`):
+``train`` is an experiment with ``method = "none"`` whose command-line options set the ``pretrain``
+settings, ``prune`` runs a TOML experiment file. Options that are not given keep the value of the config
+file, or else the default of :mod:`refimpl.config.schema` — the one place defaults live. Both write the
+run directory described in :mod:`refimpl.engine.artifacts` (for ``train``: ``pretrain/log.jsonl``,
+``pretrain/checkpoint.npz``, ``pretrain/model.npz``, ``results.json``, ``report.txt``...).
 
-==================  ==========================================================================
-``config.json``     every setting of the run (the command line, resolved), dataset and model summary
-``log.jsonl``       one JSON record per epoch (:mod:`refimpl.train.log`): loss, accuracy, lr, time
-``checkpoint.npz``  the latest checkpoint (:mod:`refimpl.train.checkpoint`); ``--resume`` continues it
-``model.npz``       the final weights and buffers, PyTorch names (``np.load`` / ``Module.load``)
-``results.json``    the final test loss and accuracy (also printed)
-==================  ==========================================================================
-
-A rerun into a directory that already holds a run is refused unless ``--resume`` is given, and a resumed
-run must keep every setting except ``--epochs`` (the new total), ``--data-root`` and ``--no-progress``.
+A run directory must be new or empty; one that holds a run is refused unless ``--resume`` is given (and
+the settings are the same), and a non-empty directory that holds no refimpl run is always refused,
+never written into.
 
 Adding a subcommand
 -------------------
@@ -31,14 +30,9 @@ exit with argparse's code 2.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-import numpy as np
-
-from refimpl._io import atomic_write_json
 
 __all__ = [
     "SUBCOMMANDS",
@@ -86,207 +80,148 @@ def _nonnegative_float(text: str) -> float:
 
 
 # --- shared option groups ----------------------------------------------------------------------------
+# Every option defaults to None ("not given"): a given option overrides the config key it is mapped to,
+# the others leave the config file's value or the schema's default alone. The help texts quote those
+# defaults from the schema, so the two cannot drift.
+
+#: ``add_data_arguments`` option -> config key.
+_DATA_OPTIONS = {"dataset": "data.name", "data_root": "data.root", "data_path": "data.path",
+                 "val_fraction": "data.val_fraction", "limit_train": "data.limit_train",
+                 "dtype": "data.dtype"}
+
+#: ``add_optimizer_arguments`` option -> key inside a training section (``pretrain.lr`` ...).
+_OPTIMIZER_OPTIONS = ("epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov", "weight_decay",
+                      "schedule", "step_size", "gamma")
 
 
 def add_data_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``--dataset``, ``--data-root``, ``--val-fraction``, ``--limit-train`` and ``--dtype``."""
+    """Add the data options ``--dataset`` ... ``--dtype``.
+
+    Each overrides its ``data.*`` key when given (:data:`_DATA_OPTIONS`).
+    """
+    from refimpl.config import DataConfig
     from refimpl.data import DATASETS
 
-    group = parser.add_argument_group("data")
-    group.add_argument("--dataset", default="digits", choices=DATASETS, help="dataset name (default: digits)")
+    d = DataConfig()
+    group = parser.add_argument_group("data (default: the config's values)")
+    group.add_argument("--dataset", default=None, choices=DATASETS, help=f"dataset name (default: {d.name})")
     group.add_argument("--data-root", type=Path, default=None, metavar="DIR",
                        help="directory with the dataset files, searched before $REFIMPL_DATA and the cache")
-    group.add_argument("--val-fraction", type=float, default=0.0,
-                       help="share of the training split held out for validation (default: 0)")
+    group.add_argument("--data-path", type=Path, default=None, metavar="FILE",
+                       help="your own data for --dataset npz: an .npz file with x_train, y_train, x_test, "
+                            "y_test (refimpl.data)")
+    group.add_argument("--val-fraction", type=float, default=None,
+                       help="share of the training split held out for validation "
+                            f"(default: {d.val_fraction})")
     group.add_argument("--limit-train", type=_int_at_least(1), default=None, metavar="N",
                        help="train on the first N training images only (quick runs)")
-    group.add_argument("--dtype", choices=_DTYPES, default="float32",
-                       help="floating-point type (default: float32)")
+    group.add_argument("--dtype", choices=_DTYPES, default=None,
+                       help=f"floating-point type (default: {d.dtype})")
 
 
-def add_optimizer_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add the optimizer and schedule options (``--optimizer`` ... ``--gamma``)."""
-    group = parser.add_argument_group("optimization")
-    group.add_argument("--epochs", type=_int_at_least(1), default=10,
-                       help="total number of epochs (default: 10)")
-    group.add_argument("--batch-size", type=_int_at_least(1), default=64,
-                       help="mini-batch size (default: 64)")
-    group.add_argument("--optimizer", choices=("sgd", "adam"), default="sgd", help="default: sgd")
-    group.add_argument("--lr", type=_nonnegative_float, default=0.01, help="learning rate (default: 0.01)")
-    group.add_argument("--momentum", type=_nonnegative_float, default=0.9, help="SGD momentum (default: 0.9)")
-    group.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
-    group.add_argument("--weight-decay", type=_nonnegative_float, default=0.0,
-                       help="L2 weight decay added to the gradient (default: 0)")
-    group.add_argument("--schedule", choices=("constant", "step", "cosine"), default="constant",
-                       help="learning-rate schedule (default: constant); cosine decays to 0 at --epochs")
+def add_optimizer_arguments(parser: argparse.ArgumentParser, section: str = "pretrain") -> None:
+    """Add the optimizer and schedule options (``--epochs`` ... ``--gamma``) of config ``section``."""
+    from refimpl.config import ExperimentConfig
+
+    t = getattr(ExperimentConfig(), section)
+    group = parser.add_argument_group(f"optimization (the [{section}] settings)")
+    group.add_argument("--epochs", type=_int_at_least(1), default=None,
+                       help=f"number of epochs (default: {t.epochs})")
+    group.add_argument("--batch-size", type=_int_at_least(1), default=None,
+                       help=f"mini-batch size (default: {t.batch_size})")
+    group.add_argument("--optimizer", choices=("sgd", "adam"), default=None, help=f"default: {t.optimizer}")
+    group.add_argument("--lr", type=_nonnegative_float, default=None, help=f"learning rate (default: {t.lr})")
+    group.add_argument("--momentum", type=_nonnegative_float, default=None,
+                       help=f"SGD momentum (default: {t.momentum})")
+    group.add_argument("--nesterov", action="store_true", default=None, help="Nesterov momentum (SGD)")
+    group.add_argument("--weight-decay", type=_nonnegative_float, default=None,
+                       help=f"L2 weight decay added to the gradient (default: {t.weight_decay})")
+    group.add_argument("--schedule", choices=("constant", "step", "cosine"), default=None,
+                       help=f"learning-rate schedule (default: {t.schedule}); cosine decays to 0 at --epochs")
     group.add_argument("--step-size", type=_int_at_least(1), default=None,
                        help="epochs between decays of the step schedule (default: max(1, epochs // 3))")
-    group.add_argument("--gamma", type=_nonnegative_float, default=0.1,
-                       help="step schedule factor (default: 0.1)")
+    group.add_argument("--gamma", type=_nonnegative_float, default=None,
+                       help=f"step schedule factor (default: {t.gamma})")
+
+
+def _add_run_arguments(parser: argparse.ArgumentParser, *, config_required: bool) -> None:
+    """``--config``, ``--set``, ``--out``, ``--resume``, ``--no-progress``: every engine command has them."""
+    parser.add_argument("--config", type=Path, required=config_required, default=None, metavar="FILE",
+                        help="experiment TOML file (refimpl.config)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value, e.g. --set admm.epochs=2 (repeatable; TOML values)")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="run directory (new or empty; or a run to --resume)")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run in --out (finished phases are skipped, the current one "
+                             "continues from its checkpoint); the settings must be the same")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
+
+
+def _load_experiment(args: argparse.Namespace, options: dict[str, str], fixed: dict | None = None):
+    """Load ``--config`` (or the defaults), then ``options`` (option -> key), ``--set``, ``fixed``."""
+    from refimpl.config import load_config, parse_override
+
+    try:
+        overrides = {key: str(getattr(args, option)) if isinstance(getattr(args, option), Path)
+                     else getattr(args, option)
+                     for option, key in options.items() if getattr(args, option, None) is not None}
+        overrides.update(parse_override(text) for text in args.overrides)
+        overrides.update(fixed or {})
+        return load_config(args.config, overrides)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise CommandError(str(err)) from err
+
+
+def _run(config, args: argparse.Namespace) -> dict:
+    """Run ``config`` into ``--out`` through the engine; setup problems become one-line errors."""
+    from refimpl.engine import SetupError, run_experiment
+
+    try:
+        return run_experiment(config, args.out, resume=args.resume, progress=args.progress)
+    except SetupError as err:
+        # Problems found before training starts are one-line errors; anything later keeps its traceback.
+        raise CommandError(str(err)) from err
 
 
 # --- refimpl train -----------------------------------------------------------------------------------
-
-# Settings that may change when a run is resumed; every other one must equal the original's.
-_RESUMABLE_CHANGES = {"epochs", "resume", "progress", "data_root", "out", "command"}
 
 
 def _add_train(subparsers) -> None:
     from refimpl.models import MODELS
 
     parser = subparsers.add_parser(
-        "train", help="train a model and save its log, checkpoints and weights",
-        description="Train a model on a dataset. Writes config.json, log.jsonl, checkpoint.npz, model.npz "
-                    "and results.json into --out and prints the final test accuracy.",
+        "train", help="train a dense model and save its log, checkpoints and weights",
+        description="Train a model on a dataset: an experiment with method = 'none' (refimpl.engine). "
+                    "Writes config, pretrain/log.jsonl, checkpoints, weights, report.txt and results.json "
+                    "into --out and prints the test accuracy. Options not given keep the --config file's "
+                    "values or the defaults of refimpl.config.",
     )
-    parser.add_argument("--model", choices=sorted(MODELS), default="lenet5",
+    parser.add_argument("--model", choices=sorted(MODELS), default=None,
                         help="architecture (default: lenet5)")
     add_data_arguments(parser)
-    add_optimizer_arguments(parser)
-    parser.add_argument("--seed", type=_int_at_least(0), default=0,
+    add_optimizer_arguments(parser, "pretrain")
+    parser.add_argument("--seed", type=_int_at_least(0), default=None,
                         help="seed of the initial weights, the shuffling and the validation split "
                              "(default: 0)")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
-                        help="run directory, e.g. runs/NAME")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out from its checkpoint (up to --epochs in total)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    parser.add_argument("--threads", type=_int_at_least(0), default=0,
+    parser.add_argument("--threads", type=_int_at_least(0), default=None,
                         help="numba and BLAS threads (default 0: the libraries' defaults; 1 is fastest for "
                              "LeNet-sized models on a busy machine, see refimpl.threads)")
+    _add_run_arguments(parser, config_required=False)
     parser.set_defaults(func=run_train)
 
 
-def _config(args: argparse.Namespace) -> dict:
-    """Return the run's settings as JSON values (paths as strings, the subcommand's function left out)."""
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"}
-
-
-def _check_resume(out: Path, config: dict) -> None:
-    """Refuse to resume a run whose settings differ (other than epochs / paths / progress)."""
-    path = out / "config.json"
-    if not path.is_file():
-        return  # nothing to compare with: a fresh start (fit(resume=True) also finds no checkpoint)
-    saved = json.loads(path.read_text())["args"]
-    changed = sorted(
-        k for k in set(saved) | set(config)
-        if k not in _RESUMABLE_CHANGES and saved.get(k) != config.get(k)
-    )
-    if changed:
-        details = ", ".join(f"--{k.replace('_', '-')} {saved.get(k)!r} -> {config.get(k)!r}" for k in changed)
-        raise ValueError(f"cannot resume {out}: settings differ from the saved run ({details})")
-
-
-def _write_json(path: Path, value) -> None:
-    """Write JSON atomically (:mod:`refimpl._io`), so a crash never leaves half a file."""
-    atomic_write_json(path, value, sort_keys=True)
-
-
-def _build_optimizer(args, params):
-    from refimpl.train import SGD, Adam
-
-    if args.optimizer == "adam":
-        return Adam(params, lr=args.lr, weight_decay=args.weight_decay)
-    return SGD(params, lr=args.lr, momentum=args.momentum, nesterov=args.nesterov,
-               weight_decay=args.weight_decay)
-
-
-def _build_schedule(args):
-    from refimpl.train import ConstantLR, CosineAnnealingLR, StepLR
-
-    if args.schedule == "step":
-        return StepLR(args.lr, step_size=args.step_size or max(1, args.epochs // 3), gamma=args.gamma)
-    if args.schedule == "cosine":
-        return CosineAnnealingLR(args.lr, T_max=args.epochs)
-    return ConstantLR(args.lr)
-
-
 def run_train(args: argparse.Namespace) -> int:
-    """Carry out ``refimpl train`` (see the module docstring for the files written)."""
-    from refimpl.data import CorruptDatasetError, DatasetNotFoundError
-    from refimpl.threads import thread_limit
-    from refimpl.train import evaluate
-
-    out: Path = args.out
-    config = _config(args)
-    # Setting up can fail because of the settings or the data: report that in one line. Failures while
-    # training are bugs and keep their traceback.
-    try:
-        ds, model, trainer, x_train, y_train = _setup_train(args, config)
-    except (ValueError, TypeError, DatasetNotFoundError, CorruptDatasetError) as err:
-        raise CommandError(str(err)) from err
-
-    out.mkdir(parents=True, exist_ok=True)
-    _write_json(out / "config.json", {
-        "args": config,
-        "dataset": {"name": ds.name, "source": ds.source, "input_shape": list(ds.input_shape),
-                    "num_classes": ds.num_classes, "n_train": int(len(y_train)),
-                    "n_val": 0 if ds.y_val is None else int(len(ds.y_val)), "n_test": int(len(ds.y_test)),
-                    "mean": list(ds.mean), "std": list(ds.std)},
-        "model": {"name": args.model, "parameters": int(model.num_parameters())},
-    })
-    done_before = _checkpoint_epoch(out) if args.resume else 0
-    with thread_limit(args.threads):
-        history = trainer.fit(resume=args.resume)
-        test = evaluate(model, ds.x_test, ds.y_test, batch_size=max(args.batch_size, 256))
-
-    for record in history[done_before:]:
-        val = "" if record.get("val_acc") is None else f"  val_acc {record['val_acc']:.4f}"
-        print(f"epoch {record['epoch'] + 1}/{args.epochs}  lr {record['lr']:.4g}  "
-              f"train_loss {record['train_loss']:.4f}  train_acc {record['train_acc']:.4f}{val}")
-    model.save(out / "model.npz")
-    _write_json(out / "results.json", {"epochs": trainer.epoch, "test_loss": test["loss"],
-                                      "test_accuracy": test["accuracy"]})
-    print(f"test accuracy: {test['accuracy']:.4f} ({len(ds.y_test)} images; run saved in {out})")
+    """Carry out ``refimpl train`` (an experiment with ``method = "none"``)."""
+    options = {"model": "model.name", "seed": "seed", "threads": "threads", **_DATA_OPTIONS,
+               **{option: f"pretrain.{option}" for option in _OPTIMIZER_OPTIONS}}
+    report = _run(_load_experiment(args, options, fixed={"method": "none"}), args)
+    print(f"test accuracy: {report['accuracy']['dense']:.4f} ({report['n_test']} images; run saved in "
+          f"{args.out})")
     return 0
 
 
-def _setup_train(args: argparse.Namespace, config: dict):
-    """Check the settings, load the data, build the model, optimizer, schedule and trainer."""
-    from refimpl.data import load_dataset
-    from refimpl.models import build_model
-    from refimpl.train import Trainer
-
-    out: Path = args.out
-    if args.resume:
-        _check_resume(out, config)
-    elif (out / "checkpoint.npz").exists() or (out / "config.json").exists():
-        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
-    if args.nesterov and args.optimizer != "sgd":
-        raise ValueError("--nesterov applies to --optimizer sgd only")
-
-    dtype = np.dtype(args.dtype)
-    ds = load_dataset(args.dataset, args.data_root, dtype=dtype, val_fraction=args.val_fraction,
-                      seed=args.seed, progress=args.progress)
-    x_train, y_train = ds.x_train, ds.y_train
-    if args.limit_train is not None:
-        x_train, y_train = x_train[: args.limit_train], y_train[: args.limit_train]
-    channels, size, _ = ds.input_shape
-    model = build_model(args.model, num_classes=ds.num_classes, in_channels=channels, input_size=size,
-                        rng=np.random.default_rng(args.seed), dtype=dtype)
-    optimizer = _build_optimizer(args, model.parameters())
-    trainer = Trainer(
-        model, optimizer, (x_train, y_train),
-        val_data=None if ds.x_val is None else (ds.x_val, ds.y_val),
-        batch_size=args.batch_size, epochs=args.epochs, schedule=_build_schedule(args), seed=args.seed,
-        out_dir=out, progress=args.progress,
-    )
-    return ds, model, trainer, x_train, y_train
-
-
-def _checkpoint_epoch(out: Path) -> int:
-    """Epochs already done by the run checkpointed in ``out``, 0 without one (to print only new epochs)."""
-    from refimpl.train import latest_checkpoint, load_checkpoint
-
-    path = latest_checkpoint(out)
-    return 0 if path is None else int(load_checkpoint(path)["position"]["epoch"])
-
-
 # --- refimpl prune -----------------------------------------------------------------------------------
-
-# ``add_data_arguments`` option -> config key; only options given on the command line override the file.
-_DATA_OVERRIDES = {"dataset": "data.name", "data_root": "data.root", "val_fraction": "data.val_fraction",
-                   "limit_train": "data.limit_train", "dtype": "data.dtype"}
 
 
 def _add_prune(subparsers) -> None:
@@ -295,39 +230,16 @@ def _add_prune(subparsers) -> None:
         description="Run the experiment of a TOML config (refimpl.config): pretrain (or load weights), ADMM "
                     "or magnitude pruning, masked retraining, optional purification, compaction; write "
                     "config, logs, checkpoints, masks, weights and the report into --out "
-                    "(see refimpl.pipeline).",
+                    "(see refimpl.engine).",
     )
-    parser.add_argument("--config", type=Path, required=True, metavar="FILE", help="experiment TOML file")
-    parser.add_argument("--out", type=Path, required=True, metavar="DIR", help="run directory")
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run in --out (finished phases are skipped, the current one "
-                             "continues from its checkpoint)")
-    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
-    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config value, e.g. --set admm.epochs=2 (repeatable; TOML values)")
+    _add_run_arguments(parser, config_required=True)
     add_data_arguments(parser)
-    # Data options override the config only when given, so their defaults here are "not given".
-    parser.set_defaults(func=run_prune, dataset=None, val_fraction=None, dtype=None)
+    parser.set_defaults(func=run_prune)
 
 
 def run_prune(args: argparse.Namespace) -> int:
-    """Carry out ``refimpl prune`` (see :mod:`refimpl.pipeline` for the files written)."""
-    from refimpl.config import load_config, parse_override
-    from refimpl.data import CorruptDatasetError, DatasetNotFoundError
-    from refimpl.pipeline import SetupError, run_experiment
-
-    try:
-        overrides = {key: str(getattr(args, option)) if option == "data_root" else getattr(args, option)
-                     for option, key in _DATA_OVERRIDES.items() if getattr(args, option) is not None}
-        overrides.update(parse_override(text) for text in args.overrides)
-        config = load_config(args.config, overrides)
-    except (ValueError, TypeError, FileNotFoundError) as err:
-        raise CommandError(str(err)) from err
-    try:
-        run_experiment(config, args.out, resume=args.resume, progress=args.progress)
-    except (SetupError, DatasetNotFoundError, CorruptDatasetError) as err:
-        # Problems found before training starts are one-line errors; anything later keeps its traceback.
-        raise CommandError(str(err)) from err
+    """Carry out ``refimpl prune`` (see :mod:`refimpl.engine` for the files written)."""
+    _run(_load_experiment(args, _DATA_OPTIONS), args)
     return 0
 
 
@@ -342,7 +254,8 @@ def _add_demo(subparsers) -> None:
                     "reduction and the measured inference speedup; saves <out>/demo.png (refimpl.demo).",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/demo"), metavar="DIR",
-                        help="run directory (default: runs/demo; an existing demo run there is replaced)")
+                        help="run directory (default: runs/demo); an earlier demo run with the same "
+                             "settings there is reused, any other non-empty directory is refused")
     parser.add_argument("--quick", action="store_true", help="a few epochs only (a smoke test, ~10 s)")
     parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bars")
     parser.set_defaults(func=run_demo_command)
@@ -350,11 +263,13 @@ def _add_demo(subparsers) -> None:
 
 def run_demo_command(args: argparse.Namespace) -> int:
     """Carry out ``refimpl demo``."""
+    from refimpl.data import DatasetNotFoundError
     from refimpl.demo import run_demo
+    from refimpl.engine import SetupError
 
     try:
         run_demo(args.out, quick=args.quick, progress=args.progress)
-    except ValueError as err:
+    except (SetupError, DatasetNotFoundError) as err:
         raise CommandError(str(err)) from err
     return 0
 

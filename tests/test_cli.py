@@ -39,11 +39,12 @@ def test_argument_errors_exit_2_with_a_clear_message(argv, message, capsys):
 def test_setup_errors_are_one_line_and_exit_1(tmp_path, capsys):
     assert main(train_argv(tmp_path / "r", "--optimizer", "adam", "--nesterov")) == 1
     err = capsys.readouterr().err
-    assert err.startswith("refimpl train: error: --nesterov applies to --optimizer sgd only")
-    assert "Traceback" not in err
-    # A library check (momentum must lie in [0, 1)) comes through the same way.
-    assert main(train_argv(tmp_path / "r", "--momentum", "1.5")) == 1
-    assert "momentum must lie in [0, 1)" in capsys.readouterr().err
+    assert err.startswith("refimpl train: error: 'pretrain.nesterov' in <overrides>: Nesterov momentum "
+                          "applies to optimizer 'sgd' only")
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    # A momentum the optimizer would refuse is refused by the config's validation, before anything runs.
+    assert main(train_argv(tmp_path / "r", "--optimizer", "sgd", "--momentum", "1.5")) == 1
+    assert "'pretrain.momentum' in <overrides>" in capsys.readouterr().err
     assert not (tmp_path / "r").exists()  # nothing written for a run that never started
 
 
@@ -60,16 +61,22 @@ def test_missing_dataset_is_reported_without_traceback(tmp_path, monkeypatch, ca
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "refimpl train: error: dataset 'mnist' not found" in err and str(tmp_path / "nowhere") in err
+    assert not (tmp_path / "r").exists()
 
 
-def test_parser_lists_the_train_options():
+def test_train_options_default_to_the_config_schema():
+    """Options not given are None (not given): the defaults live in refimpl.config alone."""
+    from refimpl.config import PretrainConfig
+
     parser = build_parser()
     args = parser.parse_args(["train", "--out", "runs/x"])
-    assert (args.model, args.dataset, args.epochs, args.batch_size, args.optimizer) == (
-        "lenet5", "digits", 10, 64, "sgd")
-    assert (args.lr, args.momentum, args.nesterov, args.weight_decay, args.schedule, args.seed) == (
-        0.01, 0.9, False, 0.0, "constant", 0)
-    assert args.progress and not args.resume and args.limit_train is None and args.dtype == "float32"
+    for option in ("model", "dataset", "epochs", "batch_size", "optimizer", "lr", "momentum", "nesterov",
+                   "weight_decay", "schedule", "seed", "limit_train", "dtype", "config"):
+        assert getattr(args, option) is None, option
+    assert args.progress and not args.resume and args.overrides == []
+    helps = {a.dest: a.help for a in parser._subparsers._group_actions[0].choices["train"]._actions}
+    assert f"default: {PretrainConfig().lr}" in helps["lr"]
+    assert f"default: {PretrainConfig().optimizer}" in helps["optimizer"]
 
 
 # --- smoke runs --------------------------------------------------------------------------------------
@@ -77,48 +84,82 @@ def test_parser_lists_the_train_options():
 
 def test_train_writes_every_file_and_learns(tmp_path, capsys):
     out = tmp_path / "run"
-    argv = train_argv(out, "--model", "lenet300_100", "--epochs", "1", "--lr", "0.05", "--dtype", "float64")
+    argv = train_argv(out, "--model", "lenet300_100", "--epochs", "1", "--optimizer", "sgd", "--lr", "0.05",
+                      "--dtype", "float64")
     assert main(argv) == 0
-    assert sorted(p.name for p in out.iterdir()) == [
-        "checkpoint.npz", "config.json", "log.jsonl", "model.npz", "results.json"]
+    for name in ("config.toml", "config.json", "state.json", "report.txt", "report.json", "results.json",
+                 "model_masked.npz", "pretrain/log.jsonl", "pretrain/checkpoint.npz", "pretrain/model.npz"):
+        assert (out / name).is_file(), name
     config = json.loads((out / "config.json").read_text())
-    assert config["args"]["model"] == "lenet300_100" and config["dataset"]["n_train"] == 1437
-    assert config["model"]["parameters"] == 64 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert config["method"] == "none" and config["model"]["name"] == "lenet300_100"
+    assert config["pretrain"]["optimizer"] == "sgd" and config["pretrain"]["lr"] == 0.05
+    assert config["pretrain"]["batch_size"] == 64  # not given: the schema's default
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_train"] == 1437
+    assert report["params"]["dense"] == 64 * 300 + 300 + 300 * 100 + 100 + 100 * 10 + 10
+    log = [json.loads(line) for line in (out / "pretrain" / "log.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in log] == [0]
     results = json.loads((out / "results.json").read_text())
     stdout = capsys.readouterr().out
-    assert f"test accuracy: {results['test_accuracy']:.4f}" in stdout
-    assert results["test_accuracy"] > 0.8  # one epoch of an MLP on the 8x8 digits; chance is 0.1
-    with np.load(out / "model.npz") as weights:
+    assert f"test accuracy: {results['accuracy_dense']:.4f}" in stdout
+    assert results["accuracy_dense"] > 0.8  # one epoch of an MLP on the 8x8 digits; chance is 0.1
+    with np.load(out / "pretrain" / "model.npz") as weights:
         assert weights["fc1.weight"].shape == (300, 64) and weights["fc1.weight"].dtype == np.float64
 
 
-def test_train_lenet5_on_digits_one_epoch(tmp_path):
+def test_train_lenet5_on_digits_one_epoch_with_the_default_optimizer(tmp_path):
     out = tmp_path / "lenet5"
-    argv = train_argv(out, "--epochs", "1", "--optimizer", "adam", "--lr", "0.002", "--batch-size", "32",
-                      "--limit-train", "640")
+    argv = train_argv(out, "--epochs", "1", "--batch-size", "32", "--limit-train", "640")
     assert main(argv) == 0
     results = json.loads((out / "results.json").read_text())
-    assert results["test_accuracy"] > 0.6  # 20 Adam steps reach ~0.78 here; chance is 0.1
+    assert results["accuracy_dense"] > 0.6  # 20 Adam steps (lr 1e-3, the schema's default); chance is 0.1
     config = json.loads((out / "config.json").read_text())
-    assert config["dataset"]["n_train"] == 640
+    assert config["pretrain"]["optimizer"] == "adam" and config["data"]["limit_train"] == 640
+    assert json.loads((out / "report.json").read_text())["n_train"] == 640
 
 
-def test_resume_continues_and_matches_an_uninterrupted_run(tmp_path, capsys):
-    common = ("--model", "lenet300_100", "--lr", "0.05", "--limit-train", "300", "--val-fraction", "0.2")
+def test_train_takes_a_config_file_and_forces_method_none(tmp_path):
+    path = tmp_path / "exp.toml"
+    path.write_text('method = "admm"\n[data]\nname = "synthetic"\nlimit_train = 64\n[pretrain]\nepochs = 1\n'
+                    '[[admm.constraints]]\nparams = "conv"\nstructure = "filters"\nsparsity = 0.5\n')
+    out = tmp_path / "run"
+    assert main(["train", "--config", str(path), "--out", str(out), "--no-progress", "--lr", "0.01"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["method"] == "none" and config["data"]["name"] == "synthetic"
+    assert config["pretrain"]["lr"] == 0.01
+    assert list(json.loads((out / "state.json").read_text())["phases"]) == ["pretrain"]
+
+
+def test_resume_continues_an_interrupted_run_and_matches_an_uninterrupted_one(tmp_path, monkeypatch, capsys):
+    from refimpl.train.trainer import Trainer
+
+    common = ("--model", "lenet300_100", "--optimizer", "sgd", "--lr", "0.05", "--limit-train", "300",
+              "--val-fraction", "0.2", "--epochs", "3")
     straight, split = tmp_path / "straight", tmp_path / "split"
-    assert main(train_argv(straight, "--epochs", "2", *common)) == 0
-    assert main(train_argv(split, "--epochs", "1", *common)) == 0
+    assert main(train_argv(straight, *common)) == 0
+
+    class Interrupted(Exception):
+        pass
+
+    original = Trainer._run_epoch
+
+    def crash_after_one_epoch(self, epoch):
+        original(self, epoch)
+        if self.epoch == 1:
+            raise Interrupted
+    monkeypatch.setattr(Trainer, "_run_epoch", crash_after_one_epoch)
+    with pytest.raises(Interrupted):
+        main(train_argv(split, *common))
+    monkeypatch.undo()
     capsys.readouterr()
-    assert main(train_argv(split, "--epochs", "2", "--resume", *common)) == 0
-    stdout = capsys.readouterr().out
-    assert "epoch 2/2" in stdout and "epoch 1/2" not in stdout  # only the new epoch is run
-    log = [json.loads(line) for line in (split / "log.jsonl").read_text().splitlines()]
-    assert [r["epoch"] for r in log] == [0, 1] and log[1]["val_acc"] is not None
-    with np.load(straight / "model.npz") as a, np.load(split / "model.npz") as b:
+    assert main(train_argv(split, *common)) == 1
+    assert "already holds a run; resume it" in capsys.readouterr().err
+    assert main(train_argv(split, "--resume", *common)) == 0
+    log = [json.loads(line) for line in (split / "pretrain" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [0, 1, 2] and log[1]["val_acc"] is not None
+    with np.load(straight / "pretrain" / "model.npz") as a, np.load(split / "pretrain" / "model.npz") as b:
         for name in a.files:
-            np.testing.assert_array_equal(a[name], b[name])
+            assert a[name].tobytes() == b[name].tobytes()
 
 
 def test_existing_run_needs_resume_and_matching_settings(tmp_path, capsys):
@@ -127,6 +168,6 @@ def test_existing_run_needs_resume_and_matching_settings(tmp_path, capsys):
     assert main(train_argv(out, "--epochs", "1", *common)) == 0
     capsys.readouterr()
     assert main(train_argv(out, "--epochs", "1", *common)) == 1
-    assert "already holds a run; pass --resume" in capsys.readouterr().err
-    assert main(train_argv(out, "--epochs", "2", "--resume", "--lr", "0.1", *common)) == 1
-    assert "settings differ from the saved run (--lr 0.01 -> 0.1)" in capsys.readouterr().err
+    assert "already holds a run; resume it" in capsys.readouterr().err
+    assert main(train_argv(out, "--epochs", "1", "--resume", "--lr", "0.1", *common)) == 1
+    assert "configuration differs from the saved one in pretrain.lr" in capsys.readouterr().err
