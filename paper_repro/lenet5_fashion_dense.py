@@ -2,7 +2,8 @@
 
 Recipe (15 epochs, batch 64, float32): SGD with Nesterov momentum 0.9, learning rate 0.05 with a cosine
 schedule to 0, weight decay 5e-4, seed 0; no augmentation, no dropout. The run directory is a normal
-``refimpl train`` run (resumable with ``--resume``); the final numbers are copied to
+``refimpl train`` run (the engine with ``method = "none"``, resumable with ``--resume``); the final numbers
+are copied to
 ``paper_repro/results/lenet5_fashion_dense.json``. The trained weights are also the starting point of the
 pruning comparison (``paper_repro/run_pruning_comparison.py``).
 
@@ -51,8 +52,9 @@ def run(argv: list[str] | None = None) -> dict:
     code = refimpl_main(command)
     if code:
         sys.exit(code)
-    results = json.loads((Path(args.out) / "results.json").read_text())
-    results["command"] = "refimpl " + " ".join(command)
+    report = json.loads((Path(args.out) / "report.json").read_text())
+    results = {"epochs": report["phases"][0]["epochs"], "test_accuracy": report["accuracy"]["dense"],
+               "command": "refimpl " + " ".join(command)}
     if args.smoke and results["test_accuracy"] < SMOKE_MIN_ACCURACY:
         # One epoch on 2,000 images reaches about 0.71 (chance is 0.10): far below means a broken trainer.
         sys.exit(f"smoke run reached only {results['test_accuracy']:.4f} test accuracy "
@@ -60,8 +62,8 @@ def run(argv: list[str] | None = None) -> dict:
     if not args.smoke:
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / "lenet5_fashion_dense.json").write_text(json.dumps(results, indent=2) + "\n")
-        shutil.copy(Path(args.out) / "log.jsonl", HERE / "results" / "lenet5_fashion_dense_log.jsonl")
-        shutil.copy(Path(args.out) / "model.npz", HERE / "results" / "lenet5_fashion_dense.npz")
+        shutil.copy(Path(args.out) / "pretrain" / "log.jsonl", HERE / "results" / "lenet5_fashion_dense_log.jsonl")
+        shutil.copy(Path(args.out) / "pretrain" / "model.npz", HERE / "results" / "lenet5_fashion_dense.npz")
     return results
 
 
