@@ -1,111 +1,172 @@
-"""Progressive ADMM pruning and the magnitude baseline: nested masks, frozen zeros, targets reached."""
+"""Progressive ADMM and the magnitude baselines through the engine: nested masks, frozen zeros, targets.
+
+Every schedule runs through :func:`refimpl.engine.run_experiment`, the path users take; spy hooks
+(``hooks=``) watch the weights inside each training phase.
+"""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from refimpl.nn.activation import ReLU
-from refimpl.nn.linear import Linear
-from refimpl.nn.module import Sequential
+from refimpl.config import load_config
+from refimpl.engine import run_experiment
 from refimpl.prune.admm import ADMM
 from refimpl.prune.constraints import Constraint
-from refimpl.prune.magnitude import (
-    global_magnitude_prune,
-    iterative_targets,
-    magnitude_prune,
-    run_magnitude_pruning,
-    split_budget,
-)
+from refimpl.prune.magnitude import global_magnitude_prune, iterative_targets, magnitude_prune, split_budget
 from refimpl.prune.masking import MaskedRetraining, masks_sparsity
-from refimpl.prune.progressive import progressive_prune, stage_constraints
-from refimpl.train.optim import SGD
-from refimpl.train.trainer import Hook, Trainer
+from refimpl.prune.progressive import stage_constraints
+
+PRUNED = ("conv2.weight", "fc1.weight")
+SETTINGS = {
+    "name": "progressive", "threads": 1, "seed": 3,
+    "data.name": "synthetic", "data.limit_train": 96, "data.limit_test": 48,
+    "pretrain.epochs": 1, "admm.epochs": 2, "retrain.epochs": 2,
+    "admm.optimizer": "sgd", "admm.lr": 0.02, "admm.rho": 1e-2,
+    "retrain.optimizer": "sgd", "retrain.lr": 0.02,
+    "admm.constraints": [{"param": "fc1.weight", "structure": "unstructured", "sparsity": 0.5},
+                         {"param": "conv2.weight", "structure": "shapes", "sparsity": 0.5}],
+}
 
 
-def _model():
-    rng = np.random.default_rng(0)
-    return Sequential([("fc1", Linear(6, 10, rng=rng, dtype=np.float64)), ("relu", ReLU()),
-                       ("fc2", Linear(10, 3, rng=rng, dtype=np.float64))])
+class Spy:
+    """A trainer hook recording the phase's hooks and every position that was nonzero after a step."""
 
+    def __init__(self, phase):
+        self.phase, self.ever_nonzero, self.hooks = phase, {}, []
 
-def _data(rng, n=48):
-    x = rng.standard_normal((n, 6))
-    return x, (x[:, 0] - x[:, 3] > 0).astype(int) + (x[:, 1] > 0.5).astype(int)
-
-
-class NonzeroSpy(Hook):
-    """Records every position that was ever nonzero after an optimizer step during one phase."""
-
-    def __init__(self):
-        self.ever_nonzero = {}
+    def on_train_begin(self, trainer):
+        self.hooks = [h for h in trainer.hooks if h is not self]
 
     def after_step(self, trainer):
-        for name in ("fc1.weight", "fc2.weight"):
+        for name in PRUNED:
             now = trainer.params[name] != 0
             self.ever_nonzero[name] = self.ever_nonzero.get(name, np.zeros_like(now)) | now
 
 
-def _factory(model, data):
-    phases = []
+def run(tmp_path, **extra):
+    """Run the experiment with spies; return the report, the spies by phase name and the run directory."""
+    spies = {}
 
-    def make_trainer(hooks, epochs):
-        spy = NonzeroSpy()
-        phases.append({"hooks": list(hooks), "epochs": epochs, "spy": spy})
-        opt = SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-3)
-        return Trainer(model, opt, data, batch_size=16, epochs=epochs, hooks=[*hooks, spy], progress=False)
+    def spy(phase):
+        spies[phase.name] = Spy(phase)
+        return [spies[phase.name]]
 
-    return make_trainer, phases
+    out = tmp_path / "run"
+    config = load_config(None, {**SETTINGS, **extra})
+    report = run_experiment(config, out, progress=False, echo=None, hooks=spy)
+    return report, spies, out
+
+
+def masks_of(out, phase):
+    with np.load(out / phase / "masks.npz") as data:
+        return {k: data[k] for k in data.files}
+
+
+def weights_of(path):
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
+
+
+def test_progressive_masks_are_nested_and_pruned_weights_stay_zero(tmp_path):
+    report, spies, out = run(tmp_path, **{"admm.targets": [0.5, 0.75, 0.9]})
+    assert [p["name"] for p in report["phases"]] == [
+        "pretrain", "admm_1", "prune_1", "retrain_1", "admm_2", "prune_2", "retrain_2", "admm_3", "prune_3",
+        "retrain_3", "compact"]
+    # ADMM alone in the first step; from the second on, the frozen masks after it; then masked retraining
+    assert [type(h).__name__ for h in spies["admm_1"].hooks] == ["ADMM"]
+    assert [type(h).__name__ for h in spies["admm_2"].hooks] == ["ADMM", "MaskedRetraining"]
+    assert [type(h).__name__ for h in spies["retrain_1"].hooks] == ["MaskedRetraining"]
+    masks = [masks_of(out, f"prune_{k}") for k in (1, 2, 3)]
+    for k, step in enumerate(masks):
+        for name, mask in step.items():
+            # never nonzero outside the step's mask during its retraining
+            assert not (spies[f"retrain_{k + 1}"].ever_nonzero[name] & ~mask).any()
+            if k > 0:
+                previous = masks[k - 1][name]
+                assert not (mask & ~previous).any()  # M_k ⊆ M_{k-1}
+                # weights pruned by an earlier step stayed zero during this step's ADMM phase
+                assert not (spies[f"admm_{k + 1}"].ever_nonzero[name] & ~previous).any()
+    # 90% of fc1's 100,000 entries and of conv2's 500 GEMM columns (450 columns of 50 weights)
+    assert masks_sparsity(masks[2], per_param=True) == pytest.approx({"fc1.weight": 0.9, "conv2.weight": 0.9})
+    assert report["sparsity"]["per_layer"] == pytest.approx(masks_sparsity(masks[2], per_param=True))
+    final = weights_of(out / "model_masked.npz")
+    for name, mask in masks[2].items():
+        assert not final[name][~mask].any()
+
+
+def test_progressive_admm_phase_is_given_the_frozen_masks(tmp_path):
+    _, spies, out = run(tmp_path, **{"admm.targets": [0.5, 0.8], "retrain.epochs": 0})
+    assert "retrain_1" not in spies  # 0 epochs: no trainer at all
+    second = spies["admm_2"].hooks[0]
+    assert isinstance(second, ADMM) and isinstance(spies["admm_2"].hooks[1], MaskedRetraining)
+    first_mask = masks_of(out, "prune_1")["fc1.weight"]
+    np.testing.assert_array_equal(second.frozen_masks["fc1.weight"], first_mask)
+    index = [c.param for c in second.constraints].index("fc1.weight")
+    assert not (second.Z[index] != 0)[~first_mask].any()
+
+
+def test_one_shot_magnitude_cuts_the_dense_weights(tmp_path):
+    report, spies, out = run(tmp_path, method="magnitude", **{"retrain.epochs": 3})
+    assert [p["name"] for p in report["phases"]] == ["pretrain", "prune", "retrain", "compact"]
+    assert [p["epochs"] for p in report["phases"] if p["kind"] == "retrain"] == [3]
+    dense = weights_of(out / "pretrain" / "model.npz")
+    # the one-shot mask is the magnitude mask of the dense weights
+    expected = magnitude_prune({k: dense[k].copy() for k in PRUNED},
+                               [Constraint("fc1.weight", "unstructured", sparsity=0.5),
+                                Constraint("conv2.weight", "shapes", sparsity=0.5)])
+    masks = masks_of(out, "prune")
+    for name in expected:
+        np.testing.assert_array_equal(masks[name], expected[name])
+        assert not (spies["retrain"].ever_nonzero[name] & ~masks[name]).any()
+
+
+def test_iterative_magnitude_pruning_spends_one_shots_budget(tmp_path):
+    final = [{"param": "fc1.weight", "structure": "unstructured", "sparsity": 0.9},
+             {"param": "conv2.weight", "structure": "shapes", "sparsity": 0.9}]
+    report, _, out = run(tmp_path, method="magnitude_iterative",
+                         **{"magnitude.rounds": 3, "retrain.epochs": 7, "admm.constraints": final})
+    # the same total budget as one-shot with 7 epochs, split 2 + 2 + 3
+    assert [p["epochs"] for p in report["phases"] if p["kind"] == "retrain"] == [2, 2, 3]
+    masks = [masks_of(out, f"prune_{k}") for k in (1, 2, 3)]
+    for k, step in enumerate(masks):
+        assert masks_sparsity(step, per_param=True)["fc1.weight"] == pytest.approx(
+            iterative_targets(0.9, 3)[k], abs=1e-5)
+    for previous, current in zip(masks, masks[1:], strict=False):
+        for name in current:
+            assert not (current[name] & ~previous[name]).any()
+    assert report["sparsity"]["per_layer"] == pytest.approx({"fc1.weight": 0.9, "conv2.weight": 0.9})
+
+
+@pytest.mark.parametrize(("extra", "match"), [
+    ({"method": "magnitude_iterative", "magnitude.rounds": 2,
+      "admm.constraints": [{"param": "fc1.weight", "structure": "filters", "keep": 2}]}, "sparsity"),
+    ({"admm.epochs": -1}, "admm.epochs"),
+])
+def test_schedules_reject_bad_settings(extra, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(None, {**SETTINGS, **extra})
+
+
+def test_lenet5_progressive_filters_and_shapes_on_one_layer(tmp_path):
+    """Filters AND shapes on conv2 (two constraints on one weight), unstructured fc1, two steps."""
+    constraints = [{"param": "conv2.weight", "structure": "filters", "sparsity": 0.5},
+                   {"param": "conv2.weight", "structure": "shapes", "sparsity": 0.5},
+                   {"param": "fc1.weight", "structure": "unstructured", "sparsity": 0.5}]
+    report, _, out = run(tmp_path, **{"admm.targets": [0.5, 0.8], "admm.epochs": 1, "retrain.epochs": 1,
+                                      "admm.constraints": constraints})
+    conv2 = weights_of(out / "model_masked.npz")["conv2.weight"]
+    gemm = conv2.reshape(conv2.shape[0], -1)
+    assert np.count_nonzero(np.any(gemm != 0, axis=1)) <= conv2.shape[0] - round(0.8 * conv2.shape[0])
+    assert np.count_nonzero(np.any(gemm != 0, axis=0)) <= gemm.shape[1] - round(0.8 * gemm.shape[1])
+    assert report["sparsity"]["per_layer"]["fc1.weight"] == pytest.approx(0.8, abs=1e-3)
+    first, second = masks_of(out, "prune_1"), masks_of(out, "prune_2")
+    assert not (second["conv2.weight"] & ~first["conv2.weight"]).any()
+    assert report["accuracy"]["compact"] == report["accuracy"]["masked"]
 
 
 CONSTRAINTS = [Constraint("fc1.weight", "unstructured", sparsity=0.5),
                Constraint("fc2.weight", "shapes", sparsity=0.5, engine="numpy")]
-
-
-def test_progressive_masks_are_nested_and_pruned_weights_stay_zero(rng):
-    model = _model()
-    make_trainer, phases = _factory(model, _data(rng))
-    stages = progressive_prune(model, CONSTRAINTS, [0.5, 0.75, 0.9], make_trainer, admm_epochs=2,
-                               retrain_epochs=2, rho=1e-2)
-    assert len(stages) == 3 and len(phases) == 6
-    assert [s.target for s in stages] == [0.5, 0.75, 0.9]
-    # phase k: ADMM (+ the frozen masks after the first step), then masked retraining
-    assert [type(h).__name__ for h in phases[0]["hooks"]] == ["ADMM"]
-    assert [type(h).__name__ for h in phases[2]["hooks"]] == ["ADMM", "MaskedRetraining"]
-    assert [type(h).__name__ for h in phases[3]["hooks"]] == ["MaskedRetraining"]
-    assert all(p["epochs"] == 2 for p in phases)
-    for k, stage in enumerate(stages):
-        assert len(stage.admm) == 2  # one Z/U update per ADMM epoch
-        assert stage.fit["retrain"][-1]["epoch"] == 1
-        for name, mask in stage.masks.items():
-            # pruned during this step's retraining? never.
-            assert not (phases[2 * k + 1]["spy"].ever_nonzero[name] & ~mask).any()
-            if k > 0:
-                previous = stages[k - 1].masks[name]
-                assert not (mask & ~previous).any()  # M_k ⊆ M_{k-1}
-                # weights pruned by an earlier step stayed zero during this step's ADMM phase
-                assert not (phases[2 * k]["spy"].ever_nonzero[name] & ~previous).any()
-    final = stages[-1]
-    # 90% of fc1's 60 entries; 90% of fc2's 10 columns (round(9.0) = 9 columns of 3 weights)
-    assert final.layer_sparsity == {"fc1.weight": 0.9, "fc2.weight": 0.9}
-    assert final.sparsity == pytest.approx(masks_sparsity(final.masks))
-    for name, mask in final.masks.items():
-        assert not model.parameters()[name][~mask].any()
-
-
-def test_progressive_admm_phase_respects_frozen_masks(rng):
-    """With retraining and ADMM phases set, the second ADMM hook is given the first step's masks."""
-    model = _model()
-    make_trainer, phases = _factory(model, _data(rng))
-    stages = progressive_prune(model, CONSTRAINTS[:1], [0.5, 0.8], make_trainer, admm_epochs=1,
-                               retrain_epochs=0)
-    assert len(phases) == 2  # retraining skipped (0 epochs)
-    second_admm = phases[1]["hooks"][0]
-    assert isinstance(second_admm, ADMM)
-    np.testing.assert_array_equal(second_admm.frozen_masks["fc1.weight"], stages[0].masks["fc1.weight"])
-    assert not (second_admm.Z[0] != 0)[~stages[0].masks["fc1.weight"]].any()
-    masked = phases[1]["hooks"][1]
-    assert isinstance(masked, MaskedRetraining)
 
 
 def test_stage_constraints():
@@ -124,14 +185,6 @@ def test_stage_constraints():
         stage_constraints(CONSTRAINTS, [0.5, [CONSTRAINTS[0]]])
 
 
-def test_progressive_rejects_bad_epochs(rng):
-    with pytest.raises(ValueError, match="admm_epochs"):
-        progressive_prune(_model(), CONSTRAINTS, [0.5], lambda h, e: None, admm_epochs=-1, retrain_epochs=1)
-
-
-# --- magnitude pruning --------------------------------------------------------------------------------
-
-
 def test_iterative_targets_and_budget():
     assert iterative_targets(0.75, 2) == [0.5, 0.75]
     assert iterative_targets(0.9, 3, "linear") == [0.3, 0.6, 0.9]
@@ -146,37 +199,6 @@ def test_iterative_targets_and_budget():
         iterative_targets(0.5, 2, "cubic")
     assert split_budget(10, 3) == [3, 3, 4] and sum(split_budget(7, 7)) == 7
     assert split_budget(2, 3) == [0, 1, 1]
-
-
-def test_one_shot_magnitude_pruning(rng):
-    model = _model()
-    dense = {k: v.copy() for k, v in model.parameters().items()}
-    make_trainer, phases = _factory(model, _data(rng))
-    stages = run_magnitude_pruning(model, CONSTRAINTS, make_trainer, epochs=3)
-    assert len(stages) == 1 and len(phases) == 1 and phases[0]["epochs"] == 3
-    masks = stages[0].masks
-    # the one-shot mask is the magnitude mask of the dense weights
-    expected = magnitude_prune(dict(dense), CONSTRAINTS)
-    for name in expected:
-        np.testing.assert_array_equal(masks[name], expected[name])
-        assert not (phases[0]["spy"].ever_nonzero[name] & ~masks[name]).any()
-    assert stages[0].target == 0.5 and stages[0].fit["retrain"][-1]["epoch"] == 2
-
-
-def test_iterative_magnitude_pruning_same_budget(rng):
-    model = _model()
-    make_trainer, phases = _factory(model, _data(rng))
-    final = [c.with_sparsity(0.9) for c in CONSTRAINTS]
-    stages = run_magnitude_pruning(model, final, make_trainer, epochs=7, rounds=3)
-    assert [p["epochs"] for p in phases] == [2, 2, 3]  # same total budget as one-shot with epochs=7
-    assert [s.target for s in stages] == pytest.approx(iterative_targets(0.9, 3))
-    for previous, current in zip(stages, stages[1:], strict=False):
-        for name in current.masks:
-            assert not (current.masks[name] & ~previous.masks[name]).any()
-    assert stages[-1].layer_sparsity == {"fc1.weight": 0.9, "fc2.weight": 0.9}
-    with pytest.raises(ValueError, match="sparsity= targets"):
-        run_magnitude_pruning(model, [Constraint("fc1.weight", "filters", keep=2)], make_trainer, epochs=2,
-                              rounds=2)
 
 
 def test_global_magnitude_prune_shares_one_threshold(rng):
@@ -196,27 +218,3 @@ def test_global_magnitude_prune_shares_one_threshold(rng):
     assert not (again["a"] & ~masks["a"]).any() and sum(m.sum() for m in again.values()) == 5
     with pytest.raises(KeyError, match="zz"):
         global_magnitude_prune(params, ["zz"], sparsity=0.5)
-
-
-def test_lenet5_progressive_structured_pruning(rng, engine):
-    """End to end on the real LeNet-5: filters AND shapes on conv2, unstructured on fc1."""
-    from refimpl.models import lenet5
-
-    model = lenet5(input_size=12, rng=np.random.default_rng(0), dtype=np.float64)
-    x = rng.standard_normal((8, 1, 12, 12))  # one batch: the test is about the masks, not the accuracy
-    y = rng.integers(0, 10, size=8)
-
-    def make_trainer(hooks, epochs):
-        opt = SGD(model.parameters(), lr=0.01, momentum=0.9)
-        return Trainer(model, opt, (x, y), batch_size=8, epochs=epochs, hooks=hooks, progress=False)
-
-    constraints = [Constraint("conv2.weight", "filters", sparsity=0.5, engine=engine),
-                   Constraint("conv2.weight", "shapes", sparsity=0.5, engine=engine),
-                   Constraint("fc1.weight", "unstructured", sparsity=0.5)]
-    stages = progressive_prune(model, constraints, [0.5, 0.8], make_trainer, admm_epochs=1, retrain_epochs=1)
-    conv2 = model.parameters()["conv2.weight"]
-    gemm = conv2.reshape(conv2.shape[0], -1)
-    assert np.count_nonzero(np.any(gemm != 0, axis=1)) <= conv2.shape[0] - round(0.8 * conv2.shape[0])
-    assert np.count_nonzero(np.any(gemm != 0, axis=0)) <= gemm.shape[1] - round(0.8 * gemm.shape[1])
-    assert stages[-1].layer_sparsity["fc1.weight"] == pytest.approx(0.8, abs=1e-3)
-    assert not (stages[1].masks["conv2.weight"] & ~stages[0].masks["conv2.weight"]).any()

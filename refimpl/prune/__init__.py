@@ -9,8 +9,12 @@ trainer knows nothing about pruning:
 * :class:`~refimpl.prune.admm.ADMM` — penalty gradient after backward, Z/U update every epoch or step;
 * :func:`~refimpl.prune.masking.hard_prune` and :class:`~refimpl.prune.masking.MaskedRetraining` — fix the
   support, keep pruned weights (and their optimizer state) at exactly zero;
-* :func:`~refimpl.prune.magnitude.run_magnitude_pruning` — the one-shot / iterative baseline;
-* :func:`~refimpl.prune.progressive.progressive_prune` — ADMM → hard prune → retrain per target.
+* :func:`~refimpl.prune.magnitude.magnitude_prune` and :func:`~refimpl.prune.magnitude.iterative_targets`
+  — the one-shot / iterative baseline;
+* :func:`~refimpl.prune.progressive.stage_constraints` — the targets of progressive ADMM's steps.
+
+The experiment engine (:mod:`refimpl.engine`) runs them as phases: ADMM → hard prune → masked retraining,
+once per progressive step.
 """
 
 from refimpl.prune.admm import (
@@ -34,26 +38,22 @@ from refimpl.prune.magnitude import (
     global_magnitude_prune,
     iterative_targets,
     magnitude_prune,
-    run_magnitude_pruning,
     split_budget,
 )
 from refimpl.prune.masking import (
     MaskedRetraining,
-    PruningStage,
     apply_masks,
     combine_masks,
     hard_prune,
     masks_sparsity,
-    run_phase,
 )
-from refimpl.prune.progressive import progressive_prune, stage_constraints
+from refimpl.prune.progressive import stage_constraints
 
 __all__ = [
     "ADMM",
     "PARAM_SHORTCUTS",
     "Constraint",
     "MaskedRetraining",
-    "PruningStage",
     "admm_penalty",
     "admm_penalty_gradient",
     "admm_residuals",
@@ -70,9 +70,6 @@ __all__ = [
     "masks_sparsity",
     "next_rho",
     "parse_constraints",
-    "progressive_prune",
-    "run_magnitude_pruning",
-    "run_phase",
     "select_params",
     "split_budget",
     "stage_constraints",

@@ -6,7 +6,8 @@ same :class:`~refimpl.prune.constraints.Constraint` objects as ADMM this *is* th
 :math:`\Pi_S(W)` minimises :math:`\|W - Z\|_F` over :math:`Z \in S` — so the only difference from ADMM is
 that the network is never trained toward the set before the cut.
 
-Two schedules, compared under the **same total retraining budget** of ``epochs``:
+Two schedules, compared under the **same total retraining budget** of ``epochs`` (run by the engine:
+``method = "magnitude"`` / ``"magnitude_iterative"``, :mod:`refimpl.engine.plan`):
 
 * **one-shot**: prune to the final target, then retrain all ``epochs`` with the mask frozen;
 * **iterative** (Han et al.'s "iterative pruning"): ``rounds`` rounds of prune-to-a-higher-target +
@@ -28,21 +29,13 @@ import numpy as np
 
 from refimpl._validation import check_positive_int, check_probability
 from refimpl.projections import mask_unstructured_global
-from refimpl.prune.constraints import Constraint, parse_constraints
-from refimpl.prune.masking import (
-    MaskedRetraining,
-    PruningStage,
-    TrainerFactory,
-    _live_params,
-    hard_prune,
-    run_phase,
-)
+from refimpl.prune.constraints import Constraint
+from refimpl.prune.masking import _live_params, hard_prune
 
 __all__ = [
     "global_magnitude_prune",
     "iterative_targets",
     "magnitude_prune",
-    "run_magnitude_pruning",
     "split_budget",
 ]
 
@@ -126,48 +119,3 @@ def split_budget(epochs: int, rounds: int) -> list[int]:
     rounds = check_positive_int(rounds, "rounds")
     base, extra = divmod(epochs, rounds)
     return [base + (1 if r >= rounds - extra else 0) for r in range(rounds)]
-
-
-def run_magnitude_pruning(model, constraints: Sequence[Constraint | Mapping[str, Any]],
-                          make_trainer: TrainerFactory, *, epochs: int, rounds: int = 1,
-                          schedule: str = "geometric") -> list[PruningStage]:
-    """Magnitude-prune ``model`` (in place) one-shot (``rounds=1``) or iteratively, with masked retraining.
-
-    Parameters
-    ----------
-    model : Module
-        The trained dense model; ``make_trainer`` must train this same object.
-    constraints : list of Constraint (or dicts)
-        The final targets. For ``rounds > 1`` each must be given by ``sparsity`` (the intermediate
-        targets are :func:`iterative_targets` of it, per constraint).
-    make_trainer : callable ``(hooks, epochs) -> trainer``
-        Builds a trainer with a fresh optimizer on ``model``; its ``fit()`` is called once per round.
-    epochs : int
-        Total retraining budget, split by :func:`split_budget` (so one-shot and iterative compare fairly).
-    rounds : int, default 1
-    schedule : {"geometric", "linear"}
-
-    Returns
-    -------
-    list of PruningStage
-        One per round; the last holds the final masks. ``stage.fit["retrain"]`` is the round's
-        ``trainer.fit()`` result.
-    """
-    constraints = parse_constraints(constraints)
-    rounds = check_positive_int(rounds, "rounds")
-    budget = split_budget(epochs, rounds)
-    if rounds > 1:
-        for c in constraints:
-            if c.sparsity is None:
-                raise ValueError(f"iterative pruning needs sparsity= targets, {c!r} gives keep=")
-    per_round = ([iterative_targets(c.sparsity, rounds, schedule) for c in constraints] if rounds > 1
-                 else [[None] for _ in constraints])
-    stages: list[PruningStage] = []
-    masks: dict[str, np.ndarray] | None = None
-    for r in range(rounds):
-        round_constraints = (constraints if rounds == 1 else
-                             [c.with_sparsity(t[r]) for c, t in zip(constraints, per_round, strict=True)])
-        masks = hard_prune(model, round_constraints, frozen_masks=masks)
-        fit = run_phase(make_trainer, [MaskedRetraining(masks)], budget[r])
-        stages.append(PruningStage.from_masks(None, round_constraints, masks, fit={"retrain": fit}))
-    return stages

@@ -16,24 +16,20 @@ so pruned weights never revive.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
 
-from refimpl._validation import check_positive_int
 from refimpl.prune.constraints import Constraint, constraints_by_param, parse_constraints
 from refimpl.train.trainer import Hook
 
 __all__ = [
     "MaskedRetraining",
-    "PruningStage",
     "apply_masks",
     "combine_masks",
     "hard_prune",
     "masks_sparsity",
-    "run_phase",
 ]
 
 
@@ -211,62 +207,3 @@ class MaskedRetraining(Hook):
 
     def __repr__(self) -> str:
         return f"MaskedRetraining({len(self.masks)} masks, sparsity={self.sparsity():.4f})"
-
-
-# --- running phases with a trainer factory ---------------------------------------------------------------
-#: ``make_trainer(hooks, epochs) -> trainer``: builds a Trainer (with a fresh optimizer) on the model being
-#: pruned, so the pruning schedules stay independent of the data pipeline.
-TrainerFactory = Callable[[Sequence[Hook], int], Any]
-
-
-def run_phase(make_trainer: TrainerFactory, hooks: Sequence[Hook], epochs: int) -> Any:
-    """Build a trainer with ``hooks`` for ``epochs`` epochs and fit it; ``epochs == 0`` skips training.
-
-    Returns whatever ``trainer.fit()`` returns (``None`` when skipped).
-    """
-    epochs = check_positive_int(epochs, "epochs", minimum=0)
-    if epochs == 0:
-        return None
-    trainer = make_trainer(list(hooks), epochs)
-    return trainer.fit()
-
-
-@dataclass
-class PruningStage:
-    """What one step of a multi-step pruning schedule produced.
-
-    Attributes
-    ----------
-    target : float or None
-        The step's sparsity target (``None`` when its constraints have different targets).
-    constraints : list of Constraint
-        The constraints of this step.
-    masks : dict of name -> bool ndarray
-        The frozen keep masks after the step's hard prune (copies).
-    sparsity : float
-        Share of pruned entries over all masked parameters.
-    layer_sparsity : dict of name -> float
-    admm : list of dict
-        The ADMM update records (empty for magnitude pruning).
-    fit : dict of phase name -> object
-        ``trainer.fit()`` results of the phases (``"admm"``, ``"retrain"``).
-    """
-
-    target: float | None
-    constraints: list[Constraint]
-    masks: dict[str, np.ndarray]
-    sparsity: float
-    layer_sparsity: dict[str, float]
-    admm: list[dict[str, Any]] = field(default_factory=list)
-    fit: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def from_masks(cls, target, constraints, masks, **extra) -> PruningStage:
-        """Build from ``masks``; ``target=None`` becomes the constraints' common sparsity, if any."""
-        masks = {k: v.copy() for k, v in masks.items()}
-        targets = {c.sparsity for c in constraints}
-        if target is None and len(targets) == 1:
-            target = targets.pop()
-        return cls(target=target, constraints=list(constraints), masks=masks,
-                   sparsity=masks_sparsity(masks), layer_sparsity=masks_sparsity(masks, per_param=True),
-                   **extra)
