@@ -13,6 +13,8 @@ name                input shape  classes     train/test   files
 ``cifar10``         3 × 32 × 32  10          50000/10000  ``cifar-10-batches-py/data_batch_1..5``,
                                                           ``test_batch`` (Python pickles)
 ``synthetic``       1 × 8 × 8    4           480 / 160    generated here: class-dependent blobs (tests)
+``npz``             C × S × S    K           yours        one ``.npz`` file of your own, ``path=``
+                                                          (see "Your own data" below)
 ==================  ===========  ==========  ===========  ================================================
 
 Pixels
@@ -36,8 +38,12 @@ dataset            mean :math:`\mu_c`                      std :math:`\sigma_c`
 ``fashion-mnist``  0.2860                                  0.3530
 ``synthetic``      0.1540                                  0.1627
 ``mnist``          computed on load (files not available where this table was made)
+``npz``            computed on load, from the file's ``x_train``
 ``cifar10``        computed on load (files not available where this table was made)
 =================  ======================================  ======================================
+
+A channel that is constant over the whole training split has :math:`\sigma_c = 0` and cannot be
+standardised: with ``normalize=True`` that is an error, not a silent division by zero.
 
 Splits
 ------
@@ -80,6 +86,23 @@ returns data. The digests:
 MD5 is used only where it is the digest the publisher gives, and only against accidental corruption; the
 SHA-256 digests are the ones to rely on.
 
+Your own data (``npz``)
+-----------------------
+``load_dataset("npz", path="my_data.npz")`` (a config: ``[data] name = "npz"``, ``path = "my_data.npz"``,
+relative to the config file) reads one file written by ``np.savez(path, x_train=..., y_train=...,
+x_test=..., y_test=...)``:
+
+* ``x_train``, ``x_test``: images ``(N, C, H, W)``, or ``(N, H, W)`` for one channel; ``uint8`` (0..255,
+  divided by 255 like the other sets) or floating (used as they are, finite values only); the same dtype
+  and the same ``(C, H, W)`` in both splits, square (``H == W``: the models take one ``input_size``);
+* ``y_train``, ``y_test``: 1-D integer labels, one per image, ``>= 0``; the number of classes is
+  ``max label + 1`` over both splits;
+* optionally ``num_classes``: a scalar integer, for classes that occur in neither split.
+
+Any other key is an error (a misspelt ``num_classes`` must not be ignored), and the file is read with
+``allow_pickle=False``: it never runs code. Normalisation (with the file's own training statistics),
+``val_fraction`` and ``dtype`` work as for the other sets; ``Dataset.source`` is the file's path.
+
 The pickle trust issue (CIFAR-10)
 ---------------------------------
 CIFAR-10's "python version" is a set of pickles, and unpickling can run arbitrary code. Two defences:
@@ -101,6 +124,7 @@ import struct
 import tarfile
 import tempfile
 import urllib.request
+import zipfile
 import zlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -127,8 +151,11 @@ __all__ = [
     "stratified_split",
 ]
 
-DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic")
-"""Every name :func:`load_dataset` accepts."""
+DATASETS = ("digits", "mnist", "fashion-mnist", "cifar10", "synthetic", "npz")
+"""Every name :func:`load_dataset` accepts (``"npz"`` needs ``path=``; the others are found by name)."""
+
+_NPZ_ARRAYS = ("x_train", "y_train", "x_test", "y_test")
+_NPZ_OPTIONAL = ("num_classes",)
 
 _IDX_FILES = (
     "train-images-idx3-ubyte",
@@ -237,7 +264,8 @@ class Dataset:
     mean, std : tuple of float, length C
         Per-channel statistics of the whole official training split in [0, 1] pixel units.
     source : str
-        Directory the files were read from (``"sklearn"`` / ``"generated"`` for in-memory sets).
+        Directory the files were read from (``"sklearn"`` / ``"generated"`` for in-memory sets, the file's
+        path for ``npz``).
     normalized : bool
         Whether ``mean`` / ``std`` were applied.
     x_val, y_val : ndarray or None
@@ -280,14 +308,15 @@ def load_dataset(
     val_fraction: float = 0.0,
     seed: int = 0,
     progress: bool = True,
+    path: str | os.PathLike | None = None,
 ) -> Dataset:
     """Load a dataset by name as NCHW float images and int64 labels.
 
     Parameters
     ----------
-    name : {"digits", "mnist", "fashion-mnist", "cifar10", "synthetic"}
+    name : {"digits", "mnist", "fashion-mnist", "cifar10", "synthetic", "npz"}
     root : path, optional
-        Directory holding the files (``root`` itself or ``root/<name>``), searched first.
+        Directory holding the files (``root`` itself or ``root/<name>``), searched first. Not for ``npz``.
     download : bool, default True
         Fetch missing files from :data:`MIRRORS` into ``~/.cache/refimpl/<name>``.
     split : int or float, optional
@@ -302,6 +331,9 @@ def load_dataset(
         Seed of the validation split.
     progress : bool, default True
         Show a progress bar while downloading.
+    path : path, optional
+        The ``.npz`` file of ``name="npz"`` (module docstring, "Your own data"); required for it, an
+        error for every other name.
 
     Returns
     -------
@@ -312,9 +344,11 @@ def load_dataset(
     ValueError
         Unknown ``name`` (the message lists the known ones) or a bad argument.
     DatasetNotFoundError
-        The files are nowhere on disk and could not (or may not) be downloaded.
+        The files are nowhere on disk and could not (or may not) be downloaded; the ``npz`` file does not
+        exist.
     CorruptDatasetError
-        A file failed its checksum or is not a well-formed IDX / CIFAR batch.
+        A file failed its checksum or is not a well-formed IDX / CIFAR batch / npz dataset (the message
+        names the array and the problem); a constant training channel with ``normalize=True``.
 
     Examples
     --------
@@ -331,25 +365,41 @@ def load_dataset(
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
     if split is not None and name not in ("digits", "synthetic"):
         raise ValueError(f"split= applies only to digits and synthetic; {name} has an official split")
+    if (name == "npz") != (path is not None):
+        raise ValueError("path= (the .npz file) is required for name='npz'" if name == "npz" else
+                         f"path= applies only to name='npz' (your own .npz file), not to {name!r}; "
+                         "its files are found through root= and the search paths")
+    if name == "npz" and root is not None:
+        raise ValueError("root= applies to the datasets found by name; name='npz' reads path= alone")
 
-    # Each reader returns raw integer pixels (N, C, H, W), labels, the pixel scale and the source.
+    # Each reader returns raw pixels (N, C, H, W) (integers; floating only from an npz file), labels,
+    # the pixel value that maps to 1.0 and the source.
+    num_classes = _SYNTHETIC_CLASSES if name == "synthetic" else 10
     if name == "digits":
         raw_train, y_train, raw_test, y_test, scale, source = _load_digits(split)
     elif name == "synthetic":
         raw_train, y_train, raw_test, y_test, scale, source = _load_synthetic(split)
+    elif name == "npz":
+        raw_train, y_train, raw_test, y_test, scale, num_classes = _read_npz(Path(path))
+        source = str(path)
     else:
         directory = _locate(name, root, download=download, progress=progress)
         reader = _read_cifar10 if name == "cifar10" else _read_idx_set
         raw_train, y_train, raw_test, y_test = reader(directory, name)
         scale, source = 255, str(directory)
 
-    num_classes = 10 if name != "synthetic" else _SYNTHETIC_CLASSES
     for part, labels in (("train", y_train), ("test", y_test)):
         if labels.size and not 0 <= labels.min() <= labels.max() < num_classes:
             raise CorruptDatasetError(
                 f"{name} {part} labels span {labels.min()}..{labels.max()}, outside 0..{num_classes - 1}"
             )
     mean, std = channel_stats(raw_train, scale)
+    if normalize and np.any(std == 0):
+        c = int(np.flatnonzero(std == 0)[0])
+        raise CorruptDatasetError(
+            f"{name}: channel {c} of the training images is constant ({mean[c] * scale:g}), so it cannot be "
+            "standardised (std 0); load with normalize=False or drop the channel"
+        )
     x_train = _to_float(raw_train, scale, mean, std, dtype, normalize)
     x_test = _to_float(raw_test, scale, mean, std, dtype, normalize)
     y_train = y_train.astype(np.int64)
@@ -391,23 +441,34 @@ def channel_stats(raw: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray
               \sigma_c^2 = \frac{1}{M}\sum_v n_{cv}\,\Bigl(\frac{v}{s} - \mu_c\Bigr)^2
 
     with :math:`n_{cv}` the count of level :math:`v` in channel :math:`c`, :math:`M` the pixels per channel.
+    Floating pixels (an ``npz`` dataset) have no levels to count: their mean and variance are computed in
+    float64 in two passes, one channel at a time (a float64 copy of one channel only).
 
     Parameters
     ----------
-    raw : ndarray of non-negative integers, shape (N, C, H, W)
+    raw : ndarray, shape (N, C, H, W)
+        Non-negative integers, or finite floats.
     scale : float
-        The pixel value that maps to 1.0 (255 for bytes).
+        The pixel value that maps to 1.0 (255 for bytes, 1 for floats already in their final units).
 
     Returns
     -------
     mean, std : ndarray, shape (C,), float64
     """
-    if raw.ndim != 4 or not np.issubdtype(raw.dtype, np.integer):
-        raise ValueError(f"raw must be an integer array of shape (N, C, H, W), got {raw.dtype} {raw.shape}")
+    floating = np.issubdtype(raw.dtype, np.floating)
+    if raw.ndim != 4 or not (floating or np.issubdtype(raw.dtype, np.integer)):
+        raise ValueError(
+            f"raw must be an integer or floating array of shape (N, C, H, W), got {raw.dtype} {raw.shape}"
+        )
     channels = raw.shape[1]
     mean = np.empty(channels)
     std = np.empty(channels)
     for c in range(channels):
+        if floating:
+            x = raw[:, c].astype(np.float64) / scale
+            mean[c] = x.mean()
+            std[c] = np.sqrt(np.mean((x - mean[c]) ** 2))
+            continue
         counts = np.bincount(raw[:, c].ravel()).astype(np.float64)
         levels = np.arange(counts.size) / scale
         total = counts.sum()
@@ -417,7 +478,7 @@ def channel_stats(raw: np.ndarray, scale: float) -> tuple[np.ndarray, np.ndarray
 
 
 def _to_float(raw, scale, mean, std, dtype, normalize) -> np.ndarray:
-    """Integer pixels -> ``dtype`` in [0, 1] -> optionally standardised, in place to spare memory."""
+    """Raw pixels -> ``dtype`` in [0, 1] (a copy) -> optionally standardised, in place to spare memory."""
     x = raw.astype(dtype)
     x /= dtype.type(scale)
     if normalize:
@@ -523,6 +584,91 @@ def _load_synthetic(split):
     return raw[train], y[train], raw[test], y[test], 255, "generated"
 
 
+# --- your own data (npz) -----------------------------------------------------------------------------
+
+
+def _read_npz(path: Path):
+    """Read and check a user's ``.npz`` dataset (module docstring, "Your own data").
+
+    Returns
+    -------
+    raw_train, y_train, raw_test, y_test, scale, num_classes
+        Images ``(N, C, H, W)`` as stored (uint8 or floating), labels as stored (integers), 255 for uint8
+        images and 1 for floating ones, and the number of classes.
+    """
+    if not path.is_file():
+        raise DatasetNotFoundError(f"npz dataset file {path} does not exist")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
+        raise CorruptDatasetError(f"{path}: not a readable .npz file ({err})") from err
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise CorruptDatasetError(f"{path}: holds a single array, not the .npz archive of "
+                                  f"{', '.join(_NPZ_ARRAYS)} (np.savez writes one)")
+    with archive:
+        found = sorted(archive.files)
+        for key in _NPZ_ARRAYS:
+            if key not in found:
+                raise CorruptDatasetError(f"{path}: no array {key!r} (keys found: {found}); an npz dataset "
+                                          f"holds {', '.join(_NPZ_ARRAYS)}")
+        unknown = [k for k in found if k not in _NPZ_ARRAYS + _NPZ_OPTIONAL]
+        if unknown:
+            expected = ", ".join(_NPZ_ARRAYS + _NPZ_OPTIONAL)
+            raise CorruptDatasetError(f"{path}: unexpected array {unknown[0]!r} (keys found: {found}); "
+                                      f"an npz dataset holds {expected} (the last optional)")
+        arrays = {}
+        for key in found:
+            try:
+                arrays[key] = archive[key]
+            except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:  # object arrays, damage
+                raise CorruptDatasetError(f"{path}: cannot read {key!r} ({err})") from err
+
+    images = {}
+    for part in ("train", "test"):
+        x, y = arrays[f"x_{part}"], arrays[f"y_{part}"]
+        if x.ndim not in (3, 4) or 0 in x.shape:
+            raise CorruptDatasetError(f"{path}: x_{part} must have shape (N, H, W) or (N, C, H, W) with no "
+                                      f"empty axis, got {x.shape}")
+        if not (x.dtype == np.uint8 or np.issubdtype(x.dtype, np.floating)):
+            raise CorruptDatasetError(f"{path}: x_{part} must be uint8 (0..255) or floating, got {x.dtype}")
+        if np.issubdtype(x.dtype, np.floating) and not np.all(np.isfinite(x)):
+            raise CorruptDatasetError(f"{path}: x_{part} holds NaN or infinite values")
+        if y.ndim != 1 or y.dtype == np.bool_ or not np.issubdtype(y.dtype, np.integer):
+            raise CorruptDatasetError(f"{path}: y_{part} must be a 1-D array of integer labels, got "
+                                      f"{y.dtype} of shape {y.shape}")
+        if len(y) != len(x):
+            raise CorruptDatasetError(f"{path}: x_{part} holds {len(x)} images but y_{part} {len(y)} labels")
+        if y.min() < 0:
+            raise CorruptDatasetError(f"{path}: y_{part} holds negative labels (min {y.min()}); labels are "
+                                      "class indices 0, 1, ...")
+        images[part] = x[:, None] if x.ndim == 3 else x  # (N, H, W): one channel
+    x_train, x_test = images["train"], images["test"]
+    if x_train.dtype != x_test.dtype:
+        raise CorruptDatasetError(f"{path}: x_train is {x_train.dtype} but x_test {x_test.dtype}; both "
+                                  "splits must be stored alike (they are scaled alike)")
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise CorruptDatasetError(f"{path}: train images are (C, H, W) = {x_train.shape[1:]} but test "
+                                  f"images {x_test.shape[1:]}")
+    height, width = x_train.shape[2:]
+    if height != width:
+        raise CorruptDatasetError(f"{path}: images must be square (the models take one input_size), got "
+                                  f"H x W = {height} x {width}")
+
+    y_train, y_test = arrays["y_train"], arrays["y_test"]
+    num_classes = int(max(y_train.max(), y_test.max())) + 1
+    if "num_classes" in arrays:
+        given = arrays["num_classes"]
+        if given.ndim != 0 or given.dtype == np.bool_ or not np.issubdtype(given.dtype, np.integer):
+            raise CorruptDatasetError(f"{path}: num_classes must be a scalar integer, got {given.dtype} of "
+                                      f"shape {given.shape}")
+        if int(given) < num_classes:
+            raise CorruptDatasetError(f"{path}: num_classes = {int(given)} but the labels go up to "
+                                      f"{num_classes - 1}")
+        num_classes = int(given)
+    scale = 255 if x_train.dtype == np.uint8 else 1
+    return x_train, y_train, x_test, y_test, scale, num_classes
+
+
 # --- where the files are -----------------------------------------------------------------------------
 
 
@@ -532,6 +678,8 @@ def dataset_search_paths(name: str, root: str | os.PathLike | None = None) -> li
     ``$REFIMPL_DATA`` and the home directory are read at call time.
     """
     name = _check_name(name)
+    if name == "npz":
+        raise ValueError("name='npz' is read from its path= file, not searched for")
     paths: list[Path] = []
     if root is not None:
         root = Path(root).expanduser()

@@ -175,3 +175,23 @@ def test_constraint_expansion_is_still_importable_from_config():
     assert refimpl.config.expand_constraints is refimpl.prune.expand_constraints
     assert refimpl.config.select_params is refimpl.prune.select_params
     assert refimpl.config.PARAM_SHORTCUTS == refimpl.prune.PARAM_SHORTCUTS == ("all", "conv", "linear")
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ('method = "none"\n[data]\nname = "npz"\n', r"'data.name' in .*bad\.toml: 'npz' needs data.path"),
+    ('method = "none"\n[data]\npath = "mine.npz"\n',
+     r"'data.path' in .*bad\.toml: applies only to data.name = 'npz'.*got data.name = 'digits'"),
+    ('method = "none"\n[data]\nname = "npz"\npath = "mine.npz"\nroot = "somewhere"\n',
+     r"'data.root' in .*bad\.toml: applies to the datasets found by name"),
+])
+def test_npz_data_needs_path_and_path_needs_npz(tmp_path, text, match):
+    with pytest.raises(ValueError, match=match):
+        load_config(write(tmp_path / "bad.toml", text))
+
+
+def test_data_path_is_relative_to_the_config_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = write(tmp_path / "sub" / "exp.toml", 'method = "none"\n[data]\nname = "npz"\npath = "d/x.npz"\n')
+    assert load_config(path).data.path == str(tmp_path / "sub" / "d" / "x.npz")
+    # an override is not in a file: it stays as given (relative to the working directory)
+    assert load_config(path, {"data.path": "y.npz"}).data.path == "y.npz"

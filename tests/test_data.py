@@ -550,6 +550,200 @@ def test_cifar_download_extracts_only_known_members(fake_cifar, monkeypatch, iso
     assert not (cache / "escape").exists()
 
 
+# --- npz: your own data ------------------------------------------------------------------------------
+
+
+def write_npz(path, **arrays):
+    np.savez(path, **arrays)
+    return path
+
+
+def npz_arrays(rng, *, side=6):
+    """A small valid NHW uint8 set: 30 train / 10 test images, labels 0..2 (3 classes)."""
+    return {
+        "x_train": rng.integers(0, 256, (30, side, side), dtype=np.uint8),
+        "y_train": np.arange(30) % 3,
+        "x_test": rng.integers(0, 256, (10, side, side), dtype=np.uint8),
+        "y_test": np.arange(10) % 3,
+    }
+
+
+def test_npz_round_trip_nhw_uint8(tmp_path, rng):
+    arrays = npz_arrays(rng)
+    path = write_npz(tmp_path / "mine.npz", **arrays)
+    raw = load_dataset("npz", path=path, normalize=False)
+    assert raw.name == "npz" and raw.source == str(path) and raw.num_classes == 3
+    assert raw.input_shape == (1, 6, 6) and raw.x_train.dtype == np.float32 and raw.y_train.dtype == np.int64
+    # NHW gets a channel axis; bytes are divided by 255 like every other byte dataset.
+    for x, stored in ((raw.x_train, arrays["x_train"]), (raw.x_test, arrays["x_test"])):
+        np.testing.assert_array_equal(x, stored[:, None].astype(np.float32) / np.float32(255))
+    np.testing.assert_array_equal(raw.y_train, arrays["y_train"])
+    np.testing.assert_array_equal(raw.y_test, arrays["y_test"])
+    ds = load_dataset("npz", path=path, dtype=np.float64)
+    pixels = arrays["x_train"] / 255.0
+    assert ds.mean == pytest.approx((pixels.mean(),), rel=1e-12)
+    assert ds.std == pytest.approx((pixels.std(),), rel=1e-12)
+    np.testing.assert_allclose(ds.x_test[:, 0], (arrays["x_test"] / 255.0 - pixels.mean()) / pixels.std(),
+                               rtol=1e-12)
+
+
+def test_npz_round_trip_nchw_float32(tmp_path, rng):
+    x_train = rng.uniform(-1.0, 2.0, (24, 3, 5, 5)).astype(np.float32)
+    x_test = rng.uniform(-1.0, 2.0, (8, 3, 5, 5)).astype(np.float32)
+    y_train = np.arange(24) % 4
+    y_test = np.array([0, 1, 2, 3, 4, 0, 1, 2])  # class 4 occurs in the test split only
+    path = write_npz(tmp_path / "mine.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    raw = load_dataset("npz", path=path, normalize=False)
+    assert raw.num_classes == 5 and raw.input_shape == (3, 5, 5)
+    np.testing.assert_array_equal(raw.x_train, x_train)  # floating images are used as they are
+    np.testing.assert_array_equal(raw.x_test, x_test)
+    ds = load_dataset("npz", path=path, dtype=np.float64, val_fraction=0.25, seed=3)
+    mean = x_train.astype(np.float64).mean(axis=(0, 2, 3))
+    std = x_train.astype(np.float64).std(axis=(0, 2, 3))
+    np.testing.assert_allclose(ds.mean, mean, rtol=1e-12)
+    np.testing.assert_allclose(ds.std, std, rtol=1e-12)
+    expected = (x_test.astype(np.float64) - mean[:, None, None]) / std[:, None, None]
+    np.testing.assert_allclose(ds.x_test, expected, rtol=1e-12, atol=1e-12)
+    # val_fraction as for the other sets: stratified (one of the six images of each class), seeded
+    assert len(ds.y_val) == 6 and len(ds.y_train) == 18 and np.bincount(ds.y_val).tolist() == [2, 2, 1, 1]
+    again = load_dataset("npz", path=path, dtype=np.float64, val_fraction=0.25, seed=3)
+    np.testing.assert_array_equal(ds.x_val, again.x_val)
+
+
+def test_npz_optional_num_classes(tmp_path, rng):
+    arrays = npz_arrays(rng)
+    assert load_dataset("npz", path=write_npz(tmp_path / "a.npz", **arrays, num_classes=7)).num_classes == 7
+    with pytest.raises(CorruptDatasetError, match=r"num_classes = 2 but the labels go up to 2"):
+        load_dataset("npz", path=write_npz(tmp_path / "b.npz", **arrays, num_classes=2))
+    with pytest.raises(CorruptDatasetError, match=r"num_classes must be a scalar integer, got int64 of"):
+        load_dataset("npz", path=write_npz(tmp_path / "c.npz", **arrays, num_classes=[7]))
+
+
+def _bad_npz_cases():
+    def change(**updates):
+        def apply(arrays):
+            arrays.update(updates)
+            return arrays
+        return apply
+
+    def drop(key):
+        def apply(arrays):
+            del arrays[key]
+            return arrays
+        return apply
+
+    rng = np.random.default_rng(7)
+    floats = rng.uniform(0, 1, (30, 6, 6))
+    return [
+        (drop("y_test"), r"no array 'y_test' \(keys found: \['x_test', 'x_train', 'y_train'\]\)"),
+        (change(labels=np.zeros(3)), r"unexpected array 'labels' \(keys found: .*\); an npz dataset holds"),
+        (change(x_train=np.zeros((30, 36), np.uint8)),
+         r"x_train must have shape \(N, H, W\) or \(N, C, H, W\) with no empty axis, got \(30, 36\)"),
+        (change(x_test=np.zeros((10, 1, 1, 6, 6), np.uint8)),
+         r"x_test must have shape .* got \(10, 1, 1, 6, 6\)"),
+        (change(x_train=np.zeros((0, 6, 6), np.uint8), y_train=np.zeros(0, int)), r"x_train must have shape"),
+        (change(x_test=np.zeros((10, 7, 7), np.uint8)),
+         r"train images are \(C, H, W\) = \(1, 6, 6\) but test images \(1, 7, 7\)"),
+        (change(x_train=np.zeros((30, 2, 6, 6), np.uint8)), r"train images are \(C, H, W\) = \(2, 6, 6\)"),
+        (change(y_train=np.arange(29) % 3), r"x_train holds 30 images but y_train 29 labels"),
+        (change(y_train=(np.arange(30) % 3).astype(float)),
+         r"y_train must be a 1-D array of integer labels, got float64 of shape \(30,\)"),
+        (change(y_test=np.zeros((10, 1), int)), r"y_test must be a 1-D array of integer labels"),
+        (change(y_test=np.arange(10) - 1), r"y_test holds negative labels \(min -1\)"),
+        (change(x_train=np.where(floats > 0.5, np.nan, floats), x_test=np.zeros((10, 6, 6))),
+         r"x_train holds NaN or infinite values"),
+        (change(x_train=floats, x_test=np.full((10, 6, 6), np.inf)), r"x_test holds NaN or infinite values"),
+        (change(x_train=np.zeros((30, 6, 6), np.int16)),
+         r"x_train must be uint8 \(0..255\) or floating, got int16"),
+        (change(x_test=np.zeros((10, 6, 6), np.float32)),
+         r"x_train is uint8 but x_test float32; both splits must be stored alike"),
+        (change(x_train=np.zeros((30, 6, 8), np.uint8), x_test=np.zeros((10, 6, 8), np.uint8)),
+         r"images must be square \(the models take one input_size\), got H x W = 6 x 8"),
+        (change(y_train=np.array([{}] * 30, dtype=object)),  # allow_pickle=False: never unpickled
+         r"cannot read 'y_train' \(Object arrays cannot be loaded"),
+    ]
+
+
+@pytest.mark.parametrize(("mutate", "match"), _bad_npz_cases())
+def test_npz_rejects_bad_contents_with_one_clear_error(tmp_path, rng, mutate, match):
+    path = write_npz(tmp_path / "bad.npz", **mutate(npz_arrays(rng)))
+    with pytest.raises(CorruptDatasetError, match=match) as info:
+        load_dataset("npz", path=path)
+    assert str(path) in str(info.value) and "\n" not in str(info.value)
+
+
+def test_npz_file_problems(tmp_path, monkeypatch):
+    def no_network(*args, **kwargs):
+        raise AssertionError("an npz dataset must never be downloaded")
+
+    monkeypatch.setattr(urllib.request, "urlopen", no_network)
+    with pytest.raises(DatasetNotFoundError, match=r"npz dataset file .*missing\.npz does not exist"):
+        load_dataset("npz", path=tmp_path / "missing.npz", download=True)
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a zip archive")
+    with pytest.raises(CorruptDatasetError, match=r"junk\.npz: not a readable \.npz file"):
+        load_dataset("npz", path=junk)
+    single = tmp_path / "single.npy"
+    np.save(single, np.zeros(3))
+    with pytest.raises(CorruptDatasetError, match=r"holds a single array, not the \.npz archive"):
+        load_dataset("npz", path=single)
+
+
+def test_npz_arguments(tmp_path, rng):
+    path = write_npz(tmp_path / "mine.npz", **npz_arrays(rng))
+    assert "npz" in data.DATASETS
+    with pytest.raises(ValueError, match=r"path= \(the \.npz file\) is required for name='npz'"):
+        load_dataset("npz")
+    with pytest.raises(ValueError, match=r"path= applies only to name='npz'.*not to 'digits'"):
+        load_dataset("digits", path=path)
+    with pytest.raises(ValueError, match=r"root= applies to the datasets found by name"):
+        load_dataset("npz", tmp_path, path=path)
+    with pytest.raises(ValueError, match="split= applies only to digits and synthetic"):
+        load_dataset("npz", path=path, split=5)
+    with pytest.raises(ValueError, match=r"'npz' is read from its path= file, not searched for"):
+        dataset_search_paths("npz")
+
+
+def test_constant_channel_cannot_be_standardised(tmp_path, rng):
+    arrays = npz_arrays(rng)
+    arrays["x_train"][:] = 7
+    path = write_npz(tmp_path / "flat.npz", **arrays)
+    with pytest.raises(CorruptDatasetError, match=r"npz: channel 0 of the training images is constant \(7\)"):
+        load_dataset("npz", path=path)
+    assert load_dataset("npz", path=path, normalize=False).std == (0.0,)
+
+
+def test_npz_through_a_config_file_with_a_relative_path(tmp_path, rng):
+    from refimpl.config import load_config, to_toml
+
+    arrays = npz_arrays(rng, side=8)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "configs").mkdir()
+    write_npz(tmp_path / "data" / "mine.npz", **arrays)
+    config_file = tmp_path / "configs" / "exp.toml"
+    config_file.write_text('method = "none"\n[data]\nname = "npz"\npath = "../data/mine.npz"\n')
+    config = load_config(config_file)
+    assert config.data.path == str((tmp_path / "data" / "mine.npz").resolve())  # not the working directory
+    d = config.data
+    ds = load_dataset(d.name, d.root, path=d.path, dtype=np.dtype(d.dtype), val_fraction=d.val_fraction)
+    assert ds.name == "npz" and ds.input_shape == (1, 8, 8) and ds.num_classes == 3
+    np.testing.assert_array_equal(ds.y_test, arrays["y_test"])
+    saved = tmp_path / "saved.toml"
+    saved.write_text(to_toml(config))
+    assert load_config(saved) == config  # the written path is absolute: it reloads from anywhere
+
+
+def test_npz_runs_an_experiment(tmp_path, rng):
+    from refimpl.config import load_config
+    from refimpl.engine import run_experiment
+
+    path = write_npz(tmp_path / "mine.npz", **npz_arrays(rng, side=8))
+    config = load_config(None, {"method": "none", "data.name": "npz", "data.path": str(path),
+                                "pretrain.epochs": 1, "threads": 1})
+    report = run_experiment(config, tmp_path / "run", progress=False, echo=None)
+    assert report["dataset"] == "npz"
+
+
 # --- the real Fashion-MNIST (Debian's dataset-fashion-mnist, or anywhere on the search path) -----------
 
 

@@ -8,8 +8,8 @@ Loading (:func:`load_config`) is strict, because a misspelt key silently ignored
 * the values are then checked by :func:`refimpl.config.validation.validate`;
 * a file may name a ``base`` file; bases chain (cycles are an error) and tables merge key by key, arrays
   (e.g. ``constraints``) and ``model.options`` are replaced as a whole;
-* file paths a config names (``pretrain.init_weights``) are relative to that file, not to the working
-  directory;
+* file paths a config names (``pretrain.init_weights``, ``data.path``) are relative to that file, not to
+  the working directory;
 * ``overrides`` (e.g. ``{"admm.epochs": 2}`` from ``refimpl prune --set admm.epochs=2``) go on top.
 
 ``config.to_dict()`` gives plain TOML/JSON values and ``ExperimentConfig.from_dict`` reads them back;
@@ -159,9 +159,10 @@ def _read_chain(path: Path, origin: dict[str, str], seen: tuple[Path, ...]) -> d
 
 def _resolve_paths(data: dict, directory: Path) -> None:
     """Make the file paths a config names relative to that config file (not to the working directory)."""
-    pretrain = data.get("pretrain", {})
-    if isinstance(pretrain.get("init_weights"), str):
-        pretrain["init_weights"] = str((directory / pretrain["init_weights"]).resolve())
+    for section, key in (("pretrain", "init_weights"), ("data", "path")):
+        table = data.get(section, {})
+        if isinstance(table.get(key), str):
+            table[key] = str((directory / table[key]).resolve())
 
 
 # --- overrides -----------------------------------------------------------------------------------------

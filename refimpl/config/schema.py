@@ -84,9 +84,11 @@ SCHEDULES = ("constant", "step", "cosine")
 class DataConfig:
     """Which data the run trains and evaluates on."""
 
-    name: str = "digits"                # digits | mnist | fashion-mnist | cifar10 | synthetic
+    name: str = "digits"                # digits | mnist | fashion-mnist | cifar10 | synthetic | npz
     root: str | None = None             # directory with the files (searched before $REFIMPL_DATA)
-    download: bool = True               # fetch missing files (never needed for digits / synthetic)
+    path: str | None = None             # .npz file with x_train, y_train, x_test, y_test (data.name = "npz");
+                                        # relative to this config file
+    download: bool = True               # fetch missing files (never needed for digits / synthetic / npz)
     limit_train: int | None = None      # train on the first N training images only (smoke runs); None = all
     limit_test: int | None = None       # evaluate on the first N test images only; None = all
     val_fraction: float = 0.0           # share of the training split held out (val_acc in the logs)

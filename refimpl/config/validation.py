@@ -83,6 +83,13 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
     d = config.data
     if d.name not in DATASETS:
         fail("data.name", f"must be one of {list(DATASETS)}, got {d.name!r}")
+    if d.name == "npz" and d.path is None:
+        fail("data.name", "'npz' needs data.path, the .npz file with x_train, y_train, x_test, y_test")
+    if d.path is not None and d.name != "npz":
+        fail("data.path", f"applies only to data.name = 'npz' (your own .npz file), got data.name = "
+                          f"{d.name!r}")
+    if d.name == "npz" and d.root is not None:
+        fail("data.root", "applies to the datasets found by name; data.name = 'npz' reads data.path alone")
     for key in ("limit_train", "limit_test"):
         value = getattr(d, key)
         if value is not None and value < 1:
