@@ -170,8 +170,12 @@ def _validate_training(t: TrainConfig, section: str, fail) -> None:
         value = getattr(t, key)
         if not (math.isfinite(value) and value >= 0):
             fail(f"{section}.{key}", f"must be a finite number >= 0, got {value}")
+    if t.optimizer == "sgd" and not t.momentum < 1:
+        fail(f"{section}.momentum", f"SGD momentum must lie in [0, 1), got {t.momentum}")
     if t.nesterov and t.optimizer != "sgd":
         fail(f"{section}.nesterov", "Nesterov momentum applies to optimizer 'sgd' only")
+    if t.nesterov and t.momentum == 0:
+        fail(f"{section}.nesterov", "Nesterov momentum needs momentum > 0")
     if t.step_size is not None and t.step_size < 1:
         fail(f"{section}.step_size", f"must be >= 1, got {t.step_size}")
 

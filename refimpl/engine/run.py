@@ -48,9 +48,8 @@ def _set_up(config, rundir: RunDir, *, progress: bool, echo, hooks) -> Run:
 
     d = config.data
     try:
-        extra = {"path": d.path} if getattr(d, "path", None) is not None else {}
         dataset = load_dataset(d.name, d.root, download=d.download, dtype=np.dtype(d.dtype),
-                               val_fraction=d.val_fraction, seed=config.seed, progress=progress, **extra)
+                               val_fraction=d.val_fraction, seed=config.seed, progress=progress, path=d.path)
     except (ValueError, TypeError, FileNotFoundError) as err:  # missing, corrupt or unusable data
         raise SetupError(str(err)) from err
     try:
