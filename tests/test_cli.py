@@ -171,3 +171,39 @@ def test_existing_run_needs_resume_and_matching_settings(tmp_path, capsys):
     assert "already holds a run; resume it" in capsys.readouterr().err
     assert main(train_argv(out, "--epochs", "1", "--resume", "--lr", "0.1", *common)) == 1
     assert "configuration differs from the saved one in pretrain.lr" in capsys.readouterr().err
+
+
+def _write_npz(path, rng, *, nan=False):
+    x_train = rng.integers(0, 256, size=(120, 12, 12), dtype=np.uint8)  # NHW uint8, as users often have
+    y_train = (x_train[:, :6].mean(axis=(1, 2)) > x_train[:, 6:].mean(axis=(1, 2))).astype(np.int64)
+    x_test = rng.standard_normal((40, 1, 12, 12)).astype(np.float32)   # NCHW float for the test split
+    x_train = x_train.astype(np.float32)[:, None] / 255
+    if nan:
+        x_test[3, 0, 2, 2] = np.nan
+    np.savez(path, x_train=x_train, y_train=y_train, x_test=x_test,
+             y_test=rng.integers(0, 2, size=40))
+
+
+def test_train_and_prune_take_a_users_npz_file(tmp_path, capsys):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "mine.npz"
+    _write_npz(data, rng)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "npz", "--data-path", str(data), "--epochs", "1", "--out", str(out),
+                 "--no-progress"]) == 0
+    config = json.loads((out / "config.json").read_text())
+    assert config["data"]["name"] == "npz" and config["data"]["path"] == str(data)
+    report = json.loads((out / "report.json").read_text())
+    assert report["n_train"] == 120 and report["n_test"] == 40
+    with np.load(out / "pretrain" / "model.npz") as weights:
+        assert weights["fc2.weight"].shape[0] == 2  # two classes found in the labels
+
+
+def test_a_bad_npz_file_is_one_line_naming_the_problem(tmp_path, capsys):
+    data = tmp_path / "bad.npz"
+    _write_npz(data, np.random.default_rng(0), nan=True)
+    out = tmp_path / "run"
+    assert main(["train", "--dataset", "npz", "--data-path", str(data), "--out", str(out), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("refimpl train: error:") and "x_test" in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
