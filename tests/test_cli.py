@@ -203,7 +203,8 @@ def test_a_bad_npz_file_is_one_line_naming_the_problem(tmp_path, capsys):
     data = tmp_path / "bad.npz"
     _write_npz(data, np.random.default_rng(0), nan=True)
     out = tmp_path / "run"
-    assert main(["train", "--dataset", "npz", "--data-path", str(data), "--out", str(out), "--no-progress"]) == 1
+    argv = ["train", "--dataset", "npz", "--data-path", str(data), "--out", str(out), "--no-progress"]
+    assert main(argv) == 1
     err = capsys.readouterr().err
     assert err.startswith("refimpl train: error:") and "x_test" in err and len(err.strip().splitlines()) == 1
     assert not out.exists()
