@@ -386,3 +386,21 @@ def test_every_planned_kind_is_in_the_phase_table_and_the_report():
         from refimpl.engine import phase_kind
         phase_kind("prune")(lambda run, phase: {})
     assert Phase("a", "prune") == Phase("a", "prune")
+
+
+def test_test_accuracy_after_every_epoch_changes_no_weight(reference_run, tmp_path):
+    """output.test_every_epoch gives the accuracy-vs-budget curves and trains bit for bit the same."""
+    reference, _ = reference_run
+    report = run_experiment(tiny_config(**{"output.test_every_epoch": True}), tmp_path / "run",
+                            progress=False, echo=None)
+    for name in ("model_masked.npz", "model_compact.npz"):
+        got, want = arrays(tmp_path / "run" / name), arrays(reference / name)
+        assert all(got[k].tobytes() == want[k].tobytes() for k in want), name
+    rows = {row["name"]: row for row in report["phases"]}
+    for name in ("pretrain", "admm", "retrain"):
+        curve = rows[name]["test_acc_curve"]
+        assert len(curve) == rows[name]["epochs"] and all(0 <= a <= 1 for a in curve)
+        assert curve[-1] == rows[name]["test_acc"]  # the last epoch's weights are the phase's result
+    assert "test_acc_curve" not in rows["prune"]
+    log = [json.loads(line) for line in (tmp_path / "run" / "retrain" / "log.jsonl").read_text().splitlines()]
+    assert [r["test_acc"] for r in log] == rows["retrain"]["test_acc_curve"]

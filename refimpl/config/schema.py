@@ -184,6 +184,8 @@ class OutputConfig:
 
     checkpoint_every: int = 1           # trainer checkpoint every this many epochs (resume granularity)
     eval_batch_size: int = 500          # batch size of test-set evaluations (memory only; same result)
+    test_every_epoch: bool = False      # test accuracy after every training epoch, in log.jsonl and the
+                                        # report (accuracy-vs-budget curves; never used to choose anything)
 
 
 @dataclass

@@ -125,6 +125,8 @@ class Run:
         if phase.epochs == 0:
             return []
         extra = list(self.extra_hooks(phase)) if self.extra_hooks is not None else []
+        if self.config.output.test_every_epoch:
+            extra.insert(0, TestAccuracy(self))
         trainer = Trainer(
             self.model, build_optimizer(settings, self.model.parameters()), (self.x_train, self.y_train),
             val_data=self.val, batch_size=settings.batch_size, epochs=phase.epochs,
@@ -180,12 +182,36 @@ class Run:
             self.compact_model = load_compact_model(self.out)
 
 
+class TestAccuracy:
+    """Trainer hook: the test accuracy after every epoch, logged as ``test_acc`` (``output.test_every_epoch``).
+
+    For accuracy-vs-retraining-budget curves: the same run gives the accuracy after 0 (the cut), 1, 2, ...
+    epochs. It only reads the weights (:func:`refimpl.train.evaluate` restores the training mode and uses
+    no random numbers), so a run with it trains bit for bit like one without it. Hyperparameters are never
+    chosen on these numbers: selection uses ``val_acc`` (``data.val_fraction``).
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+
+    def on_epoch_end(self, trainer, epoch: int) -> dict:
+        return {"test_acc": self.run.evaluate()}
+
+
 def _last(history: list[dict]) -> dict:
-    """Train loss/accuracy (and validation accuracy) of a phase's last epoch; empty for 0 epochs."""
+    """Train loss/accuracy (and validation accuracy) of a phase's last epoch; empty for 0 epochs.
+
+    With ``output.test_every_epoch`` also the phase's ``test_acc_curve`` (one value per epoch).
+    """
     if not history:
         return {}
     last = history[-1]
-    return {k: last[k] for k in ("train_loss", "train_acc", "val_acc") if last.get(k) is not None}
+    out = {k: last[k] for k in ("train_loss", "train_acc", "val_acc") if last.get(k) is not None}
+    if all(r.get("test_acc") is not None for r in history):
+        out["test_acc_curve"] = [r["test_acc"] for r in history]
+    if all(r.get("val_acc") is not None for r in history):
+        out["val_acc_curve"] = [r["val_acc"] for r in history]
+    return out
 
 
 # --- the phase functions ---------------------------------------------------------------------------------

@@ -30,6 +30,17 @@ def _accuracies(run, phases) -> dict[str, float | None]:
     return by_key
 
 
+def _phase_row(phase, record: dict) -> dict:
+    """One row of the report's phase table (with the per-epoch curves where they were recorded)."""
+    metrics = record["metrics"]
+    row = {"name": phase.name, "kind": phase.kind, "epochs": phase.epochs,
+           "test_acc": metrics.get("test_acc"), "seconds": record["seconds"]}
+    for curve in ("test_acc_curve", "val_acc_curve"):
+        if curve in metrics:
+            row[curve] = metrics[curve]
+    return row
+
+
 def write_report(run, phases, seconds: float) -> dict:
     """Write the run's report files and final weights; return the report (see the module docstring)."""
     from refimpl.metrics import format_report, layer_report, report_json, report_totals
@@ -53,9 +64,7 @@ def write_report(run, phases, seconds: float) -> dict:
         "dataset": c.data.name, "model": c.model.name,
         "n_train": int(len(run.y_train)), "n_test": int(len(run.y_test)),
         "accuracy": accuracy,
-        "phases": [{"name": p.name, "kind": p.kind, "epochs": p.epochs,
-                    "test_acc": run.state["phases"][p.name]["metrics"].get("test_acc"),
-                    "seconds": run.state["phases"][p.name]["seconds"]} for p in phases],
+        "phases": [_phase_row(p, run.state["phases"][p.name]) for p in phases],
         "params": {"dense": totals["params"], "nonzero": nonzero},
         "macs": {"dense": totals["macs"], "effective": totals["effective_macs"]},
         "compression": finite(totals["params"] / nonzero if nonzero else float("inf")),
