@@ -183,7 +183,7 @@ class Run:
 
 
 class TestAccuracy:
-    """Trainer hook: the test accuracy after every epoch, logged as ``test_acc`` (``output.test_every_epoch``).
+    """Trainer hook: the test accuracy after every epoch, logged as ``test_acc`` (output.test_every_epoch).
 
     For accuracy-vs-retraining-budget curves: the same run gives the accuracy after 0 (the cut), 1, 2, ...
     epochs. It only reads the weights (:func:`refimpl.train.evaluate` restores the training mode and uses
