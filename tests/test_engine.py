@@ -404,3 +404,18 @@ def test_test_accuracy_after_every_epoch_changes_no_weight(reference_run, tmp_pa
     assert "test_acc_curve" not in rows["prune"]
     log = [json.loads(line) for line in (tmp_path / "run" / "retrain" / "log.jsonl").read_text().splitlines()]
     assert [r["test_acc"] for r in log] == rows["retrain"]["test_acc_curve"]
+
+
+def test_a_run_saved_before_a_setting_existed_resumes_while_it_keeps_its_default(reference_run, tmp_path):
+    import shutil
+
+    reference, _ = reference_run
+    old = tmp_path / "old"
+    shutil.copytree(reference, old)
+    saved = json.loads((old / "config.json").read_text())
+    del saved["output"]["test_every_epoch"]  # as written by a refimpl without that setting
+    (old / "config.json").write_text(json.dumps(saved))
+    run_experiment(tiny_config(), old, resume=True, progress=False, echo=None)
+    with pytest.raises(SetupError, match=r"differs from the saved one in output\.test_every_epoch"):
+        run_experiment(tiny_config(**{"output.test_every_epoch": True}), old, resume=True, progress=False,
+                       echo=None)

@@ -101,11 +101,12 @@ def run_experiment(config, out_dir: str | os.PathLike, *, resume: bool = False, 
     echo = echo or (lambda line: None)
     rundir = RunDir(Path(out_dir))
     settings = config.to_dict()
-    rundir.check(settings, resume=resume)
+    defaults = ExperimentConfig().to_dict()  # for runs saved before a setting existed
+    rundir.check(settings, resume=resume, defaults=defaults)
     with thread_limit(config.threads):
         run = _set_up(config, rundir, progress=progress, echo=echo, hooks=hooks)
         phases = plan_phases(config, run.constraints)
-        run.state = rundir.open(settings, to_toml(config), resume=resume)
+        run.state = rundir.open(settings, to_toml(config), resume=resume, defaults=defaults)
         try:
             done = [p for p in phases if p.name in run.state["phases"]]
             if [p.name for p in phases[: len(done)]] != [p.name for p in done] \

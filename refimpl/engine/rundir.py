@@ -117,11 +117,13 @@ class RunDir:
             raise SetupError(f"{path} has state version {state.get('version')}, expected {_STATE_VERSION}")
         return state
 
-    def check(self, config: dict, *, resume: bool) -> None:
+    def check(self, config: dict, *, resume: bool, defaults: dict | None = None) -> None:
         """Raise :class:`SetupError` if a run with ``config`` (a plain dict) may not start here. Read-only.
 
         A fresh run needs an absent or empty directory; ``resume`` also accepts a run of the same
-        configuration (and starts afresh where there is none).
+        configuration (and starts afresh where there is none). ``defaults`` (same nesting) fills keys the
+        saved configuration lacks — settings added to refimpl after the run started — so a run saved by
+        an older version resumes as long as the new settings keep their defaults.
         """
         status = self.status
         if status == "foreign":
@@ -132,23 +134,25 @@ class RunDir:
                 raise SetupError(f"{self.path} already holds a run; resume it or choose another output "
                                  "directory")
             saved = self.saved_config()
+            if saved is not None and defaults is not None:
+                saved = _fill(saved, defaults)
             changed = [] if saved is None else dotted_diff(saved, config)
             if changed:
                 raise SetupError(f"cannot resume {self.path}: the configuration differs from the saved one "
                                  f"in {', '.join(changed)}")
 
     # --- writing ---------------------------------------------------------------------------------------
-    def open(self, config: dict, config_toml: str, *, resume: bool) -> dict:
+    def open(self, config: dict, config_toml: str, *, resume: bool, defaults: dict | None = None) -> dict:
         """Create the directory if needed, take the lock, clean stale temporaries, save the config.
 
         Returns the run's state (the saved one when resuming, else a fresh one, written). Call
         :meth:`close` (or use the object as a context manager after ``open``) to release the lock.
         """
-        self.check(config, resume=resume)
+        self.check(config, resume=resume, defaults=defaults)
         self.path.mkdir(parents=True, exist_ok=True)
         self._lock()
         try:
-            self.check(config, resume=resume)  # again, now that no other process can change it
+            self.check(config, resume=resume, defaults=defaults)  # again: no other process can change it now
             self.remove_stale_temporaries()
             if (self.path / STATE_NAME).is_file():
                 state = self.read_state()
@@ -205,6 +209,16 @@ class RunDir:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _fill(saved: Any, defaults: Any) -> Any:
+    """Return ``saved`` with the keys it lacks taken from ``defaults`` (nested dicts, recursively)."""
+    if not (isinstance(saved, dict) and isinstance(defaults, dict)):
+        return saved
+    out = {key: _fill(value, defaults.get(key)) for key, value in saved.items()}
+    for key, value in defaults.items():
+        out.setdefault(key, value)
+    return out
 
 
 def dotted_diff(a: Any, b: Any, prefix: str = "") -> list[str]:
