@@ -419,3 +419,27 @@ def test_a_run_saved_before_a_setting_existed_resumes_while_it_keeps_its_default
     with pytest.raises(SetupError, match=r"differs from the saved one in output\.test_every_epoch"):
         run_experiment(tiny_config(**{"output.test_every_epoch": True}), old, resume=True, progress=False,
                        echo=None)
+
+
+def test_split_seed_fixes_the_validation_split_across_run_seeds(tmp_path):
+    """data.split_seed: runs of two seeds see one validation split (else each seed draws its own)."""
+    from refimpl.data import load_dataset
+
+    class Capture:
+        def on_train_begin(self, trainer):
+            seen.append(trainer.val_data[0].copy())
+
+    seen = []
+    common = {"method": "none", "pretrain.epochs": 1, "data.val_fraction": 0.25}
+    for seed, split_seed in ((0, 5), (1, 5), (1, None)):
+        config = tiny_config(seed=seed, **common, **{"data.split_seed": split_seed})
+        run_experiment(config, tmp_path / f"s{seed}-{split_seed}", progress=False, echo=None,
+                       hooks=lambda phase: [Capture()])
+    fixed = load_dataset("synthetic", val_fraction=0.25, seed=5).x_val
+    own = load_dataset("synthetic", val_fraction=0.25, seed=1).x_val
+    assert not np.array_equal(fixed, own)  # the seeds do draw different splits
+    np.testing.assert_array_equal(seen[0], fixed)
+    np.testing.assert_array_equal(seen[1], fixed)
+    np.testing.assert_array_equal(seen[2], own)
+    with pytest.raises(ValueError, match="data.split_seed"):
+        tiny_config(**{"data.split_seed": -1})

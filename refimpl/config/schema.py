@@ -67,11 +67,12 @@ __all__ = [
     "PurifyConfig",
     "RetrainConfig",
     "SCHEDULES",
+    "SslConfig",
     "TrainConfig",
 ]
 
 #: Pruning methods a config may name.
-METHODS = ("admm", "magnitude", "magnitude_iterative", "none")
+METHODS = ("admm", "magnitude", "magnitude_iterative", "ssl", "none")
 
 #: Optimizers a training phase may name (``optimizer =``).
 OPTIMIZERS = ("sgd", "adam")
@@ -92,6 +93,8 @@ class DataConfig:
     limit_train: int | None = None      # train on the first N training images only (smoke runs); None = all
     limit_test: int | None = None       # evaluate on the first N test images only; None = all
     val_fraction: float = 0.0           # share of the training split held out (val_acc in the logs)
+    split_seed: int | None = None       # seed of that split (None: the run's seed); fix it to compare
+                                        # runs of several seeds on one validation split
     dtype: str = "float32"              # float32 | float64
 
 
@@ -146,6 +149,18 @@ class AdmmConfig(TrainConfig):
 
 
 @dataclass
+class SslConfig(TrainConfig):
+    """SSL group lasso (method = "ssl"): training with a proximal group-lasso step, then the hard cut."""
+
+    epochs: int = 10                    # group-lasso epochs before the hard prune
+    optimizer: str = "sgd"              # plain SGD (momentum 0): the step + prox is exact proximal gradient
+    momentum: float = 0.0               # SGD momentum (> 0 makes the prox a heuristic, see prune.group_lasso)
+    lr: float = 0.01                    # learning rate eta; the prox threshold of a step is eta * lam
+    lam: float = 1e-3                   # penalty lam * sum_g ||W_g||_2; at a fixed point a group is zero
+                                        # exactly when the loss gradient on it has norm <= lam
+
+
+@dataclass
 class MagnitudeConfig:
     """Iterative magnitude pruning (method = "magnitude_iterative")."""
 
@@ -195,12 +210,13 @@ class ExperimentConfig:
     name: str = "experiment"            # run name (reports)
     description: str = ""               # one sentence for the reader of the report
     seed: int = 0                       # seeds the initial weights and every phase's shuffling
-    method: str = "admm"                # admm | magnitude | magnitude_iterative | none (dense baseline)
+    method: str = "admm"                # admm | magnitude | magnitude_iterative | ssl | none (dense baseline)
     threads: int = 0                    # numba and BLAS threads during the run; 0 = leave the defaults
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     admm: AdmmConfig = field(default_factory=AdmmConfig)
+    ssl: SslConfig = field(default_factory=SslConfig)
     magnitude: MagnitudeConfig = field(default_factory=MagnitudeConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     purify: PurifyConfig = field(default_factory=PurifyConfig)

@@ -7,10 +7,12 @@ value came from (or ``<overrides>``, ``<defaults>``):
 * names: ``method``, ``data.name``, ``model.name``, ``model.engine``, optimizers and schedules, and the
   ``model.options`` the model's builder takes;
 * ranges: sparsities and ``admm.targets`` in [0, 1] (targets strictly increasing), ``val_fraction`` in
-  [0, 1), non-negative finite learning rates and penalties, ``rho_growth >= 1``, counts ``>= 1``;
+  [0, 1), non-negative finite learning rates and penalties (``ssl.lam`` too), ``rho_growth >= 1``, counts
+  ``>= 1``;
 * constraint tables: exactly one of ``param`` / ``params``, a ``structure``, and arguments that
   :class:`refimpl.prune.Constraint` accepts (the same checks the pruning code makes, now rather than
-  hours into a run); combinations such as progressive targets with ``keep``.
+  hours into a run); combinations such as progressive targets with ``keep``, and method ``ssl`` with a
+  structure that has no group-lasso penalty or with progressive steps.
 
 Checks that need the model (does ``conv1.weight`` exist, does ``keep`` fit its filters) are made when
 the constraints are expanded against the built model: :func:`refimpl.prune.expand_constraints`.
@@ -96,6 +98,8 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
             fail(f"data.{key}", f"must be >= 1 (or absent for all), got {value}")
     if not 0.0 <= d.val_fraction < 1.0:
         fail("data.val_fraction", f"must lie in [0, 1), got {d.val_fraction}")
+    if d.split_seed is not None and d.split_seed < 0:
+        fail("data.split_seed", f"must be >= 0 (or absent for the run's seed), got {d.split_seed}")
     if d.dtype not in ("float32", "float64"):
         fail("data.dtype", f"must be 'float32' or 'float64', got {d.dtype!r}")
     m = config.model
@@ -108,8 +112,11 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
     for key in m.options:
         if key not in accepted:
             fail(f"model.options.{key}", f"{m.name} takes no such option (it takes {sorted(accepted)})")
-    for section in ("pretrain", "admm", "retrain"):
+    for section in ("pretrain", "admm", "ssl", "retrain"):
         _validate_training(getattr(config, section), section, fail)
+    lam = config.ssl.lam
+    if not (math.isfinite(lam) and lam >= 0):
+        fail("ssl.lam", f"must be a finite number >= 0, got {lam}")
     a = config.admm
     for key in ("rho", "rho_max"):
         if not (math.isfinite(getattr(a, key)) and getattr(a, key) >= 0):
@@ -138,6 +145,9 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
     if a.steps > 1 and a.targets is not None:
         fail("admm.steps", "give either admm.targets (one sparsity per step for every layer) or "
                            "admm.steps (per-layer intermediate targets), not both")
+    if a.steps > 1 and config.method == "ssl":
+        fail("admm.steps", "progressive steps apply to method 'admm'; method 'ssl' runs one group-lasso "
+                           "phase before one hard prune")
     if config.magnitude.rounds < 1:
         fail("magnitude.rounds", f"must be >= 1, got {config.magnitude.rounds}")
     if config.magnitude.schedule not in ("geometric", "linear"):
@@ -182,6 +192,7 @@ def _validate_training(t: TrainConfig, section: str, fail) -> None:
 
 def _validate_constraints(config: ExperimentConfig, fail) -> None:
     from refimpl.prune.constraints import Constraint
+    from refimpl.prune.group_lasso import GROUP_LASSO_STRUCTURES
 
     specs = config.admm.constraints
     if config.method != "none" and not specs:
@@ -206,6 +217,9 @@ def _validate_constraints(config: ExperimentConfig, fail) -> None:
             Constraint("<check>", **rest)  # the same checks the pruning code makes, now rather than later
         except (TypeError, ValueError) as err:
             fail(key, str(err), type(err))
+        if config.method == "ssl" and spec["structure"] not in GROUP_LASSO_STRUCTURES:
+            fail(f"{key}.structure", f"method 'ssl' needs a structure with a group-lasso penalty, one of "
+                                     f"{list(GROUP_LASSO_STRUCTURES)}, got {spec['structure']!r}")
         if config.method == "magnitude_iterative" and config.magnitude.rounds > 1 and "sparsity" not in spec:
             fail(key, "iterative magnitude pruning needs 'sparsity' targets (not 'keep')")
         if config.admm.targets is not None and "sparsity" not in spec:

@@ -49,7 +49,8 @@ def _set_up(config, rundir: RunDir, *, progress: bool, echo, hooks) -> Run:
     d = config.data
     try:
         dataset = load_dataset(d.name, d.root, download=d.download, dtype=np.dtype(d.dtype),
-                               val_fraction=d.val_fraction, seed=config.seed, progress=progress, path=d.path)
+                               val_fraction=d.val_fraction, progress=progress, path=d.path,
+                               seed=config.seed if d.split_seed is None else d.split_seed)
     except (ValueError, TypeError, FileNotFoundError) as err:  # missing, corrupt or unusable data
         raise SetupError(str(err)) from err
     try:
