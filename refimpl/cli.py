@@ -274,9 +274,97 @@ def run_demo_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- refimpl sweep -----------------------------------------------------------------------------------
+
+
+def _add_sweep(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "sweep", help="run a grid of experiments from a sweep file on dask.distributed (resumable)",
+        description="Expand a sweep file (a base config, [set], [grid], [[variants]], budget) into runs and "
+                    "run each as a dask.distributed task, on a local cluster or an existing one; finished "
+                    "runs are skipped and interrupted ones resumed on every invocation "
+                    "(refimpl.engine.sweep). Exit code 1 if any run failed.",
+    )
+    parser.add_argument("sweep", type=Path, metavar="SWEEP.toml", help="the sweep file")
+    parser.add_argument("--out", type=Path, required=True, metavar="DIR",
+                        help="sweep directory: sweep.json, runs/<name>/, failures.json")
+    parser.add_argument("--workers", type=_int_at_least(1), default=None, metavar="N",
+                        help="worker processes of the local cluster (default: the number of CPUs)")
+    parser.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                        help="run on an existing dask cluster, e.g. tls://HOST:8786 (its workers must see "
+                             "DIR at the same path)")
+    parser.add_argument("--insecure", action="store_true",
+                        help="accept a plaintext tcp:// scheduler address of another machine (dask runs any "
+                             "code sent to it: only on a network you trust)")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="serve the local cluster's dask dashboard on 127.0.0.1:8787")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="list the runs, their differing settings and their state in DIR; run nothing")
+    parser.add_argument("--no-progress", dest="progress", action="store_false", help="no progress bar")
+    parser.set_defaults(func=run_sweep_command)
+
+
+def run_sweep_command(args: argparse.Namespace) -> int:
+    """Carry out ``refimpl sweep``: 0 when every run finished, 1 when one failed."""
+    from refimpl.engine.sweep import format_dry_run, load_sweep, run_sweep
+
+    try:
+        sweep = load_sweep(args.sweep)
+        if args.dry_run:
+            print(format_dry_run(sweep, args.out))
+            return 0
+        summary = run_sweep(sweep, args.out, workers=args.workers, scheduler=args.scheduler,
+                            insecure=args.insecure, progress=args.progress, dashboard=args.dashboard)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise CommandError(str(err)) from err
+    except KeyboardInterrupt:
+        print(f"refimpl sweep: interrupted; run the same command again to resume ({args.out})",
+              file=sys.stderr)
+        return 130
+    return 0 if summary.ok else 1
+
+
+# --- refimpl results ---------------------------------------------------------------------------------
+
+
+def _add_results(subparsers) -> None:
+    from refimpl.engine.results import RESULT_FORMATS
+
+    parser = subparsers.add_parser(
+        "results", help="one table of the runs of a sweep, a run directory or a directory of runs",
+        description="Collect one row per run (grid values, dataset, model, method, structures, seed, "
+                    "per-layer and overall sparsity, accuracies, parameters, MACs, compression, wall time, "
+                    "status) and print or write it (refimpl.engine.results).",
+    )
+    parser.add_argument("path", type=Path, metavar="DIR",
+                        help="a sweep directory, a run, or a directory of runs")
+    parser.add_argument("--format", choices=RESULT_FORMATS, default=None,
+                        help="output format (default: from --output's suffix .csv/.json/.md, else markdown)")
+    parser.add_argument("--output", type=Path, default=None, metavar="FILE",
+                        help="write the table to FILE (atomically) instead of printing it")
+    parser.set_defaults(func=run_results_command)
+
+
+def run_results_command(args: argparse.Namespace) -> int:
+    """Carry out ``refimpl results``."""
+    from refimpl._io import atomic_write_text
+    from refimpl.engine.results import collect_results, format_for_path, format_results
+
+    try:
+        fmt = args.format or format_for_path(args.output)
+        text = format_results(collect_results(args.path), fmt)
+    except (ValueError, TypeError, FileNotFoundError) as err:
+        raise CommandError(str(err)) from err
+    if args.output is None:
+        print(text, end="")
+    else:
+        atomic_write_text(args.output, text)
+    return 0
+
+
 # --- the parser and the entry point ------------------------------------------------------------------
 
-SUBCOMMANDS = (_add_train, _add_prune, _add_demo)
+SUBCOMMANDS = (_add_train, _add_prune, _add_demo, _add_sweep, _add_results)
 """One ``_add_<name>(subparsers)`` per subcommand, in the order ``refimpl --help`` lists them."""
 
 
