@@ -665,3 +665,27 @@ def _wait_for_group_to_die(pgid: int, timeout: float = 30.0) -> None:
             return
         time.sleep(0.05)
     raise AssertionError(f"processes of group {pgid} survived SIGKILL")
+
+
+def test_a_variant_may_name_its_own_base_config(tmp_path):
+    base = tmp_path / "base.toml"
+    base.write_text(TINY_BASE)
+    (tmp_path / "other.toml").write_text('base = "base.toml"\nmethod = "magnitude"\n[retrain]\nepochs = 3\n')
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text('budget = "test"\nbase = "base.toml"\n[grid]\nseed = [0, 1]\n'
+                          '[[variants]]\nname = "own"\nbase = "other.toml"\n'
+                          '[[variants]]\nname = "plain"\n')
+    sweep = load_sweep(sweep_file)
+    own = [r for r in sweep.runs if r.values["variant"] == "own"]
+    plain = [r for r in sweep.runs if r.values["variant"] == "plain"]
+    assert len(own) == len(plain) == 2
+    assert all(r.config.method == "magnitude" and r.config.retrain.epochs == 3 for r in own)
+    assert all(r.config.method == "admm" and r.config.retrain.epochs == 1 for r in plain)
+    for run in sweep.runs:
+        assert load_config(run.base, run.overrides) == run.config
+    assert {r["base"] for r in sweep.manifest()["runs"]} == {str((tmp_path / "other.toml").resolve()),
+                                                             str(base.resolve())}
+    sweep_file.write_text('budget = "test"\nbase = "base.toml"\n[[variants]]\nname = "own"\n'
+                          'base = "missing.toml"\n')
+    with pytest.raises(FileNotFoundError, match="missing.toml"):
+        load_sweep(sweep_file)

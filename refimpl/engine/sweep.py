@@ -20,12 +20,15 @@ A sweep file names a base experiment config and what varies around it:
     [[variants]]                              # optional: named runs; every variant x every grid point
     name = "fine"
     set = { "admm.epochs" = 4 }
+    # base = "../configs/other.toml"          # optional: this variant's own experiment config
 
 Keys of ``[set]``, ``[grid]`` and a variant's ``set`` are dotted config keys (``"retrain.epochs"``,
 ``"admm.constraints"`` — a whole list of constraint tables per grid value) or one of the two
 **shortcuts**: ``structure`` and ``sparsity`` set that field in *every* constraint table of the run's
 config (``sparsity`` also drops a table's ``keep``), after all other overrides. A grid key may not also
-be set by a variant; grid values and variants override ``[set]``. File paths (``pretrain.init_weights``,
+be set by a variant; grid values and variants override ``[set]``. A variant may name its own ``base``
+config (a comparison of methods that live in separate experiment files is one sweep of such variants).
+File paths (``pretrain.init_weights``,
 ``data.path``) are relative to the sweep file, as they are to a config file.
 
 Runs and their names
@@ -116,7 +119,7 @@ LOG_NAME = "run.log"
 SHORTCUTS = ("structure", "sparsity")
 
 _TOP_KEYS = ("name", "budget", "base", "name_format", "set", "grid", "variants")
-_VARIANT_KEYS = ("name", "set")
+_VARIANT_KEYS = ("name", "base", "set")
 _MAX_NAME = 200  # file systems allow 255 bytes per name; leave room for temporaries
 #: File paths a config names: relative to the file that names them (as load_config does for configs).
 _PATH_KEYS = ("pretrain.init_weights", "data.path")
@@ -137,15 +140,18 @@ class SweepRun:
         grid key, in file order.
     overrides : dict
         Dotted config keys applied to the base file, shortcuts resolved into ``admm.constraints``:
-        ``load_config(sweep.base, run.overrides) == run.config``.
+        ``load_config(run.base, run.overrides) == run.config``.
     config : ExperimentConfig
         The run's validated configuration.
+    base : pathlib.Path
+        The experiment config the run starts from: its variant's ``base``, else the sweep's.
     """
 
     name: str
     values: dict
     overrides: dict
     config: Any
+    base: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -187,7 +193,7 @@ class Sweep:
             "sweep": str(self.path), "name": self.name, "budget": self.budget, "base": str(self.base),
             "name_format": self.name_format, "grid": list(self.grid_keys), "variants": list(self.variants),
             "refimpl": __version__,
-            "runs": [{"name": r.name, "values": r.values, "overrides": r.overrides,
+            "runs": [{"name": r.name, "values": r.values, "base": str(r.base), "overrides": r.overrides,
                       "config": r.config.to_dict()} for r in self.runs],
         }
 
@@ -310,6 +316,7 @@ def _run_name(values: Mapping[str, Any], name_format: str | None, fallback: str,
 class _Variant:
     name: str
     settings: dict
+    base: Path | None = None  # the variant's own experiment config, if it names one
 
 
 def _read_sweep_file(path: Path) -> dict:
@@ -356,8 +363,16 @@ def _read_variants(data: dict, path: Path) -> list[_Variant]:
         settings = table.get("set", {})
         if not isinstance(settings, Mapping):
             raise TypeError(f"'set' of {where} ({name!r}) in {path} must be a table, got {settings!r}")
+        base = table.get("base")
+        if base is not None:
+            if not isinstance(base, str) or not base.strip():
+                raise TypeError(f"'base' of {where} ({name!r}) in {path} must be a file name, got {base!r}")
+            base = (path.parent / base).resolve()
+            if not base.is_file():
+                raise FileNotFoundError(f"'base' of {where} ({name!r}) in {path}: the experiment config "
+                                        f"{base} does not exist")
         variants.append(_Variant(name, _resolve_paths(_flatten(settings, f"{where} ({name!r})", path),
-                                                      path.parent)))
+                                                      path.parent), base))
     repeated = [n for n, k in Counter(v.name for v in variants).items() if k > 1]
     if repeated:
         raise ValueError(f"variant names in {path} must be unique; repeated: "
@@ -417,7 +432,7 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             requested |= {k: ("[grid]", v) for k, v in point_settings.items()}
             if variant:
                 requested |= {k: (f"variant {variant.name!r}", v) for k, v in variant.settings.items()}
-            runs.append(_expand_run(run_name, values, requested, base, path))
+            runs.append(_expand_run(run_name, values, requested, (variant and variant.base) or base, path))
     _check_unique(runs, path)
     return Sweep(name=name, budget=data["budget"], base=base, runs=runs, path=path, grid_keys=list(grid),
                  variants=[v.name for v in variants], name_format=name_format)
@@ -455,7 +470,7 @@ def _expand_run(name: str, values: dict, requested: dict[str, tuple[str, Any]], 
     except (ValueError, TypeError) as err:
         exc = ValueError if isinstance(err, ValueError) else TypeError
         raise exc(f"{path}, run {name!r}: {_name_source(str(err), origins)}") from None
-    return SweepRun(name=name, values=values, overrides=overrides, config=config)
+    return SweepRun(name=name, values=values, overrides=overrides, config=config, base=base)
 
 
 def _name_source(message: str, origins: Mapping[str, str]) -> str:
