@@ -156,8 +156,8 @@ class SslConfig(TrainConfig):
     optimizer: str = "sgd"              # plain SGD (momentum 0): the step + prox is exact proximal gradient
     momentum: float = 0.0               # SGD momentum (> 0 makes the prox a heuristic, see prune.group_lasso)
     lr: float = 0.01                    # learning rate eta; the prox threshold of a step is eta * lam
-    lam: float = 1e-3                   # penalty lam * sum_g ||W_g||_2; at a fixed point a group is zero
-                                        # exactly when the loss gradient on it has norm <= lam
+    lam: float = 1e-3                   # penalty lam * sum_g ||W_g||_2; a group can stay zero only where
+                                        # the loss gradient on it has norm <= lam
 
 
 @dataclass

@@ -14,6 +14,8 @@ kind                  what it does
 ``pretrain``          dense training (or loading ``pretrain.init_weights``)
 ``admm``              training with the :class:`~refimpl.prune.ADMM` hook: penalty
                       :math:`\sum_j \frac{\rho}{2}\|W_j - Z_j + U_j\|_F^2`, Z/U updates, growing :math:`\rho`
+``ssl``               training with the :class:`~refimpl.prune.GroupLasso` hook (SSL): a proximal step of
+                      :math:`\lambda \sum_g \|W_g\|_2` (block soft-thresholding) after every optimizer step
 ``prune``             hard prune :math:`W \leftarrow \Pi_S(W)` (of W, not Z); the masks stay frozen
 ``retrain``           masked retraining (:class:`~refimpl.prune.MaskedRetraining`): pruned weights stay 0
 ``purify``            :func:`refimpl.compact.purify` removes nearly empty, unimportant filters...
@@ -239,6 +241,20 @@ def admm(run: Run, phase: Phase) -> dict:
     hooks = [hook] + ([MaskedRetraining(run.masks)] if run.masks else [])
     history = run.train(phase, a, hooks)
     return {"test_acc": run.evaluate(), **_last(history), "rho": hook.rho, "updates": hook.history}
+
+
+@phase_kind("ssl", trains=True, accuracy="after_ssl", label="after group lasso")
+def ssl(run: Run, phase: Phase) -> dict:
+    """SSL group lasso (Wen et al. 2016) over the groups of ``phase.constraints``, before the hard cut."""
+    from refimpl.prune import GroupLasso
+
+    s = run.config.ssl
+    # One step only (validation refuses progressive steps for ssl), so there are no frozen masks here.
+    hook = GroupLasso(list(phase.constraints), lam=s.lam)
+    history = run.train(phase, s, [hook])
+    final = hook.measure(run.model.parameters())
+    return {"test_acc": run.evaluate(), **_last(history), "lam": s.lam, "penalty": final["ssl.penalty"],
+            "zero_groups": {label: final[f"ssl.{label}.zero_groups"] for label in hook.labels()}}
 
 
 @phase_kind("prune", sets_masks=True, accuracy="after_hard_prune", label="after hard prune")

@@ -37,6 +37,7 @@ METHOD_STEP: dict[str, str | None] = {
     "admm": "admm",
     "magnitude": None,
     "magnitude_iterative": None,
+    "ssl": "ssl",
 }
 
 

@@ -9,6 +9,8 @@ trainer knows nothing about pruning:
 * :class:`~refimpl.prune.admm.ADMM` — penalty gradient after backward, Z/U update every epoch or step;
 * :func:`~refimpl.prune.masking.hard_prune` and :class:`~refimpl.prune.masking.MaskedRetraining` — fix the
   support, keep pruned weights (and their optimizer state) at exactly zero;
+* :class:`~refimpl.prune.group_lasso.GroupLasso` — SSL group lasso: a proximal group soft-threshold
+  (:func:`~refimpl.prune.group_lasso.prox_group_lasso`) after every optimizer step;
 * :func:`~refimpl.prune.magnitude.magnitude_prune` and :func:`~refimpl.prune.magnitude.iterative_targets`
   — the one-shot / iterative baseline;
 * :func:`~refimpl.prune.progressive.stage_constraints` — the targets of progressive ADMM's steps.
@@ -34,6 +36,15 @@ from refimpl.prune.constraints import (
     parse_constraints,
     select_params,
 )
+from refimpl.prune.group_lasso import (
+    GROUP_LASSO_STRUCTURES,
+    GroupLasso,
+    group_index,
+    group_lasso_penalty,
+    group_norms,
+    group_tile,
+    prox_group_lasso,
+)
 from refimpl.prune.magnitude import (
     global_magnitude_prune,
     iterative_targets,
@@ -51,8 +62,10 @@ from refimpl.prune.progressive import stage_constraints
 
 __all__ = [
     "ADMM",
+    "GROUP_LASSO_STRUCTURES",
     "PARAM_SHORTCUTS",
     "Constraint",
+    "GroupLasso",
     "MaskedRetraining",
     "admm_penalty",
     "admm_penalty_gradient",
@@ -64,12 +77,17 @@ __all__ = [
     "constraints_by_param",
     "expand_constraints",
     "global_magnitude_prune",
+    "group_index",
+    "group_lasso_penalty",
+    "group_norms",
+    "group_tile",
     "hard_prune",
     "iterative_targets",
     "magnitude_prune",
     "masks_sparsity",
     "next_rho",
     "parse_constraints",
+    "prox_group_lasso",
     "select_params",
     "split_budget",
     "stage_constraints",
