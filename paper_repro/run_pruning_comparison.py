@@ -21,19 +21,22 @@ share of pruned weights is computed from those rates before anything runs and pr
 ADMM runs and the iterative magnitude runs go through the **same intermediate per-layer targets**
 (:func:`refimpl.prune.magnitude.iterative_targets`, geometric: :math:`1 - s_1 = \sqrt{1 - s}`), taken from
 ``admm.steps`` (ADMM) and ``magnitude.rounds`` (iterative magnitude), both spaced by
-``magnitude.schedule``: :func:`refimpl.pipeline.plan_phases` plans the same per-layer steps for both.
+``magnitude.schedule``: :func:`refimpl.engine.plan_phases` plans the same per-layer steps for both.
 
-Each experiment is one ``refimpl.pipeline.run_experiment`` run in ``runs/cmp/<key>`` (``runs/`` is
-git-ignored), single-threaded (``threads = 1``), ``--jobs`` of them at a time in subprocesses. Interrupted
-runs resume from their checkpoints when the script is started again; finished runs are not repeated.
-At the end the script writes ``paper_repro/results/pruning_comparison.json`` (every number per run, with
-the command and the resolved config), ``paper_repro/results/pruning_comparison.md`` (the table and the
+The experiments are the variants of one sweep, ``paper_repro/sweeps/pruning_comparison.toml`` (one
+``cmp_*.toml`` file each), run by :func:`refimpl.engine.sweep.run_sweep` on a local dask cluster of
+``--jobs`` single-threaded workers into ``runs/cmp/runs/<key>`` (``runs/`` is git-ignored). The sweep is
+idempotent: interrupted runs resume from their checkpoints when the script is started again (bit for
+bit), finished runs are not repeated, and ``refimpl sweep paper_repro/sweeps/pruning_comparison.toml
+--out runs/cmp`` runs exactly the same runs. At the end the script writes
+``paper_repro/results/pruning_comparison.json`` (every number per run, with the command and the resolved
+config), ``paper_repro/results/pruning_comparison.md`` (the table and the
 targets, met or not, as measured) and draws ``figures/pruning_comparison.png``
 (``paper_repro/plot_pruning_comparison.py``).
 
 Usage::
 
-    python paper_repro/run_pruning_comparison.py --jobs 2          # everything (about 40 min on 2 cores)
+    python paper_repro/run_pruning_comparison.py --jobs 2          # everything (about 20 min on 2 cores)
     python paper_repro/run_pruning_comparison.py --smoke           # 1,000 images, 1 epoch per phase (< 2 min)
     python paper_repro/run_pruning_comparison.py --only admm95 mag_iter95
     python paper_repro/run_pruning_comparison.py --collect-only    # tables and figure from finished runs
@@ -45,12 +48,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import json
 import shutil
-import subprocess
 import sys
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,7 +59,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-CONFIGS = HERE / "configs"
+SWEEP = HERE / "sweeps" / "pruning_comparison.toml"
 DENSE_WEIGHTS = HERE / "results" / "lenet5_fashion_dense.npz"
 DENSE_RESULTS = HERE / "results" / "lenet5_fashion_dense.json"
 
@@ -67,33 +68,28 @@ BUDGET = 12  # epochs after the dense model, the same for every run
 
 @dataclass(frozen=True)
 class Experiment:
-    """One run of the comparison: a key, its config file and where it sits in the table."""
+    """One run of the comparison (a variant of the sweep): its key and where it sits in the table."""
 
-    key: str
-    config: str          # file name in paper_repro/configs
+    key: str             # the sweep variant's name, also the run's directory
     family: str          # unstructured-95 | unstructured-98 | structured
     label: str           # method as the table names it
     target: float | None = None   # required overall sparsity of all weights (unstructured families)
     seed: int | None = None       # replicate with another shuffling seed (None: the config's seed, 0)
 
 
-#: In launch order: the pairs the targets depend on first, the second baselines last.
+#: The table's rows, in the sweep's order; a test checks that the keys are the sweep's variants.
 EXPERIMENTS = (
-    Experiment("admm95", "cmp_admm_unstructured_95.toml", "unstructured-95", "ADMM (2 steps)", 0.95),
-    Experiment("mag_iter95", "cmp_magnitude_iterative_95.toml", "unstructured-95",
-               "magnitude, iterative (2 rounds)", 0.95),
-    Experiment("admm_fs", "cmp_admm_filter_shape.toml", "structured", "ADMM filter+shape"),
-    Experiment("mag_fs", "cmp_magnitude_filter_shape.toml", "structured", "magnitude filter+shape (L2)"),
-    Experiment("admm98", "cmp_admm_unstructured_98.toml", "unstructured-98", "ADMM (2 steps)", 0.98),
-    Experiment("mag_iter98", "cmp_magnitude_iterative_98.toml", "unstructured-98",
-               "magnitude, iterative (2 rounds)", 0.98),
-    Experiment("mag_once95", "cmp_magnitude_oneshot_95.toml", "unstructured-95", "magnitude, one-shot", 0.95),
-    Experiment("mag_once98", "cmp_magnitude_oneshot_98.toml", "unstructured-98", "magnitude, one-shot", 0.98),
+    Experiment("admm95", "unstructured-95", "ADMM (2 steps)", 0.95),
+    Experiment("mag_iter95", "unstructured-95", "magnitude, iterative (2 rounds)", 0.95),
+    Experiment("admm_fs", "structured", "ADMM filter+shape"),
+    Experiment("mag_fs", "structured", "magnitude filter+shape (L2)"),
+    Experiment("admm98", "unstructured-98", "ADMM (2 steps)", 0.98),
+    Experiment("mag_iter98", "unstructured-98", "magnitude, iterative (2 rounds)", 0.98),
+    Experiment("mag_once95", "unstructured-95", "magnitude, one-shot", 0.95),
+    Experiment("mag_once98", "unstructured-98", "magnitude, one-shot", 0.98),
     # A second seed of the 95% pair: how far the shuffling alone moves the numbers.
-    Experiment("admm95_s1", "cmp_admm_unstructured_95.toml", "unstructured-95", "ADMM (2 steps)", 0.95,
-               seed=1),
-    Experiment("mag_iter95_s1", "cmp_magnitude_iterative_95.toml", "unstructured-95",
-               "magnitude, iterative (2 rounds)", 0.95, seed=1),
+    Experiment("admm95_s1", "unstructured-95", "ADMM (2 steps)", 0.95, seed=1),
+    Experiment("mag_iter95_s1", "unstructured-95", "magnitude, iterative (2 rounds)", 0.95, seed=1),
 )
 BY_KEY = {e.key: e for e in EXPERIMENTS}
 
@@ -113,13 +109,21 @@ def smoke_overrides(config) -> dict:
     return over
 
 
-def load_experiment_config(exp: Experiment, smoke: bool):
-    """Return the resolved :class:`~refimpl.config.ExperimentConfig` of ``exp`` (smoke-sized on request)."""
-    from refimpl.config import load_config
+def load_comparison(smoke: bool, only: list[str] | None = None):
+    """The comparison's sweep (:func:`refimpl.engine.sweep.load_sweep`), smoke-sized and filtered on request.
 
-    seed = {} if exp.seed is None else {"seed": exp.seed}
-    config = load_config(CONFIGS / exp.config, seed)
-    return load_config(CONFIGS / exp.config, {**seed, **smoke_overrides(config)}) if smoke else config
+    A smoke run adds :func:`smoke_overrides` to every run's overrides (same names, other settings), so the
+    smoke version exercises exactly the full version's plan.
+    """
+    from refimpl.config import load_config
+    from refimpl.engine.sweep import load_sweep
+
+    sweep = load_sweep(SWEEP)
+    runs = [r for r in sweep.runs if only is None or r.name in only]
+    if smoke:
+        runs = [dataclasses.replace(r, overrides=(o := {**r.overrides, **smoke_overrides(r.config)}),
+                                    config=load_config(r.base, o)) for r in runs]
+    return dataclasses.replace(sweep, runs=runs)
 
 
 def weight_shapes() -> dict[str, tuple[int, ...]]:
@@ -147,16 +151,6 @@ def planned_sparsity(config) -> dict[str, float]:
     return out
 
 
-def run_one(exp: Experiment, out_root: Path, smoke: bool) -> None:
-    """Run (or resume) one experiment in ``out_root/<key>`` in this process."""
-    from refimpl import pipeline
-
-    config = load_experiment_config(exp, smoke)
-    out = out_root / exp.key
-    resume = (out / "config.json").is_file()
-    pipeline.run_experiment(config, out, resume=resume, progress=False)
-
-
 # --- collecting the numbers ----------------------------------------------------------------------------
 
 def _load_npz(path: Path) -> dict[str, np.ndarray]:
@@ -175,7 +169,7 @@ def compact_gemm_weights(w: np.ndarray) -> int:
     return int(gemm.any(axis=1).sum()) * int(gemm.any(axis=0).sum())
 
 
-def summarize(exp: Experiment, run_dir: Path, smoke: bool) -> dict:
+def summarize(exp: Experiment, run_dir: Path, smoke: bool, base: str) -> dict:
     """Every number of one finished run, from its report, state and weight files."""
     report = json.loads((run_dir / "report.json").read_text())
     config = json.loads((run_dir / "config.json").read_text())
@@ -219,7 +213,7 @@ def summarize(exp: Experiment, run_dir: Path, smoke: bool) -> dict:
         "wall_seconds": sum(p["seconds"] for p in phases),
         "threads": config["threads"],
         "command": command,
-        "config_file": f"paper_repro/configs/{exp.config}",
+        "config_file": base,
         "config": config,
     }
 
@@ -346,8 +340,13 @@ def markdown(result: dict) -> str:
 
 def collect(out_root: Path, smoke: bool, jobs: int, command: str) -> dict:
     """Summaries of every finished run, the dense accuracy and the targets."""
-    runs = {e.key: summarize(e, out_root / e.key, smoke) for e in EXPERIMENTS
-            if (out_root / e.key / "results.json").is_file()}
+    from refimpl.engine import run_status
+
+    manifest_path = out_root / "sweep.json"
+    manifest = json.loads(manifest_path.read_text()) if manifest_path.is_file() else {}
+    bases = {r["name"]: str(Path(r["base"]).resolve().relative_to(ROOT)) for r in manifest.get("runs", [])}
+    runs = {e.key: summarize(e, out_root / "runs" / e.key, smoke, bases.get(e.key, ""))
+            for e in EXPERIMENTS if run_status(out_root / "runs" / e.key) == "finished"}
     if DENSE_RESULTS.is_file() and not smoke:
         dense_acc = json.loads(DENSE_RESULTS.read_text())["test_accuracy"]
         source = "paper_repro/results/lenet5_fashion_dense.json"
@@ -365,52 +364,35 @@ def collect(out_root: Path, smoke: bool, jobs: int, command: str) -> dict:
 
 # --- driver --------------------------------------------------------------------------------------------
 
-def launch(exp: Experiment, out_root: Path, smoke: bool) -> tuple[str, int, float]:
-    """Run one experiment in a subprocess (its own single-threaded process), output to ``<key>.log``."""
-    if (out_root / exp.key / "results.json").is_file():
-        return exp.key, 0, 0.0
-    command = [sys.executable, str(Path(__file__).resolve()), "--worker", exp.key,
-               "--out-root", str(out_root)]
-    if smoke:
-        command.append("--smoke")
-    started = time.perf_counter()
-    out_root.mkdir(parents=True, exist_ok=True)
-    with open(out_root / f"{exp.key}.log", "a") as log:
-        code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, cwd=ROOT, check=False).returncode
-    return exp.key, code, time.perf_counter() - started
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=2, help="experiments at a time (default 2: two cores)")
+    parser.add_argument("--jobs", type=int, default=2,
+                        help="runs at a time (dask workers; default 2: two cores)")
     parser.add_argument("--smoke", action="store_true",
                         help="1,000 images, 1 epoch per phase, in runs/cmp_smoke")
     parser.add_argument("--only", nargs="+", choices=list(BY_KEY), help="run only these experiments")
     parser.add_argument("--collect-only", action="store_true", help="no training: tables from finished runs")
-    parser.add_argument("--out-root", type=Path, default=None, help="run directories (default runs/cmp)")
-    parser.add_argument("--worker", choices=list(BY_KEY), help=argparse.SUPPRESS)
+    parser.add_argument("--out-root", type=Path, default=None, help="the sweep directory (default runs/cmp)")
     args = parser.parse_args(argv)
     out_root = args.out_root or ROOT / ("runs/cmp_smoke" if args.smoke else "runs/cmp")
 
-    if args.worker:
-        run_one(BY_KEY[args.worker], out_root, args.smoke)
-        return 0
-
-    selected = [BY_KEY[k] for k in args.only] if args.only else list(EXPERIMENTS)
-    for exp in selected:
+    sweep = load_comparison(args.smoke, args.only)
+    for run in sweep.runs:
+        exp = BY_KEY[run.name]
         if exp.target is not None:
-            plan = planned_sparsity(load_experiment_config(exp, args.smoke))
+            plan = planned_sparsity(run.config)
             per = ", ".join(f"{k.split('.')[0]} {v:.4f}" for k, v in plan.items() if k != "overall")
             print(f"{exp.key}: planned sparsity of all weights {plan['overall']:.4%} ({per})")
             if plan["overall"] < exp.target:
-                raise SystemExit(f"{exp.config}: overall sparsity {plan['overall']:.4%} < {exp.target:.0%}")
+                raise SystemExit(f"{run.base.name}: overall sparsity {plan['overall']:.4%} "
+                                 f"< {exp.target:.0%}")
     if args.smoke and not args.collect_only:
-        shutil.rmtree(out_root, ignore_errors=True)
+        shutil.rmtree(out_root, ignore_errors=True)  # only ever runs/cmp_smoke (or --out-root): ours
     if not args.collect_only:
-        with ThreadPoolExecutor(max_workers=max(1, args.jobs)) as pool:
-            for key, code, seconds in pool.map(lambda e: launch(e, out_root, args.smoke), selected):
-                status = "ok" if code == 0 else f"FAILED (exit {code}, see {out_root / key}.log)"
-                print(f"{key}: {status} in {seconds / 60:.1f} min", flush=True)
+        from refimpl.engine.sweep import run_sweep
+
+        summary = run_sweep(sweep, out_root, workers=max(1, args.jobs), progress=False)
+        print(summary.text(), flush=True)
 
     command = "python paper_repro/run_pruning_comparison.py --jobs 2" + (" --smoke" if args.smoke else "")
     result = collect(out_root, args.smoke, args.jobs, command)
