@@ -59,14 +59,19 @@ __all__ = ["COLUMNS", "RESULT_FORMATS", "collect_results", "format_for_path", "f
 
 RESULT_FORMATS = ("csv", "json", "markdown")
 
+def _accuracy_columns() -> dict[str, tuple[str, str]]:
+    """Return a column per accuracy the phase table reports (``accuracy.after_ssl`` ...) and the final one."""
+    from refimpl.engine.phases import PHASES
+
+    keys = [k.accuracy for k in PHASES.values() if k.accuracy and k.accuracy != "compact"]
+    return {**{f"accuracy.{key}": ("accuracy", key) for key in keys},
+            "accuracy.final": ("accuracy", "masked"), "accuracy.compact": ("accuracy", "compact")}
+
+
 #: The fixed metric columns after the per-layer sparsities: column -> path in ``report.json``.
 COLUMNS = {
     "sparsity.overall": ("sparsity", "overall"),
-    "accuracy.dense": ("accuracy", "dense"),
-    "accuracy.after_admm": ("accuracy", "after_admm"),
-    "accuracy.after_hard_prune": ("accuracy", "after_hard_prune"),
-    "accuracy.final": ("accuracy", "masked"),
-    "accuracy.compact": ("accuracy", "compact"),
+    **_accuracy_columns(),
     "params.dense": ("params", "dense"),
     "params.nonzero": ("params", "nonzero"),
     "params.compact": ("params", "compact"),

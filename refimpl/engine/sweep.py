@@ -540,8 +540,8 @@ def format_dry_run(sweep: Sweep, out: str | os.PathLike | None = None) -> str:
 # --- running one run (inside a dask worker) ------------------------------------------------------------
 
 def _is_finished(path: Path) -> bool:
-    """Tell whether the run at ``path`` finished (state.json says so, or its report is written)."""
-    return run_status(path) == "finished" or (path / "report.json").is_file()
+    """Tell whether the run at ``path`` finished (its state.json says so, written after the report)."""
+    return run_status(path) == "finished"
 
 
 def _run_state(path: Path) -> str:
