@@ -1,0 +1,66 @@
+"""The accuracy-sparsity curves' sweep files: equal selection budgets, validation-only selection, regenerable."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from refimpl.engine import load_sweep
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "paper_repro" / "sweeps" / "curves"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("select_hyperparameters",
+                                                  ROOT / "paper_repro" / "select_hyperparameters.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("structure", _script().STRUCTURES)
+def test_every_method_gets_the_same_selection_budget(structure):
+    sweep = load_sweep(SWEEPS / f"select_{structure}.toml")
+    per_method = Counter(r.config.method for r in sweep.runs)
+    assert len(set(per_method.values())) == 1 and min(per_method.values()) >= 3, per_method
+    # one level, one seed, the same constraints and validation split for every candidate
+    assert {r.config.seed for r in sweep.runs} == {0}
+    assert len({json.dumps(r.config.admm.constraints, sort_keys=True) for r in sweep.runs}) == 1
+    for run in sweep.runs:
+        d = run.config.data
+        assert d.val_fraction > 0 and d.split_seed == 0
+        epochs = run.config.retrain.epochs + (run.config.admm.epochs if run.config.method == "admm" else 0)
+        assert epochs == 8  # the same training budget after the dense model
+
+
+def test_the_selection_reads_validation_accuracy_only():
+    script = _script()
+    report = {"phases": [{"kind": "pretrain"}, {"kind": "admm", "val_acc_curve": [0.5, 0.6]},
+                         {"kind": "prune"},
+                         {"kind": "retrain", "val_acc_curve": [0.7, 0.8], "test_acc_curve": [0.99, 0.99]}]}
+    assert script.final_val_acc(report) == 0.8
+    assert script.final_val_acc({"phases": [{"kind": "retrain", "test_acc_curve": [0.9]}]}) is None
+
+
+@pytest.mark.parametrize("structure", _script().STRUCTURES)
+def test_curve_sweeps_use_the_selected_settings_and_are_regenerable(structure):
+    script = _script()
+    selection_path = ROOT / "paper_repro" / "results" / "curves" / "selection.json"
+    curve = SWEEPS / f"{structure}.toml"
+    if not curve.is_file():
+        pytest.skip(f"{curve.name} is written once the selection sweep has finished")
+    selection = json.loads(selection_path.read_text())
+    assert curve.read_text() == script.curve_sweep(structure, selection)
+    sweep = load_sweep(curve)
+    for run in sweep.runs:
+        chosen = selection[structure]["methods"][run.config.method]["settings"]
+        for key, value in chosen.items():
+            section, _, field = key.partition(".")
+            assert getattr(getattr(run.config, section), field) == value, (run.name, key)
