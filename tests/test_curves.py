@@ -1,4 +1,4 @@
-"""The accuracy-sparsity curves' sweep files: equal selection budgets, validation-only selection, regenerable."""
+"""The curves' sweep files: equal selection budgets, validation-only selection, regenerable."""
 
 from __future__ import annotations
 
