@@ -36,7 +36,8 @@ def test_every_method_gets_the_same_selection_budget(structure):
     for run in sweep.runs:
         d = run.config.data
         assert d.val_fraction > 0 and d.split_seed == 0
-        epochs = run.config.retrain.epochs + (run.config.admm.epochs if run.config.method == "admm" else 0)
+        before_cut = {"admm": run.config.admm.epochs, "ssl": run.config.ssl.epochs}.get(run.config.method, 0)
+        epochs = run.config.retrain.epochs + before_cut
         assert epochs == 8  # the same training budget after the dense model
 
 
