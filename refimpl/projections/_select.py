@@ -31,7 +31,7 @@ from fractions import Fraction
 import numpy as np
 from numba import njit, prange
 
-from refimpl._validation import resolve_count
+from refimpl._validation import ENGINES, check_engine, resolve_count
 
 __all__ = [
     "ENGINES",
@@ -53,8 +53,8 @@ __all__ = [
     "top_k_mask_rows",
 ]
 
-#: The kernel engines a projection accepts through its ``engine=`` keyword.
-ENGINES = ("numba", "numpy")
+# ENGINES (the engines a projection accepts through ``engine=``) and check_engine come from
+# refimpl._validation, the one place every engine argument is checked.
 
 # The exact-range tile_scores kernel (the fallback for extreme float64 data) goes multi-threaded from this
 # many entries; below it waking the thread pool costs more than it saves (~1 ms per call on a busy 2-core
@@ -65,13 +65,6 @@ PARALLEL_MIN_SIZE = 1 << 16
 # allocation-free, the right trade for N:M and short balanced vectors); longer rows use a stable sort
 # (O(V log V)) so that a long vector never costs quadratic time.
 _COUNTING_MAX_LEN = 32
-
-
-def check_engine(engine) -> str:
-    """Return ``engine`` if it names a known engine, else raise ``ValueError`` naming ``engine``."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return engine
 
 
 def apply_mask(w: np.ndarray, mask: np.ndarray, *, engine: str = "numba") -> np.ndarray:

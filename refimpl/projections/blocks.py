@@ -18,7 +18,7 @@ import re
 
 import numpy as np
 
-from refimpl._validation import resolve_count
+from refimpl._validation import as_weight, check_block_shape, resolve_count
 from refimpl.projections._select import (
     apply_mask,
     apply_tile_mask,
@@ -31,7 +31,6 @@ from refimpl.projections._select import (
     select_top_k,
     top_k_mask_rows,
 )
-from refimpl.projections.groups import as_weight
 
 __all__ = [
     "mask_balanced",
@@ -47,21 +46,8 @@ __all__ = [
 _K_DOC = "the GEMM row length C*KH*KW"
 
 
-def _check_block_shape(block_shape, gemm_shape: tuple[int, int]) -> tuple[int, int]:
-    """Return ``(bh, bw)`` with ``1 <= bh <= F`` and ``1 <= bw <= K``, else raise naming ``block_shape``."""
-    if isinstance(block_shape, (str, bytes)) or not hasattr(block_shape, "__len__") or len(block_shape) != 2:
-        raise ValueError(f"block_shape must be a pair (bh, bw), got {block_shape!r}")
-    bh, bw = block_shape
-    for v in (bh, bw):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral):
-            raise TypeError(f"block_shape must hold integers, got {block_shape!r}")
-    rows, cols = gemm_shape
-    if not (1 <= bh <= rows and 1 <= bw <= cols):
-        raise ValueError(
-            f"block_shape must satisfy 1 <= bh <= {rows} and 1 <= bw <= {cols} (the GEMM view is "
-            f"{rows} x {cols}), got {tuple(block_shape)!r}"
-        )
-    return int(bh), int(bw)
+# The one block_shape validator (refimpl._validation); the old private name stays importable.
+_check_block_shape = check_block_shape
 
 
 def _resolve_named(n: int, sparsity, keep, prefix: str) -> int:

@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl._validation import as_float_array
+from refimpl._validation import as_weight
 from refimpl.projections._select import (
     apply_tile_mask,
     check_engine,
@@ -51,14 +51,6 @@ __all__ = [
     "project_kernels",
     "project_shapes",
 ]
-
-
-def as_weight(w, name: str = "w") -> np.ndarray:
-    """Validate a conv ``(F, C, KH, KW)`` or linear ``(out, in)`` weight: finite floats, no empty axis."""
-    w = as_float_array(w, name, ndim=(2, 4))
-    if w.size == 0:
-        raise ValueError(f"{name} must not have a zero-length axis, got shape {w.shape}")
-    return w
 
 
 def _kernel_size(w: np.ndarray) -> int:

@@ -38,11 +38,10 @@ import math
 import numpy as np
 from numba import njit
 
-from refimpl._validation import as_float_array, check_probability, resolve_count
+from refimpl._validation import as_weight, check_block_shape, check_probability, resolve_count
 from refimpl.projections._select import (
     ZERO_EXPONENT,
     check_engine,
-    check_tile,
     expand_tiles,
     gemm_view,
     magnitude_range,
@@ -67,16 +66,6 @@ COPY, UNIFY, PRUNE = 0, 1, 2
 # --------------------------------------------------------------------------------------------------
 # Blocks of the GEMM view
 # --------------------------------------------------------------------------------------------------
-def _check_block_shape(block_shape, gemm_shape: tuple[int, int]) -> tuple[int, int]:
-    """Validate ``block_shape = (bh, bw)``: integers with ``1 <= bh <= rows``, ``1 <= bw <= cols``."""
-    if not isinstance(block_shape, (tuple, list)) or len(block_shape) != 2:
-        raise ValueError(f"block_shape must be a pair (bh, bw), got {block_shape!r}")
-    rows, cols = gemm_shape
-    bh = check_tile(block_shape[0], "block_shape[0]", rows, "rows of the GEMM view")
-    bw = check_tile(block_shape[1], "block_shape[1]", cols, "columns of the GEMM view")
-    return bh, bw
-
-
 def unification_costs(w, block_shape, *, engine: str = "numba"
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     r"""Per-block optimal magnitude, unification distortion and pruning cost.
@@ -129,9 +118,9 @@ def unification_costs(w, block_shape, *, engine: str = "numba"
     >>> c.ravel(), d.ravel(), e.ravel()
     (array([2., 1.]), array([2., 2.]), array([10.,  4.]))
     """
-    w = as_float_array(w, "w", ndim=(2, 4))
+    w = as_weight(w)
     w2d = gemm_view(w)
-    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    bh, bw = check_block_shape(block_shape, w2d.shape)
     magnitude, distortion, energy, exp2 = _costs(w2d, bh, bw, check_engine(engine))
     if exp2 is not None:  # exact-range path: the true costs (inf or 0 where float64 cannot hold them)
         with np.errstate(over="ignore", under="ignore"):
@@ -582,9 +571,9 @@ def unify_assignment(w, block_shape, sparsity=None, keep=None, *, unify=None, pr
     >>> unify_assignment(w, (1, 2), unify=1/3, prune=1/3)   # unify [1, 1], prune [0.1, 0.2]
     array([[1, 0, 2]], dtype=int8)
     """
-    w = as_float_array(w, "w", ndim=(2, 4))
+    w = as_weight(w)
     w2d = gemm_view(w)
-    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    bh, bw = check_block_shape(block_shape, w2d.shape)
     engine = check_engine(engine)
     _, distortion, energy, exp2 = _costs(w2d, bh, bw, engine)
     n_pruned, n_unified = _resolve_counts(distortion.size, sparsity, keep, unify, prune)
@@ -631,9 +620,9 @@ def project_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, pru
     >>> project_unified(w, (1, 2), unify=0.5, prune=0.5)
     array([[ 2., -2.,  0.,  0.]])
     """
-    w = as_float_array(w, "w", ndim=(2, 4))
+    w = as_weight(w)
     w2d = gemm_view(w)
-    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    bh, bw = check_block_shape(block_shape, w2d.shape)
     engine = check_engine(engine)
     magnitude, distortion, energy, exp2 = _costs(w2d, bh, bw, engine)
     n_pruned, n_unified = _resolve_counts(distortion.size, sparsity, keep, unify, prune)
@@ -686,8 +675,8 @@ def mask_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, prune=
     >>> mask_unified(np.array([[3.0, -1.0, 0.5, 0.25]]), (1, 2), sparsity=0.5)
     array([[ True,  True, False, False]])
     """
-    w = as_float_array(w, "w", ndim=(2, 4))
+    w = as_weight(w)
     w2d = gemm_view(w)
-    bh, bw = _check_block_shape(block_shape, w2d.shape)
+    bh, bw = check_block_shape(block_shape, w2d.shape)
     kinds = unify_assignment(w, block_shape, sparsity, keep, unify=unify, prune=prune, engine=engine)
     return (expand_tiles(kinds, w2d.shape, bh, bw) == COPY).reshape(w.shape)

@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from refimpl._validation import check_positive_int
+from refimpl._validation import SPARSE_ENGINES, check_block_shape, check_engine, check_positive_int
 from refimpl.compact import compact
 from refimpl.models import layer_table, set_engine
 from refimpl.nn.activation import ReLU
@@ -71,7 +71,6 @@ from refimpl.sparse.layers import (
     InferenceConv2d,
     InferenceLinear,
     InferenceReLU,
-    check_engine,
     make_operator,
 )
 from refimpl.timing import median_seconds
@@ -338,13 +337,6 @@ class InferenceModel:
 # --------------------------------------------------------------------------------------------------------
 
 
-def _check_block_shape(block_shape) -> tuple[int, int]:
-    if not isinstance(block_shape, tuple | list) or len(block_shape) != 2:
-        raise ValueError(f"block_shape must be a pair (bh, bw), got {block_shape!r}")
-    return (check_positive_int(block_shape[0], "block_shape[0]"),
-            check_positive_int(block_shape[1], "block_shape[1]"))
-
-
 def _inference_layer(module: Module, op: GemmOperator, engine: str) -> Module:
     bias = module.params.get("bias")
     if isinstance(module, Conv2d):
@@ -414,10 +406,10 @@ def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A
         raise TypeError(f"model must be a refimpl Module, got {type(model).__name__}")
     if format not in (*FORMATS, "auto"):
         raise ValueError(f"format must be one of {(*FORMATS, 'auto')}, got {format!r}")
-    engine = check_engine(engine)
+    engine = check_engine(engine, SPARSE_ENGINES)
     if auto not in _AUTO_MODES:
         raise ValueError(f"auto must be one of {_AUTO_MODES}, got {auto!r}")
-    block_shape = _check_block_shape(block_shape)
+    block_shape = check_block_shape(block_shape)
     measure_batch = check_positive_int(measure_batch, "measure_batch")
     if input_shape is None:
         if not hasattr(model, "input_shape"):

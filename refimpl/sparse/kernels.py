@@ -38,11 +38,13 @@ import numbers
 import numpy as np
 from numba import njit, prange
 
+from refimpl._validation import SPARSE_ENGINES, check_engine
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 
 __all__ = ["DEFAULT_TILE", "ENGINES", "bsr_spmm", "csr_spmm", "spmm"]
 
-ENGINES = ("numba", "numpy", "scipy")
+#: The engines of the SpMM kernels (the shared tuple of :mod:`refimpl._validation`).
+ENGINES = SPARSE_ENGINES
 
 #: Columns of ``X`` per cache tile. Narrow tiles keep the ``K × tile`` panel of ``X`` in cache but pay the
 #: per-entry overhead (index load, slice set-up) once per tile; on the reference layer (K = 4608, 2-core
@@ -60,8 +62,7 @@ def _prepare(a, x, engine: str, tile, kind: type):
     """Validate the arguments; return ``(a_data, x2d, out_dtype, squeeze)`` ready for a kernel."""
     if not isinstance(a, kind):
         raise TypeError(f"a must be a {kind.__name__}, got {type(a).__name__}")
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
+    check_engine(engine, ENGINES)
     if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile!r}")
     x = np.asarray(x)

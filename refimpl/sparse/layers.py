@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl._validation import check_positive_int
+from refimpl._validation import SPARSE_ENGINES, check_engine, check_positive_int
 from refimpl.nn._kernels import check_float_array, conv_output_size, im2col
 from refimpl.nn.module import Module
 from refimpl.sparse.cost import spmm_cost
@@ -73,18 +73,11 @@ __all__ = [
 
 #: Storage formats of one layer's GEMM (``"auto"`` is a per-layer choice among them, see the engine).
 FORMATS = ("dense", "compact", "csr", "bsr")
-#: Kernel engines (see the module notes).
-ENGINES = ("numba", "numpy", "scipy")
+#: Kernel engines (see the module notes); the shared tuple of :mod:`refimpl._validation`.
+ENGINES = SPARSE_ENGINES
 #: Size of the im2col buffer of one chunk of images (see :func:`sparse_conv2d_forward`): a few MB, the
 #: order of the last-level cache. Larger chunks give the GEMM more columns, smaller ones stay in cache.
 IM2COL_CHUNK_BYTES = 4 << 20
-
-
-def check_engine(engine) -> str:
-    """Return ``engine`` if it is one of :data:`ENGINES`; raise ``ValueError`` naming it otherwise."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return engine
 
 
 def _kernel_engine(engine: str) -> str:
@@ -237,7 +230,7 @@ class _SparseGemm(GemmOperator):
 
     def __init__(self, w2d: np.ndarray, a, engine: str) -> None:
         super().__init__(w2d)
-        self.engine = check_engine(engine)
+        self.engine = check_engine(engine, ENGINES)
         self.a = a
         self._scipy = a.to_scipy() if engine == "scipy" else None
 
@@ -454,7 +447,7 @@ class InferenceConv2d(_ForwardOnly):
         self.kernel_size = (int(kernel_size[0]), int(kernel_size[1]))
         self.stride = check_positive_int(stride, "stride")
         self.padding = check_positive_int(padding, "padding", minimum=0)
-        self.engine = check_engine(engine)
+        self.engine = check_engine(engine, ENGINES)
         self.training = False
 
     @property
