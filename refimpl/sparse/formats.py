@@ -28,8 +28,14 @@ can hold every index, else ``int64``); ``data`` is ``float32`` or ``float64``. *
 stored value that is 0) are legal; :func:`check_format` counts them in its report instead of failing,
 because a kept block of a block mask usually contains some.
 
-The containers are frozen dataclasses whose arrays are read-only views: a matrix cannot be mutated into
-an invalid state after construction, which checks the cheap invariants (dtypes, lengths, shapes).
+**Every matrix is valid (choice: the constructors establish the full invariant).** The containers are
+frozen dataclasses, and construction runs the full :func:`check_format` (O(nnz): in-range, sorted, unique
+indices, a monotone ``indptr``, finite values, zero padding) after taking **its own read-only copies** of
+the arrays, stored on immutable memory, so neither the caller's arrays (changed afterwards) nor the
+matrix's own (``flags.writeable`` cannot be switched back on) can break it. The kernels of
+:mod:`refimpl.sparse.kernels` rely on this and read the index arrays without bounds checks: a malformed
+matrix is a ``ValueError`` when it is built, never a crash or a wrong product later. Index and value
+arrays in non-native byte order are converted to native order on the way in.
 """
 
 from __future__ import annotations
@@ -41,7 +47,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from refimpl._validation import as_float_array, check_ndim, check_positive_int
+from refimpl._validation import as_float_array, check_block_shape, check_ndim
 
 __all__ = [
     "BSRMatrix",
@@ -51,6 +57,7 @@ __all__ = [
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_INDEX_DTYPES = (np.dtype(np.int32), np.dtype(np.int64))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -58,11 +65,23 @@ _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 # --------------------------------------------------------------------------------------------------------
 
 
-def _readonly(arr: np.ndarray) -> np.ndarray:
-    """Return a read-only view of ``arr`` (the caller's own array keeps its flags)."""
-    view = arr.view()
-    view.flags.writeable = False
-    return view
+def _owned_frozen(arr) -> np.ndarray:
+    """Return a C-contiguous, native-byte-order copy of ``arr`` that nobody can write to.
+
+    The copy lives in an immutable ``bytes`` object, so unlike a read-only view of a writable array its
+    ``WRITEABLE`` flag cannot be set again; the caller's array is never shared. (An unaligned buffer,
+    which CPython does not produce, falls back to an ordinary read-only copy.)
+    """
+    arr = np.asarray(arr)
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype.hasobject:  # the validator rejects the dtype; tobytes() would copy pointers
+        return arr
+    out = np.frombuffer(np.ascontiguousarray(arr).tobytes(), dtype=arr.dtype).reshape(arr.shape)
+    if not out.flags.aligned:  # pragma: no cover - CPython's bytes payloads are 16-byte aligned
+        out = np.array(arr, order="C")
+        out.flags.writeable = False
+    return out
 
 
 def _index_dtype(max_value: int) -> np.dtype:
@@ -79,14 +98,6 @@ def _check_shape(shape, name: str = "shape") -> tuple[int, int]:
             raise ValueError(f"{name} must hold two non-negative integers, got {shape!r}")
         out.append(int(d))
     return out[0], out[1]
-
-
-def _check_block_shape(block_shape) -> tuple[int, int]:
-    if not isinstance(block_shape, tuple | list) or len(block_shape) != 2:
-        raise ValueError(f"block_shape must be a pair (bh, bw), got {block_shape!r}")
-    bh = check_positive_int(block_shape[0], "block_shape[0]")
-    bw = check_positive_int(block_shape[1], "block_shape[1]")
-    return bh, bw
 
 
 def _dense_and_keep(w, mask, drop_zeros: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -153,8 +164,8 @@ class CSRMatrix:
 
     Notes
     -----
-    Construction runs the cheap checks of :func:`check_format`; call :meth:`check_format` for the full
-    O(nnz) check (sorted, unique, in-range indices, zero counting). Build one with :meth:`from_dense` or
+    Construction runs the full :func:`check_format` on private, read-only copies of the arrays (see the
+    module notes), so every ``CSRMatrix`` is valid. Build one with :meth:`from_dense` or
     :meth:`from_scipy` rather than by hand.
 
     Examples
@@ -176,8 +187,12 @@ class CSRMatrix:
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _check_shape(self.shape))
         for name in ("data", "indices", "indptr"):
-            object.__setattr__(self, name, _readonly(np.ascontiguousarray(getattr(self, name))))
-        check_format(self, full_check=False)
+            object.__setattr__(self, name, _owned_frozen(getattr(self, name)))
+        check_format(self, full_check=True)  # the full invariant: the kernels trust it
+
+    def __reduce__(self):
+        # copy / deepcopy / pickle rebuild through the constructor: validated, frozen copies again
+        return type(self), (self.shape, self.data, self.indices, self.indptr)
 
     # ---- constructors -----------------------------------------------------------------------------------
 
@@ -319,10 +334,13 @@ class BSRMatrix:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "shape", _check_shape(self.shape))
-        object.__setattr__(self, "block_shape", _check_block_shape(self.block_shape))
+        object.__setattr__(self, "block_shape", check_block_shape(self.block_shape))
         for name in ("data", "indices", "indptr"):
-            object.__setattr__(self, name, _readonly(np.ascontiguousarray(getattr(self, name))))
-        check_format(self, full_check=False)
+            object.__setattr__(self, name, _owned_frozen(getattr(self, name)))
+        check_format(self, full_check=True)  # the full invariant: the kernels trust it
+
+    def __reduce__(self):
+        return type(self), (self.shape, self.data, self.indices, self.indptr, self.block_shape)
 
     # ---- constructors -----------------------------------------------------------------------------------
 
@@ -350,7 +368,7 @@ class BSRMatrix:
         -------
         BSRMatrix
         """
-        bh, bw = _check_block_shape(block_shape)
+        bh, bw = check_block_shape(block_shape)
         w, keep = _dense_and_keep(w, mask, drop_zeros)
         m, k = w.shape
         mb, kb = math.ceil(m / bh), math.ceil(k / bw)
@@ -394,7 +412,7 @@ class BSRMatrix:
         else:
             if block_shape is None:
                 raise ValueError("block_shape is required to convert a non-BSR scipy matrix")
-            bh, bw = _check_block_shape(block_shape)
+            bh, bw = check_block_shape(block_shape)
             # scipy needs divisible shapes: pad with empty rows/columns first.
             m, k = mat.shape
             padded = (math.ceil(m / bh) * bh, math.ceil(k / bw) * bw)
@@ -507,7 +525,7 @@ class BSRMatrix:
 def _check_index_arrays(indices: np.ndarray, indptr: np.ndarray, n_rows: int, kind: str) -> None:
     """Cheap checks shared by both formats: index dtypes, ndim and lengths."""
     for name, arr in (("indices", indices), ("indptr", indptr)):
-        if not np.issubdtype(arr.dtype, np.integer) or arr.dtype.itemsize < 4:
+        if arr.dtype not in _INDEX_DTYPES:
             raise ValueError(f"{name} must be int32 or int64, got dtype {arr.dtype}")
         check_ndim(arr, name, 1)
     if indices.dtype != indptr.dtype:
@@ -556,8 +574,9 @@ def check_format(mat: CSRMatrix | BSRMatrix, full_check: bool = True) -> FormatR
     ----------
     mat : CSRMatrix or BSRMatrix
     full_check : bool, default True
-        ``False``: only the O(1) checks (dtypes, ndim, lengths, shapes), as run by the constructors.
-        ``True``: also the O(nnz) checks on the index arrays and the values.
+        ``False``: only the O(1) checks (dtypes, ndim, lengths, shapes).
+        ``True``: also the O(nnz) checks on the index arrays and the values (what the constructors run,
+        so a constructed matrix always passes; the report's counts are what this call is for).
 
     Returns
     -------
@@ -579,8 +598,7 @@ def check_format(mat: CSRMatrix | BSRMatrix, full_check: bool = True) -> FormatR
     >>> a = CSRMatrix((1, 3), np.array([1.0, 0.0]), np.array([0, 2], np.int32), np.array([0, 2], np.int32))
     >>> check_format(a)   # a stored zero is reported, not rejected
     FormatReport(format='csr', n_stored=2, explicit_zeros=1, zero_blocks=None)
-    >>> b = CSRMatrix((1, 3), np.array([1.0, 2.0]), np.array([2, 0], np.int32), np.array([0, 2], np.int32))
-    >>> check_format(b)
+    >>> CSRMatrix((1, 3), np.array([1.0, 2.0]), np.array([2, 0], np.int32), np.array([0, 2], np.int32))
     Traceback (most recent call last):
     ...
     ValueError: indices must be sorted and unique within each row: unsorted index 0 after 2 in row 0 ...
@@ -618,7 +636,7 @@ def _check_csr(a: CSRMatrix, full_check: bool) -> FormatReport:
 
 def _check_bsr(a: BSRMatrix, full_check: bool) -> FormatReport:
     m, k = _check_shape(a.shape)
-    bh, bw = _check_block_shape(a.block_shape)
+    bh, bw = check_block_shape(a.block_shape)
     mb, kb = math.ceil(m / bh), math.ceil(k / bw)
     _check_data_dtype(a.data)
     if a.data.ndim != 3 or a.data.shape[1:] != (bh, bw):
