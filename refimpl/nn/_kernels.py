@@ -47,7 +47,7 @@ import numbers
 import numpy as np
 from numba import njit, prange
 
-from refimpl._validation import check_ndim, check_positive_int
+from refimpl._validation import ENGINES, check_allocation, check_engine, check_ndim, check_positive_int
 
 __all__ = [
     "ENGINES",
@@ -63,17 +63,10 @@ __all__ = [
     "window_view",
 ]
 
-ENGINES = ("numba", "numpy")
+# ENGINES ("numba", "numpy") and check_engine: the shared ones of refimpl._validation.
 
 
 # --- argument helpers shared by conv.py and pool.py ---------------------------------------------------
-
-def check_engine(engine) -> str:
-    """Return ``engine`` if it is ``"numba"`` or ``"numpy"``; raise ``ValueError`` naming it otherwise."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}")
-    return engine
-
 
 def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
     """Return ``value`` (an int or a pair of ints, each ``>= minimum``) as a ``(rows, cols)`` tuple."""
@@ -86,15 +79,26 @@ def pair(value, name: str, *, minimum: int = 1) -> tuple[int, int]:
     raise TypeError(f"{name} must be an int or a pair of ints, got {value!r}")
 
 
-def check_float_array(x, name: str, ndim: int) -> np.ndarray:
-    """Return ``x`` as a floating ndarray with ``ndim`` dimensions, raising ``TypeError``/``ValueError``.
+#: The dtypes the layers' kernels are compiled for.
+LAYER_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+
+def check_float_array(x, name: str, ndim: int) -> np.ndarray:
+    """Return ``x`` as a float32/float64 array with ``ndim`` dimensions, raising ``TypeError``/``ValueError``.
+
+    float16 and extended precision are refused (the numba kernels are compiled for float32 and float64
+    only, and failed deep inside numba before); an array in non-native byte order (big-endian data read
+    from a file) is converted to native order here, at the boundary, as the kernels cannot read it.
     Unlike :func:`refimpl._validation.as_float_array` this skips the NaN/inf scan: layers sit on the hot
     path of training, and a convolution propagates NaN without having to guess what it means.
     """
     arr = np.asarray(x)
-    if not np.issubdtype(arr.dtype, np.floating):
-        raise TypeError(f"{name} must be a floating-point array, got dtype {arr.dtype}")
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if arr.dtype not in LAYER_DTYPES:
+        kind = "a floating-point" if not np.issubdtype(arr.dtype, np.floating) else "a float32 or float64"
+        raise TypeError(f"{name} must be {kind} array (the layers compute in float32 or float64), "
+                        f"got dtype {arr.dtype}")
     check_ndim(arr, name, ndim)
     return arr
 
@@ -190,10 +194,20 @@ def im2col(x: np.ndarray, kh: int, kw: int, stride: int = 1, padding: int = 0, *
     oh, ow = _window_geometry(x.shape, kh, kw, stride, padding)
     rows = _check_rows(rows, x.shape[1] * kh * kw)
     n = x.shape[0]
+    check_allocation([(rows.size, n * oh * ow), _padded_shape(x.shape, padding)], x.dtype,
+                     f"im2col of x {x.shape} with a {kh}x{kw} kernel, stride {stride} and padding {padding}")
     cols = np.empty((rows.size, n * oh * ow), dtype=x.dtype)
     kernel = _im2col_numba if engine == "numba" else _im2col_numpy
     kernel(_pad(np.ascontiguousarray(x), padding), rows, kh, kw, stride, oh, ow, cols.reshape(-1, n, oh, ow))
     return cols
+
+
+def _padded_shape(x_shape, padding: int) -> tuple[int, ...]:
+    """Shape of :func:`_pad`'s copy (empty when ``padding == 0``: no copy is made)."""
+    if padding == 0:
+        return (0,)
+    n, c, h, w = x_shape
+    return n, c, h + 2 * padding, w + 2 * padding
 
 
 def _pad(x: np.ndarray, padding: int) -> np.ndarray:

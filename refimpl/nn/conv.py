@@ -24,7 +24,7 @@ import numbers
 
 import numpy as np
 
-from refimpl._validation import check_positive_int
+from refimpl._validation import check_allocation, check_positive_int
 from refimpl.nn._kernels import check_engine, check_float_array, col2im, conv_output_size, im2col, pair
 from refimpl.nn.init import uniform_fan_in
 from refimpl.nn.module import Module
@@ -45,9 +45,15 @@ def _check_conv_args(x, w, b, stride, padding):
             raise ValueError(f"b must have shape ({w.shape[0]},) (one entry per filter), got {b.shape}")
     stride = check_positive_int(stride, "stride")
     padding = check_positive_int(padding, "padding", minimum=0)
-    kh, kw = w.shape[2:]
+    f, c, kh, kw = w.shape
     oh = conv_output_size(x.shape[2], kh, stride, padding, name="kernel height (w.shape[2])")
     ow = conv_output_size(x.shape[3], kw, stride, padding, name="kernel width (w.shape[3])")
+    # Refuse sizes no machine here can hold (padding=10**6 asked for 116 TiB) before allocating anything:
+    # the padded input, the im2col matrix and the output exist at the same time.
+    n = x.shape[0]
+    padded = (n, c, x.shape[2] + 2 * padding, x.shape[3] + 2 * padding) if padding else (0,)
+    check_allocation([padded, (c * kh * kw, n * oh * ow), (n, f, oh, ow)], np.result_type(x, w),
+                     f"a convolution of x {x.shape} with w {w.shape}, stride {stride} and padding {padding}")
     return x, w, b, stride, padding, oh, ow
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from refimpl._validation import check_allocation
+
 __all__ = ["uniform_fan_in"]
 
 
@@ -15,5 +17,7 @@ def uniform_fan_in(shape: tuple[int, ...], fan_in: int, rng: np.random.Generator
     ``a = sqrt(5)`` gives exactly this bound). ``fan_in`` is ``in_features`` for a linear layer and
     ``C * KH * KW`` for a convolution.
     """
+    # A layer no machine here can hold (Linear(10**6, 10**6)) is an argument error, refused before drawing.
+    check_allocation([shape, shape], np.float64, f"initial weights of shape {tuple(shape)}")
     bound = 1.0 / np.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape).astype(dtype)

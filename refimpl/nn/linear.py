@@ -2,12 +2,34 @@
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 
+from refimpl._validation import check_positive_int
+from refimpl.nn._kernels import check_float_array
 from refimpl.nn.init import uniform_fan_in
 from refimpl.nn.module import Module
 
 __all__ = ["Linear", "linear_backward", "linear_forward", "linear_naive"]
+
+
+def _check_linear_args(x, w, b):
+    """Validate ``x`` (N, IN), ``w`` (OUT, IN) and ``b`` (OUT,) or None; return them as arrays.
+
+    The functional layer checks what :class:`Linear` does: no broadcasting of a short bias, no silent
+    batching of a 3-D input.
+    """
+    x = check_float_array(x, "x", 2)
+    w = check_float_array(w, "w", 2)
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"x must have shape (N, {w.shape[1]}) to match w of shape {w.shape} (OUT, IN), "
+                         f"got {x.shape}")
+    if b is not None:
+        b = check_float_array(b, "b", 1)
+        if b.shape != (w.shape[0],):
+            raise ValueError(f"b must have shape ({w.shape[0]},) (one entry per output), got {b.shape}")
+    return x, w, b
 
 
 def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
@@ -26,7 +48,15 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
     out : ndarray, shape (N, OUT)
     cache : tuple
         ``(x, w, has_bias)`` for :func:`linear_backward`.
+
+    Raises
+    ------
+    ValueError
+        ``x`` or ``w`` not 2-D, ``x.shape[1] != w.shape[1]``, or ``b`` not of shape ``(OUT,)``.
+    TypeError
+        Arrays that are not float32/float64.
     """
+    x, w, b = _check_linear_args(x, w, b)
     out = x @ w.T
     if b is not None:
         out += b
@@ -42,6 +72,10 @@ def linear_backward(dout: np.ndarray, cache):
     with ``G = dout`` of shape (N, OUT). Returns ``(dx, dw, db)``; ``db`` is ``None`` without a bias.
     """
     x, w, has_bias = cache
+    dout = check_float_array(dout, "dout", 2)
+    if dout.shape != (x.shape[0], w.shape[0]):
+        raise ValueError(f"dout must have the forward output's shape {(x.shape[0], w.shape[0])}, "
+                         f"got {dout.shape}")
     dx = dout @ w
     dw = dout.T @ x
     db = dout.sum(axis=0) if has_bias else None
@@ -50,6 +84,7 @@ def linear_backward(dout: np.ndarray, cache):
 
 def linear_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     """Loop twin of :func:`linear_forward` (the definition, one output at a time; tests only)."""
+    x, w, b = _check_linear_args(x, w, b)
     n, _ = x.shape
     out = np.zeros((n, w.shape[0]), dtype=np.result_type(x, w))
     for i in range(n):
@@ -64,17 +99,25 @@ class Linear(Module):
     def __init__(self, in_features: int, out_features: int, bias: bool = True, *,
                  rng: np.random.Generator | None = None, dtype=np.float32) -> None:
         super().__init__()
+        # The argument checks of Conv2d (Linear(0, 3), Linear(2.7, 3) failed inside numpy before).
+        self.in_features = check_positive_int(in_features, "in_features")
+        self.out_features = check_positive_int(out_features, "out_features")
+        if not isinstance(bias, (bool, np.bool_, numbers.Integral)):
+            raise TypeError(f"bias must be a bool, got {bias!r}")
         rng = np.random.default_rng(0) if rng is None else rng
-        self.in_features, self.out_features = int(in_features), int(out_features)
-        self.params["weight"] = uniform_fan_in((out_features, in_features), in_features, rng, dtype)
+        if not isinstance(rng, np.random.Generator):
+            raise TypeError(f"rng must be a numpy.random.Generator, got {type(rng).__name__}")
+        shape = (self.out_features, self.in_features)
+        self.params["weight"] = uniform_fan_in(shape, self.in_features, rng, dtype)
         if bias:
-            self.params["bias"] = uniform_fan_in((out_features,), in_features, rng, dtype)
+            self.params["bias"] = uniform_fan_in((self.out_features,), self.in_features, rng, dtype)
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, IN) -> (N, OUT)."""
-        if x.ndim != 2 or x.shape[1] != self.in_features:
+        x = check_float_array(x, "x", 2)
+        if x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
         out, self._cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
         return out
