@@ -19,17 +19,21 @@ no slowdown of the GEMM that follows). Two measures follow:
   effect when ``refimpl`` is imported first (as the ``refimpl`` command does); otherwise set them in the
   shell. The setting also reaches PyTorch in the same process (it shares libgomp).
 * :func:`thread_limit` caps both pools for a block of code; the command-line jobs and experiment configs
-  expose it as ``--threads`` / ``threads =``.
+  expose it as ``--threads`` / ``threads =``. **More threads than CPUs are capped at the CPU count with a
+  warning** (choice: not refused, so a config written on a large machine still runs on a laptop; not
+  obeyed, since ``threads=100000`` made OpenBLAS start 64 threads on 2 cores and run 3.9× slower). The
+  CPU count is the number of CPUs this process may run on (:func:`available_cpus`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["configure_defaults", "thread_info", "thread_limit"]
+__all__ = ["available_cpus", "configure_defaults", "thread_info", "thread_limit"]
 
 #: Environment defaults applied by :func:`configure_defaults` (never over a value the user set).
 DEFAULT_ENVIRONMENT = {
@@ -44,17 +48,32 @@ def configure_defaults() -> None:
         os.environ.setdefault(key, value)
 
 
+def available_cpus() -> int:
+    """Return the number of CPUs this process may run on (its affinity mask where the OS has one), >= 1."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
 @contextlib.contextmanager
 def thread_limit(threads: int) -> Iterator[None]:
     """Limit numba's and the BLAS library's threads to ``threads`` inside the block (0: no change).
 
-    The previous settings are restored on exit. ``threads`` larger than numba's pool is clipped to it.
+    The previous settings are restored on exit. ``threads`` above :func:`available_cpus` is capped at it
+    with a ``RuntimeWarning`` (more threads than cores only oversubscribe them); numba's pool is also
+    never asked for more threads than it has.
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"threads must be an integer >= 0 (0 = library defaults), got {threads!r}")
     if threads == 0:
         yield
         return
+    cpus = available_cpus()
+    if threads > cpus:
+        warnings.warn(f"threads={threads} is more than the {cpus} CPUs available; using {cpus}",
+                      RuntimeWarning, stacklevel=3)
+        threads = cpus
     import numba
     from threadpoolctl import threadpool_limits
 
