@@ -117,6 +117,7 @@ import codecs
 import gzip
 import hashlib
 import io
+import math
 import numbers
 import os
 import pickle
@@ -322,7 +323,10 @@ def load_dataset(
     split : int or float, optional
         Test-split size for the sets without an official split (``digits``, ``synthetic``): a count or a
         fraction in (0, 1). ``None`` is the documented default (digits: 360). An error for the others.
-    dtype : floating dtype, default float32
+    dtype : {float32, float64}, default float32
+        The dtype of the images, one the layers compute in: float16 and extended precision are refused
+        (the kernels are compiled for float32 and float64), and a big-endian request such as ``">f4"``
+        gives native-order arrays of that precision.
     normalize : bool, default True
         Standardise with the per-channel training statistics (module docstring).
     val_fraction : float in [0, 1), default 0
@@ -360,6 +364,10 @@ def load_dataset(
     dtype = np.dtype(dtype)
     if not np.issubdtype(dtype, np.floating):
         raise TypeError(f"dtype must be a floating-point dtype, got {dtype}")
+    dtype = dtype.newbyteorder("=")  # the images are converted at this boundary: native order only
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64 (the dtypes refimpl's layers compute in), "
+                         f"got {dtype}")
     val_fraction = check_probability(val_fraction, "val_fraction", closed_right=False)
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise ValueError(f"seed must be a non-negative integer, got {seed!r}")
@@ -941,7 +949,7 @@ def parse_idx(payload: bytes, where: str = "<bytes>") -> np.ndarray:
         raise CorruptDatasetError(f"{where}: IDX header truncated or with {ndim} dimensions")
     shape = struct.unpack(f">{ndim}I", payload[4:header])
     dtype = np.dtype(_IDX_TYPES[payload[2]])
-    count = int(np.prod(shape, dtype=np.int64))
+    count = math.prod(shape)  # Python integers: a crafted header cannot overflow the byte count
     expected, have = count * dtype.itemsize, len(payload) - header
     if have != expected:
         kind = "truncated" if have < expected else "has trailing bytes"
