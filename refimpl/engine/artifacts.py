@@ -20,8 +20,10 @@ Files of a run directory
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -60,9 +62,27 @@ def save_npz(path: Path, arrays: Mapping[str, np.ndarray]) -> None:
 
 
 def load_npz(path: Path) -> dict[str, np.ndarray]:
-    """Read every array of an ``.npz`` file (no pickles)."""
-    with np.load(path, allow_pickle=False) as data:
-        return {k: data[k] for k in data.files}
+    """Read every array of an ``.npz`` file (no pickles).
+
+    A file that cannot be read (truncated, corrupted, a directory) raises
+    :class:`~refimpl.train.checkpoint.CheckpointError` in one line saying what to do.
+    """
+    from refimpl.train.checkpoint import CheckpointError
+
+    try:
+        if Path(path).is_dir():
+            raise IsADirectoryError(errno.EISDIR, "a directory, not a file", str(path))
+        if not zipfile.is_zipfile(path):  # np.load would try (and refuse) a pickle: say what it is
+            raise zipfile.BadZipFile("bad zip: no zip directory; truncated, or not an .npz file")
+        with np.load(path, allow_pickle=False) as data:
+            return {k: data[k] for k in data.files}
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
+        reason = (err.strerror if isinstance(err, OSError) and err.strerror else str(err).splitlines()[0]
+                  if str(err) else type(err).__name__)
+        raise CheckpointError(
+            f"{path} is corrupt or unreadable ({reason}): it holds the output of a finished phase; restore "
+            "it, or run the experiment again into a new directory"
+        ) from err
 
 
 def load_compact_model(run_dir: str | os.PathLike):

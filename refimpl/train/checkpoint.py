@@ -23,7 +23,10 @@ checkpoint or the new one, never a mix; the temporary file is removed if writing
 Integrity
 ---------
 Every zip member carries a CRC-32 that is checked when it is read, and :func:`load_checkpoint` reads every
-member, so truncated or corrupted files raise :class:`CheckpointError` instead of loading garbage.
+member, so truncated or corrupted files raise :class:`CheckpointError` instead of loading garbage. Its
+message is one line starting ``checkpoint <path> is corrupt (<what was found>)``; the
+:class:`~refimpl.train.trainer.Trainer` adds what to do (delete the file to restart the phase, or restore
+it), which is what ``refimpl train`` / ``prune --resume`` print.
 """
 
 from __future__ import annotations
@@ -135,36 +138,51 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise CheckpointError(f"checkpoint {path} is corrupt (not a regular file but a directory or "
+                                  "a special file)")
         raise CheckpointError(f"no checkpoint at {path}")
-    if not zipfile.is_zipfile(path):  # also what a truncated file (no zip directory at its end) looks like
-        raise CheckpointError(f"{path} is truncated or corrupted, or not an .npz file: no zip directory")
+    corrupt = f"checkpoint {path} is corrupt"
+    try:
+        is_zip = zipfile.is_zipfile(path)
+    except OSError as err:  # unreadable (permissions, I/O error)
+        raise CheckpointError(f"checkpoint {path} cannot be read ({err.strerror or err})") from err
+    if not is_zip:  # also what a truncated file (no zip directory at its end) looks like
+        raise CheckpointError(f"{corrupt} (bad zip: no zip directory; truncated or corrupted, or not an "
+                              ".npz file)")
     try:
         with np.load(path, allow_pickle=False) as data:
             # Reading every member checks every CRC: corruption anywhere is caught here, not later.
             arrays = {name: data[name] for name in data.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError, KeyError) as err:
-        raise CheckpointError(f"{path} is truncated or corrupted and cannot be loaded: {err}") from err
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise CheckpointError(f"{corrupt} (truncated or corrupted: {reason})") from err
     for name, value in arrays.items():
         if not isinstance(value, np.ndarray):  # np.load hands back raw bytes for a non-.npy member
-            raise CheckpointError(f"{path}: member {name!r} is not a NumPy array; not a refimpl checkpoint")
+            raise CheckpointError(f"{corrupt} (member {name!r} is not a NumPy array; not a refimpl "
+                                  "checkpoint)")
     if _META not in arrays:
-        raise CheckpointError(f"{path} is an .npz file but not a refimpl checkpoint (no {_META!r} entry)")
+        raise CheckpointError(f"{corrupt} (an .npz file but not a refimpl checkpoint: no {_META!r} entry)")
     try:
         meta = json.loads(arrays.pop(_META).tobytes().decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(f"{path}: the metadata is corrupted: {err}") from err
+        raise CheckpointError(f"{corrupt} (the metadata is corrupted: {err})") from err
     if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
-        raise CheckpointError(f"{path} is not a refimpl checkpoint")
+        raise CheckpointError(f"{corrupt} (not a refimpl checkpoint)")
     if meta.get("version") != _VERSION:
-        raise CheckpointError(f"{path} has checkpoint format version {meta.get('version')}, "
+        raise CheckpointError(f"checkpoint {path} has format version {meta.get('version')}, "
                               f"this refimpl reads version {_VERSION}")
     try:
         return _join(meta["state"], arrays)
-    except KeyError as err:
-        raise CheckpointError(f"{path}: the metadata names a missing array {err}") from err
+    except (KeyError, TypeError) as err:
+        raise CheckpointError(f"{corrupt} (the metadata names a missing array {err})") from err
 
 
 def latest_checkpoint(out_dir: str | os.PathLike) -> Path | None:
-    """Return the trainer's checkpoint ``out_dir/checkpoint.npz``, or ``None`` if there is none."""
+    """Return the trainer's checkpoint ``out_dir/checkpoint.npz``, or ``None`` if there is none.
+
+    A directory (or other non-file) of that name is returned too, so that loading it fails with a
+    :class:`CheckpointError` instead of training silently starting over and failing at the first save.
+    """
     path = Path(out_dir) / CHECKPOINT_NAME
-    return path if path.is_file() else None
+    return path if path.is_file() or path.exists() else None

@@ -35,7 +35,13 @@ from tqdm import tqdm
 
 from refimpl._validation import as_float_array, check_ndim, check_positive_int
 from refimpl.nn.module import Module, Sequential
-from refimpl.train.checkpoint import CHECKPOINT_NAME, latest_checkpoint, load_checkpoint, save_checkpoint
+from refimpl.train.checkpoint import (
+    CHECKPOINT_NAME,
+    CheckpointError,
+    latest_checkpoint,
+    load_checkpoint,
+    save_checkpoint,
+)
 from refimpl.train.log import append_record, filter_records, to_jsonable
 from refimpl.train.optim import Optimizer
 from refimpl.train.schedules import Schedule
@@ -345,7 +351,11 @@ class Trainer:
                 raise ValueError("resume=True needs out_dir (where the checkpoint is)")
             checkpoint = latest_checkpoint(self.out_dir)
             if checkpoint is not None:
-                self.restore(checkpoint)
+                try:
+                    self.restore(checkpoint)
+                except CheckpointError as err:  # say what to do, in the one line the CLI prints
+                    raise CheckpointError(f"{err}: delete it to restart this phase from its first epoch, "
+                                          "or restore it") from err
         self._begin()
         self._check_optimizer_holds_model()
         if self.out_dir is not None:
