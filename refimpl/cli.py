@@ -25,6 +25,18 @@ Write ``_add_<name>(subparsers)``, which creates the subparser, adds its options
 :data:`SUBCOMMANDS`. A :class:`CommandError` raised by ``func`` (wrap the library's ``ValueError`` etc.
 met while setting up) is printed as ``refimpl <command>: error: ...`` with exit code 1; argument errors
 exit with argparse's code 2.
+
+Errors
+------
+**Every failure is one line on stderr and a non-zero exit, never a traceback** (:func:`main`): besides
+:class:`CommandError`, any exception a subcommand raises is caught and printed in one line. The
+library's argument and data errors (``ValueError``, ``TypeError``, ``KeyError``; a corrupt checkpoint's
+:class:`~refimpl.train.checkpoint.CheckpointError`, whose message says to delete or restore the file) print
+their message; ``OSError`` prints the system's reason and the path (``--out`` under an unwritable
+directory, a directory where refimpl writes a file); anything else is reported as an *internal error*
+(a bug: the line says so and asks for a report). Exit code 1; 130 after Ctrl-C. **``--debug``** (before
+or after the subcommand: ``refimpl --debug prune ...``) lets the exception propagate with its full
+traceback instead.
 """
 
 from __future__ import annotations
@@ -376,10 +388,39 @@ def build_parser() -> argparse.ArgumentParser:
         prog="refimpl", description="Reference implementation of structured weight pruning.",
     )
     parser.add_argument("--version", action="version", version=f"refimpl {__version__}")
+    debug_help = "on failure show the full traceback instead of the one-line error"
+    parser.add_argument("--debug", action="store_true", help=debug_help)
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(subparsers)
+    for sub in subparsers.choices.values():  # also accepted after the subcommand (refimpl prune ... --debug)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help=debug_help)
     return parser
+
+
+def _first_line(text: str) -> str:
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
+def _describe_error(err: BaseException) -> str:
+    """One line for an exception a subcommand raised (see "Errors" in the module docstring)."""
+    if isinstance(err, OSError) and err.strerror:
+        where = "" if err.filename is None else f": {err.filename}"
+        if err.filename2 is not None:
+            where += f" -> {err.filename2}"
+        hint = {IsADirectoryError: "a directory stands where refimpl writes a file: remove or rename it",
+                NotADirectoryError: "a file stands where refimpl needs a directory: remove or rename it",
+                PermissionError: "check the permissions, or choose another --out",
+                FileNotFoundError: "check the path"}.get(type(err), "check the path and the disk")
+        return f"{err.strerror}{where} ({hint})"
+    message = _first_line(str(err.args[0]) if isinstance(err, KeyError) and err.args else str(err))
+    if isinstance(err, (ValueError, TypeError, KeyError, OSError)):
+        return message or type(err).__name__
+    if isinstance(err, MemoryError):
+        detail = f": {message}" if message else ""
+        return f"out of memory{detail} (try a smaller batch size, model or dataset)"
+    return (f"internal error: {type(err).__name__}: {message} (a bug in refimpl: rerun with --debug for the "
+            "traceback and please report it)")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -387,14 +428,28 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Argument errors exit through argparse (code 2, usage on stderr). A :class:`CommandError` (a
     subcommand found the settings or the data unusable: the library's ``ValueError`` / ``TypeError``, a
-    missing or corrupt dataset) is printed on one line as ``refimpl <command>: error: ...`` and gives exit
-    code 1, without a traceback. Anything else is a bug and keeps its traceback.
+    missing or corrupt dataset) is printed as ``refimpl <command>: error: ...`` and gives exit code 1,
+    without a traceback. **Every other exception** is printed in one line too (exit code 1; the module
+    docstring's "Errors" lists the forms), Ctrl-C as ``interrupted`` (exit code 130); with ``--debug``
+    the exception propagates with its traceback instead.
     """
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
     except CommandError as err:
+        if args.debug:
+            raise
         print(f"refimpl {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        if args.debug:
+            raise
+        print(f"refimpl {args.command}: interrupted", file=sys.stderr)
+        return 130
+    except Exception as err:  # noqa: BLE001 - every failure is one line (module docstring, "Errors")
+        if args.debug:
+            raise
+        print(f"refimpl {args.command}: error: {_describe_error(err)}", file=sys.stderr)
         return 1
 
 

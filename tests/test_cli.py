@@ -148,8 +148,8 @@ def test_resume_continues_an_interrupted_run_and_matches_an_uninterrupted_one(tm
         if self.epoch == 1:
             raise Interrupted
     monkeypatch.setattr(Trainer, "_run_epoch", crash_after_one_epoch)
-    with pytest.raises(Interrupted):
-        main(train_argv(split, *common))
+    with pytest.raises(Interrupted):  # --debug: the exception propagates instead of one error line
+        main(train_argv(split, "--debug", *common))
     monkeypatch.undo()
     capsys.readouterr()
     assert main(train_argv(split, *common)) == 1
