@@ -20,7 +20,7 @@ States (:attr:`RunDir.status`)
 ------------------------------
 ==========  ============================================================================================
 ``absent``  the directory does not exist
-``empty``   it exists and is empty (``run.lock`` alone counts as empty)
+``empty``   it exists and is empty (``run.lock`` and ``run.log`` alone count as empty)
 ``partial`` it holds a run (a refimpl ``state.json``) that has not finished: resume it
 ``finished`` the run's report is written (``state.json`` has ``"finished": true``)
 ``foreign`` it holds other files: refused
@@ -38,10 +38,14 @@ from typing import Any
 
 from refimpl._io import atomic_write_json
 
-__all__ = ["LOCK_NAME", "STATE_NAME", "RunDir", "SetupError", "run_status"]
+__all__ = ["LOCK_NAME", "LOG_NAME", "STATE_NAME", "RunDir", "SetupError", "run_status"]
 
 STATE_NAME = "state.json"
 LOCK_NAME = "run.lock"
+#: A log a driver (``refimpl sweep``) may start writing before the run itself creates its files.
+LOG_NAME = "run.log"
+#: Files a directory may hold and still count as empty: the lock and the driver's log.
+_COMPANIONS = (LOCK_NAME, LOG_NAME)
 _STATE_VERSION = 1
 #: What :func:`refimpl._io.atomic_write` leaves behind when killed: ``.<name>.<8 random chars>.tmp``.
 _STALE_TEMPORARY = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")
@@ -100,7 +104,7 @@ class RunDir:
             if isinstance(saved, dict) and "version" in saved and "phases" in saved:
                 return "finished" if saved.get("finished") else "partial"
             return "foreign"  # a state.json that refimpl did not write: not ours to touch
-        if any(p.name != LOCK_NAME for p in self.path.iterdir()):
+        if any(p.name not in _COMPANIONS for p in self.path.iterdir()):
             return "foreign"
         return "empty"
 

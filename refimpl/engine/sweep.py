@@ -90,7 +90,7 @@ from pathlib import Path
 from typing import Any
 
 from refimpl._io import atomic_write_json
-from refimpl.engine.rundir import LOCK_NAME, STATE_NAME, RunDir, dotted_diff, run_status
+from refimpl.engine.rundir import LOG_NAME, RunDir, dotted_diff, run_status
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -114,7 +114,6 @@ __all__ = [
 
 MANIFEST_NAME = "sweep.json"
 FAILURES_NAME = "failures.json"
-LOG_NAME = "run.log"
 #: Sweep keys that set a field in every constraint table of a run's config.
 SHORTCUTS = ("structure", "sparsity")
 
@@ -546,58 +545,26 @@ def _is_finished(path: Path) -> bool:
 
 def _run_state(path: Path) -> str:
     """``finished``, ``partial``, ``absent`` (or empty) or ``foreign`` for a run directory."""
-    if _is_finished(path):
-        return "finished"
     status = run_status(path)
-    if status == "foreign" and _only_our_log(path):
-        return "absent"  # an earlier attempt failed before the run started
     return "absent" if status == "empty" else status
 
 
-def _only_our_log(path: Path) -> bool:
-    """Tell whether ``path`` holds nothing but the sweep's ``run.log`` (and maybe ``run.lock``)."""
-    names = {p.name for p in path.iterdir()} if path.is_dir() else set()
-    return LOG_NAME in names and names <= {LOG_NAME, LOCK_NAME}
-
-
 class _RunLog:
-    """A run's ``run.log``: appended line by line — once the directory holds a run.
+    """A run's ``run.log``, appended line by line (:class:`RunDir` counts it as part of an empty directory).
 
-    :class:`RunDir` calls a directory with files but no ``state.json`` foreign and refuses it, so lines
-    written before the engine has opened the run are held in memory (and a log that an earlier attempt
-    left alone in the directory, after failing before its run started, is taken back into memory). A
-    foreign directory is never written into.
+    Nothing is written into a foreign directory: the engine refuses it, and the refusal is reported.
     """
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.pending: list[str] = []
-        if _only_our_log(path.parent):
-            self.pending.append(path.read_text(encoding="utf-8").rstrip("\n"))
-            path.unlink()
         self.writable = run_status(path.parent) != "foreign"
 
     def __call__(self, line: str) -> None:
-        self.pending.append(line)
-        if (self.path.parent / STATE_NAME).is_file():
-            self.flush()
-
-    def phase_started(self, phase) -> list:
-        """``run_experiment``'s ``hooks`` callback: the run is open, write what was held. Adds no hook.
-
-        (A trainer hook would be saved in the checkpoints, which then could not be resumed without it.)
-        """
-        self.flush()
-        return []
-
-    def flush(self) -> None:
-        """Append the held lines (creating the directory if the run never started)."""
-        if not self.pending or not self.writable:
+        if not self.writable:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "a", encoding="utf-8") as f:
-            f.write("\n".join(self.pending) + "\n")
-        self.pending.clear()
+            f.write(line + "\n")
 
 
 def _one_line(err: BaseException) -> str:
@@ -654,12 +621,10 @@ def execute_run(name: str, settings: dict, run_dir: str, topic: str = "") -> dic
     try:
         config = ExperimentConfig.from_dict(settings, source=f"the sweep's config of {name}")
         with thread_limit(config.threads or 1):
-            run_experiment(config, path, resume=resume, progress=False, echo=log, hooks=log.phase_started)
+            run_experiment(config, path, resume=resume, progress=False, echo=log)
     except Exception as err:  # any failure of one run is reported; the other runs go on
         error = _one_line(err)
         log(traceback.format_exc().rstrip("\n"))
-    finally:
-        log.flush()
     return {"name": name, "ok": error is None, "error": error, "resumed": resume,
             "seconds": time.perf_counter() - started, "pid": os.getpid(), "worker": worker,
             "log": str(log.path) if log.writable else None}
