@@ -37,18 +37,10 @@ STRUCTURED_LEVELS = [0.3, 0.5, 0.7, 0.8, 0.9]
 SEEDS = [0, 1]
 
 
-def final_val_acc(report: dict) -> float | None:
-    """Validation accuracy after the run's last training epoch (the last phase that logged one)."""
-    for phase in reversed(report["phases"]):
-        curve = phase.get("val_acc_curve")
-        if curve:
-            return curve[-1]
-    return None
-
-
 def select(structure: str, results: Path = RESULTS) -> dict:
     """Per method, the best candidate of ``select_<structure>`` by final validation accuracy."""
     from refimpl.engine import load_sweep, run_status
+    from refimpl.engine.results import final_val_accuracy
 
     sweep = load_sweep(SWEEPS / f"select_{structure}.toml")
     out_dir = results / f"select_{structure}"
@@ -60,7 +52,7 @@ def select(structure: str, results: Path = RESULTS) -> dict:
                              f"(refimpl sweep {sweep.path.relative_to(HERE.parent)} --out "
                              f"{out_dir.relative_to(HERE.parent)})")
         report = json.loads((path / "report.json").read_text())
-        val = final_val_acc(report)
+        val = final_val_accuracy(report)
         if val is None:
             raise SystemExit(f"{path}: no validation accuracy was logged (data.val_fraction = 0?)")
         method = run.config.method

@@ -41,15 +41,6 @@ def test_every_method_gets_the_same_selection_budget(structure):
         assert epochs == 8  # the same training budget after the dense model
 
 
-def test_the_selection_reads_validation_accuracy_only():
-    script = _script()
-    report = {"phases": [{"kind": "pretrain"}, {"kind": "admm", "val_acc_curve": [0.5, 0.6]},
-                         {"kind": "prune"},
-                         {"kind": "retrain", "val_acc_curve": [0.7, 0.8], "test_acc_curve": [0.99, 0.99]}]}
-    assert script.final_val_acc(report) == 0.8
-    assert script.final_val_acc({"phases": [{"kind": "retrain", "test_acc_curve": [0.9]}]}) is None
-
-
 @pytest.mark.parametrize("structure", _script().STRUCTURES)
 def test_curve_sweeps_use_the_selected_settings_and_are_regenerable(structure):
     script = _script()

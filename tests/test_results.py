@@ -103,7 +103,7 @@ def test_a_sweep_directory_has_a_row_per_run_in_manifest_order(sweep_dir):
     assert columns[:8] == ["run", "description", "seed", "dataset", "model", "method", "structure",
                            "sparsity.conv1.weight"]
     assert columns[8] == "sparsity.conv2.weight"
-    assert columns[9:] == [*COLUMNS, "status"]
+    assert columns[9:] == [*COLUMNS, "accuracy.val_final", "budget_curve", "status"]
     for row in rows:  # settings come from the manifest or the run's config, also for unfinished runs
         assert (row["dataset"], row["model"], row["method"], row["structure"]) == \
             ("digits", "lenet5", "admm", "filters+shapes")
@@ -221,3 +221,27 @@ def test_a_dense_run_has_no_structure_and_zero_sparsity(tmp_path):
     assert row["method"] == "none" and row["structure"] is None
     assert row["sparsity.overall"] == 0.0 and row["params.nonzero"] <= row["params.dense"]
     assert not [c for c in row if c.startswith("sparsity.") and c != "sparsity.overall"]
+
+
+def test_final_val_accuracy_and_budget_curve_from_a_report():
+    from refimpl.engine.results import budget_curve, final_val_accuracy
+
+    report = {"phases": [
+        {"kind": "pretrain", "epochs": 15, "val_acc_curve": [0.5]},
+        {"kind": "admm", "epochs": 2, "val_acc_curve": [0.6, 0.7], "test_acc_curve": [0.61, 0.71]},
+        {"kind": "prune", "epochs": 0, "test_acc": 0.4},
+        {"kind": "retrain", "epochs": 2, "val_acc_curve": [0.8, 0.85], "test_acc_curve": [0.81, 0.86]},
+        {"kind": "compact", "epochs": 0, "test_acc": 0.86}]}
+    assert final_val_accuracy(report) == 0.85  # validation, never the test accuracy
+    assert budget_curve(report) == [[2, 0.4], [3, 0.81], [4, 0.86]]
+    # progressive: the curve starts at the LAST cut and counts every epoch spent before it
+    steps = {"phases": [{"kind": "pretrain", "epochs": 0}, {"kind": "admm", "epochs": 1},
+                        {"kind": "prune", "test_acc": 0.3},
+                        {"kind": "retrain", "epochs": 1, "test_acc_curve": [0.5]},
+                        {"kind": "admm", "epochs": 1}, {"kind": "prune", "test_acc": 0.2},
+                        {"kind": "retrain", "epochs": 1, "test_acc_curve": [0.6]}]}
+    assert budget_curve(steps) == [[3, 0.2], [4, 0.6]]
+    assert budget_curve({"phases": [{"kind": "pretrain", "epochs": 3}]}) is None
+    assert final_val_accuracy({"phases": [{"kind": "retrain", "test_acc_curve": [0.9]}]}) is None
+    no_curve = {"phases": [{"kind": "prune", "test_acc": 0.3}, {"kind": "retrain", "epochs": 1}]}
+    assert budget_curve(no_curve) is None

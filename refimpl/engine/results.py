@@ -54,8 +54,8 @@ from typing import Any
 from refimpl.engine.rundir import RunDir, run_status
 from refimpl.engine.sweep import FAILURES_NAME, MANIFEST_NAME, _is_finished
 
-__all__ = ["COLUMNS", "RESULT_FORMATS", "collect_results", "format_for_path", "format_results",
-           "load_results"]
+__all__ = ["COLUMNS", "RESULT_FORMATS", "budget_curve", "collect_results", "final_val_accuracy",
+           "format_for_path", "format_results", "load_results"]
 
 RESULT_FORMATS = ("csv", "json", "markdown")
 
@@ -139,8 +139,55 @@ def _row(name: str, path: Path, values: Mapping[str, Any], config: Mapping | Non
         row[f"sparsity.{param}"] = value
     for column, keys in COLUMNS.items():
         row[column] = _dig(report, keys)
+    row["accuracy.val_final"] = final_val_accuracy(report) if report else None
+    row["budget_curve"] = budget_curve(report) if report else None
     row["status"] = status
     return row
+
+
+def final_val_accuracy(report: Mapping) -> float | None:
+    """Return the validation accuracy after the run's last training epoch (``None`` without a split).
+
+    The number hyperparameters are chosen by (never the test accuracy).
+    """
+    for phase in reversed(report.get("phases", [])):
+        if phase.get("val_acc_curve"):
+            return phase["val_acc_curve"][-1]
+    return None
+
+
+def budget_curve(report: Mapping) -> list[list[float]] | None:
+    """Test accuracy of the pruned network against the epochs spent after the dense model.
+
+    ``[[e, acc], ...]``: ``e`` counts every training epoch after pretraining (ADMM or group-lasso epochs
+    before the cut included), so methods compare at equal cost. The first point is the accuracy right
+    after the last hard cut, then one point per retraining epoch (needs ``output.test_every_epoch``; with
+    a constant retraining learning rate the point after ``j`` epochs is what a ``j``-epoch retraining
+    budget gives). ``None`` for runs without a cut or without per-epoch accuracies.
+
+    Examples
+    --------
+    >>> budget_curve({"phases": [{"kind": "pretrain", "epochs": 15}, {"kind": "admm", "epochs": 4},
+    ...                          {"kind": "prune", "epochs": 0, "test_acc": 0.80},
+    ...                          {"kind": "retrain", "epochs": 2, "test_acc_curve": [0.88, 0.90]}]})
+    [[4, 0.8], [5, 0.88], [6, 0.9]]
+    """
+    phases = list(report.get("phases", []))
+    cuts = [i for i, p in enumerate(phases) if p.get("kind") == "prune"]
+    if not cuts:
+        return None
+    last = cuts[-1]
+    spent = sum(p.get("epochs", 0) for p in phases[1:last])  # everything after pretraining, before the cut
+    curve = [[spent, phases[last].get("test_acc")]]
+    for phase in phases[last + 1:]:
+        if phase.get("kind") != "retrain":
+            break
+        accs = phase.get("test_acc_curve")
+        if accs is None:
+            return None
+        curve += [[spent + j, acc] for j, acc in enumerate(accs, start=1)]
+        spent += len(accs)
+    return curve
 
 
 def _failed_names(sweep_dir: Path) -> set[str]:
