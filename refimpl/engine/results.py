@@ -82,6 +82,8 @@ COLUMNS = {
     "seconds": ("seconds",),
 }
 _DESCRIPTIVE = ("dataset", "model", "method", "structure", "seed")
+#: Columns computed from a report's phase rows (:func:`final_val_accuracy`, :func:`budget_curve`).
+_DERIVED = ("accuracy.val_final", "budget_curve")
 # Columns that stay strings when a CSV file is read back (a run named "1" is not the number 1).
 _TEXT_COLUMNS = ("run", "status", "dataset", "model", "method", "structure")
 _SUFFIXES = {".csv": "csv", ".json": "json", ".md": "markdown", ".markdown": "markdown"}
@@ -246,9 +248,10 @@ def collect_results(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 def _aligned(rows: list[dict], grid: list[str]) -> list[dict]:
     """Give every row the same columns: run, grid keys, descriptive, per-layer, metrics, status."""
-    fixed = {"run", *grid, *_DESCRIPTIVE, *COLUMNS, "status"}
+    fixed = {"run", *grid, *_DESCRIPTIVE, *COLUMNS, *_DERIVED, "status"}
     layers = [k for k in dict.fromkeys(k for r in rows for k in r) if k not in fixed]
-    columns = ["run", *grid, *(k for k in _DESCRIPTIVE if k not in grid), *layers, *COLUMNS, "status"]
+    columns = ["run", *grid, *(k for k in _DESCRIPTIVE if k not in grid), *layers, *COLUMNS, *_DERIVED,
+               "status"]
     return [{c: r.get(c) for c in columns} for r in rows]
 
 
