@@ -306,8 +306,8 @@ def test_constraint_errors_are_found_before_any_training_and_write_nothing(tmp_p
     assert not (tmp_path / "run").exists()  # a failed setup leaves nothing behind
 
 
-def test_a_failed_setup_on_resume_leaves_the_run_resumable(tmp_path, monkeypatch):
-    out = tmp_path / "run"
+def interrupted_in_admm(out, monkeypatch):
+    """Start the tiny run in ``out`` and crash it after the first ADMM epoch; return ``out``."""
     original = Trainer._run_epoch
 
     def crash(self, epoch):
@@ -318,6 +318,11 @@ def test_a_failed_setup_on_resume_leaves_the_run_resumable(tmp_path, monkeypatch
     with pytest.raises(Interrupted):
         run_experiment(tiny_config(), out, progress=False, echo=None)
     monkeypatch.undo()
+    return out
+
+
+def test_a_failed_setup_on_resume_leaves_the_run_resumable(tmp_path, monkeypatch):
+    out = interrupted_in_admm(tmp_path / "run", monkeypatch)
     before = _tree(out)
     with pytest.raises(SetupError, match="configuration differs"):
         run_experiment(tiny_config(**{"retrain.epochs": 5}), out, resume=True, progress=False, echo=None)
@@ -327,17 +332,7 @@ def test_a_failed_setup_on_resume_leaves_the_run_resumable(tmp_path, monkeypatch
 
 
 def test_stale_temporaries_of_killed_writers_are_removed_on_resume(tmp_path, monkeypatch):
-    out = tmp_path / "run"
-    original = Trainer._run_epoch
-
-    def crash(self, epoch):
-        original(self, epoch)
-        if self.out_dir.name == "admm":
-            raise Interrupted
-    monkeypatch.setattr(Trainer, "_run_epoch", crash)
-    with pytest.raises(Interrupted):
-        run_experiment(tiny_config(), out, progress=False, echo=None)
-    monkeypatch.undo()
+    out = interrupted_in_admm(tmp_path / "run", monkeypatch)
     stale = [out / "admm" / ".checkpoint.npz.k3x9_q2a.tmp", out / ".state.json.abcdefgh.tmp"]
     for path in stale:
         path.write_bytes(b"half a file")
