@@ -239,8 +239,9 @@ def run_train(args: argparse.Namespace) -> int:
 def _add_prune(subparsers) -> None:
     parser = subparsers.add_parser(
         "prune", help="run a pruning experiment from a TOML config (pretrain, ADMM, prune, retrain, compact)",
-        description="Run the experiment of a TOML config (refimpl.config): pretrain (or load weights), ADMM "
-                    "or magnitude pruning, masked retraining, optional purification, compaction; write "
+        description="Run the experiment of a TOML config (refimpl.config): pretrain (or load weights), ADMM, "
+                    "SSL group lasso or magnitude pruning, masked retraining, optional purification, "
+                    "compaction; write "
                     "config, logs, checkpoints, masks, weights and the report into --out "
                     "(see refimpl.engine).",
     )
