@@ -12,7 +12,10 @@ value came from (or ``<overrides>``, ``<defaults>``):
 * constraint tables: exactly one of ``param`` / ``params``, a ``structure``, and arguments that
   :class:`refimpl.prune.Constraint` accepts (the same checks the pruning code makes, now rather than
   hours into a run); combinations such as progressive targets with ``keep``, and method ``ssl`` with a
-  structure that has no group-lasso penalty or with progressive steps.
+  structure that has no group-lasso penalty or with progressive steps;
+* achievable targets: a balanced sparsity (or vector ∧ block's ``vector_sparsity``) must lie within
+  :data:`refimpl.projections.VECTOR_SPARSITY_TOLERANCE` of a multiple of ``1/vector_size``
+  (:func:`refimpl.projections.check_vector_sparsity`; the error names the nearest achievable values).
 
 Checks that need the model (does ``conv1.weight`` exist, does ``keep`` fit its filters) are made when
 the constraints are expanded against the built model: :func:`refimpl.prune.expand_constraints`.
@@ -217,6 +220,7 @@ def _validate_constraints(config: ExperimentConfig, fail) -> None:
             Constraint("<check>", **rest)  # the same checks the pruning code makes, now rather than later
         except (TypeError, ValueError) as err:
             fail(key, str(err), type(err))
+        _check_achievable(config, spec, key, fail)
         if config.method == "ssl" and spec["structure"] not in GROUP_LASSO_STRUCTURES:
             fail(f"{key}.structure", f"method 'ssl' needs a structure with a group-lasso penalty, one of "
                                      f"{list(GROUP_LASSO_STRUCTURES)}, got {spec['structure']!r}")
@@ -224,3 +228,32 @@ def _validate_constraints(config: ExperimentConfig, fail) -> None:
             fail(key, "iterative magnitude pruning needs 'sparsity' targets (not 'keep')")
         if config.admm.targets is not None and "sparsity" not in spec:
             fail(key, "progressive targets replace 'sparsity'; give 'sparsity' (not 'keep')")
+
+
+def _check_achievable(config: ExperimentConfig, spec: Mapping, key: str, fail) -> None:
+    """Refuse a per-vector target the vector grid cannot meet (see ``check_vector_sparsity``).
+
+    Balanced sparsity (and the vector part of vector ∧ block) keeps a whole number of every vector's ``V``
+    entries. The final target of the constraint is checked — its ``sparsity``, or the last of
+    ``admm.targets``, which replaces it — since that is what the run promises; intermediate targets
+    (progressive steps, iterative rounds, the gradual schedule) are rounded by the counting rule.
+    """
+    from refimpl.projections.blocks import check_vector_sparsity
+
+    structure = spec.get("structure")
+    if structure == "balanced":
+        targets = config.admm.targets
+        if isinstance(targets, list) and targets and _is_number(targets[-1]):
+            amount, where, name = targets[-1], "admm.targets", f"the final target (for {key})"
+        else:
+            amount, where, name = spec.get("sparsity"), f"{key}.sparsity", "sparsity"
+    elif structure == "vector_block":
+        amount, where, name = spec.get("vector_sparsity"), f"{key}.vector_sparsity", "vector_sparsity"
+    else:
+        return
+    if amount is None or "vector_size" not in spec:
+        return  # keep= / vector_keep= are whole counts already; a missing vector_size failed above
+    try:
+        check_vector_sparsity(amount, spec["vector_size"], name=name)
+    except (TypeError, ValueError) as err:
+        fail(where, str(err), type(err))

@@ -24,6 +24,8 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from refimpl.projections.blocks import (
+    VECTOR_SPARSITY_TOLERANCE,
+    check_vector_sparsity,
     mask_balanced,
     mask_blocks,
     mask_nm,
@@ -32,6 +34,7 @@ from refimpl.projections.blocks import (
     project_blocks,
     project_nm,
     project_vector_block,
+    vector_block_split,
 )
 from refimpl.projections.elementwise import (
     mask_unstructured,
@@ -52,6 +55,8 @@ from refimpl.projections.groups import (
 
 __all__ = [
     "PROJECTIONS",
+    "VECTOR_SPARSITY_TOLERANCE",
+    "check_vector_sparsity",
     "mask_balanced",
     "mask_blocks",
     "mask_channels",
@@ -72,6 +77,7 @@ __all__ = [
     "project_unstructured",
     "project_unstructured_global",
     "project_vector_block",
+    "vector_block_split",
 ]
 
 #: Structure name -> ``(project_fn, mask_fn)``.

@@ -8,17 +8,26 @@ is its own GEMM view):
 * **balanced** — cut every row of :math:`G` into consecutive vectors of length ``V``, keep the ``k_v``
   largest ``|g|`` in every vector (exact: the set is a product of per-vector sets);
 * **N:M** — balanced with ``V = M``, ``k_v = N`` (e.g. 2:4, the pattern of sparse tensor cores);
-* **vector ∧ block** — the AND of a balanced mask and a block mask: a documented heuristic.
+* **vector ∧ block** — the AND of a balanced mask and a block mask: a documented heuristic; a total
+  target is split between the two masks by :func:`vector_block_split`.
+
+**Achievable sparsities.** A vector of length ``V`` keeps a whole number of entries, so balanced sparsity
+can only meet the multiples of ``1/V`` (``sparsity=0.95`` with ``V = 8`` would round to pruning every
+entry). The projections follow the library's counting rule for any ``sparsity``;
+:func:`check_vector_sparsity` is the rule for a *requested target* (the experiment configs use it): a
+request off the grid by more than :data:`VECTOR_SPARSITY_TOLERANCE` is an error naming the nearest
+achievable values.
 """
 
 from __future__ import annotations
 
+import math
 import numbers
 import re
 
 import numpy as np
 
-from refimpl._validation import as_weight, check_block_shape, resolve_count
+from refimpl._validation import as_weight, check_block_shape, check_probability, resolve_count
 from refimpl.projections._select import (
     apply_mask,
     apply_tile_mask,
@@ -33,6 +42,8 @@ from refimpl.projections._select import (
 )
 
 __all__ = [
+    "VECTOR_SPARSITY_TOLERANCE",
+    "check_vector_sparsity",
     "mask_balanced",
     "mask_blocks",
     "mask_nm",
@@ -41,6 +52,7 @@ __all__ = [
     "project_blocks",
     "project_nm",
     "project_vector_block",
+    "vector_block_split",
 ]
 
 _K_DOC = "the GEMM row length C*KH*KW"
@@ -336,20 +348,190 @@ def project_nm(w, n, m, *, engine: str = "numba") -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------------
+# Achievable targets: balanced quantization and the vector ∧ block split
+# --------------------------------------------------------------------------------------------------
+
+#: How far a requested balanced sparsity may lie from the nearest multiple of ``1/V``
+#: (:func:`check_vector_sparsity`): half a percentage point, enough for a rounded decimal (``0.33`` for
+#: ``1/3``), far below one step of ``1/V`` for every ``V <= 100``.
+VECTOR_SPARSITY_TOLERANCE = 0.005
+
+
+def check_vector_sparsity(sparsity, vector_size, *, name: str = "sparsity",
+                          tolerance: float = VECTOR_SPARSITY_TOLERANCE) -> int:
+    r"""Return the per-vector keep count ``k_v`` of a *requested* balanced sparsity, or raise.
+
+    A vector of ``V`` entries keeps a whole number of them, so the sparsities balanced sparsity can meet
+    are the multiples of ``1/V``. The projections round any ``sparsity`` by the counting rule,
+    ``k_v = V - round(s V)``; this function is the rule for a target someone asked for (an experiment
+    config's constraint): the request is accepted when
+
+    .. math:: \Big|\frac{\operatorname{round}(sV)}{V} - s\Big| \le \text{tolerance}
+              \quad\text{and}\quad 0 < k_v < V \text{ whenever } 0 < s < 1,
+
+    and refused otherwise, with the two nearest achievable values in the message.
+
+    Parameters
+    ----------
+    sparsity : float in [0, 1]
+        The requested share of pruned entries per vector.
+    vector_size : int
+        ``V >= 1``.
+    name : str
+        The argument's name in the error message (e.g. ``"admm.constraints[0].sparsity"``).
+    tolerance : float
+        Largest accepted ``|achieved - requested|``; default :data:`VECTOR_SPARSITY_TOLERANCE`.
+
+    Returns
+    -------
+    int
+        ``k_v``, the entries kept in every full vector (what :func:`project_balanced` keeps).
+
+    Raises
+    ------
+    ValueError
+        The request is off the grid by more than ``tolerance``, or a target strictly between 0 and 1
+        would keep every entry or none (``0.95`` with ``V = 8`` rounds to pruning all 8).
+    TypeError
+        ``sparsity`` or ``vector_size`` of the wrong type.
+
+    Notes
+    -----
+    Why refuse rather than round: the rounding error of ``1/V`` steps is not small at the sparsities
+    pruning is used at (``V = 8``: 0.9 becomes 0.875, 0.95 becomes 1.0, a network with no weights left),
+    and a run that silently trains another target than the one in its name corrupts every comparison
+    made with it. The second condition catches the worst case even within the tolerance (``0.996`` with
+    ``V = 100`` would otherwise prune every weight). The edge vector of a row whose length is not a
+    multiple of ``V`` keeps ``round(k_v r / V)`` of its ``r`` entries, which moves a layer's achieved
+    sparsity by at most ``1 / (2K)`` further; the engine's reports print the achieved value per layer.
+
+    Examples
+    --------
+    >>> check_vector_sparsity(0.875, 8), check_vector_sparsity(0.9, 10)
+    (1, 1)
+    >>> check_vector_sparsity(0.95, 8)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    ValueError: sparsity=0.95 cannot be met ... the nearest are 0.875 (keep 1 of 8) and 1 (keep 0 of 8)...
+    """
+    s = check_probability(sparsity, name)
+    if isinstance(vector_size, bool) or not isinstance(vector_size, numbers.Integral):
+        raise TypeError(f"vector_size must be an integer, got {vector_size!r}")
+    if vector_size < 1:
+        raise ValueError(f"vector_size must be >= 1, got {vector_size}")
+    if isinstance(tolerance, bool) or not isinstance(tolerance, numbers.Real) or not tolerance >= 0:
+        raise ValueError(f"tolerance must be a number >= 0, got {tolerance!r}")
+    v = int(vector_size)
+    pruned = round(s * v)                                    # the counting rule of resolve_count
+    keep = v - pruned
+    interior = 0.0 < s < 1.0
+    if abs(pruned / v - s) <= tolerance and not (interior and keep in (0, v)):
+        return keep
+    low, high = math.floor(s * v), math.ceil(s * v)
+    if low == high:                                          # on the grid, but it keeps all or nothing
+        low, high = max(low - 1, 0), min(high + 1, v)
+    options = " and ".join(f"{p / v:g} (keep {v - p} of {v})" for p in sorted({low, high}))
+    raise ValueError(
+        f"{name}={s:g} cannot be met with vector_size={v}: a vector keeps a whole number of its {v} entries, "
+        f"so the achievable sparsities are the multiples of 1/{v}; the nearest are {options}; a target must "
+        f"lie within {float(tolerance):g} of one and, strictly between 0 and 1, keep and prune at least one "
+        f"entry per vector (or choose a vector_size for which sparsity * vector_size is a whole number)")
+
+
+def vector_block_split(total_sparsity, vector_size, n_blocks, vector_share=0.5) -> tuple[int, int]:
+    r"""Split a total sparsity target between the vector mask and the block mask of vector ∧ block.
+
+    The density :math:`d = 1 - s` of the AND of two masks is (for aligned blocks, see Notes) the product
+    of their densities, so the split is made in log space: the vector mask gets the density
+    :math:`d^{\varphi}` and the block mask the rest, :math:`d^{1-\varphi}`, with the share
+    :math:`\varphi` = ``vector_share``. The vector part is a whole count per vector, rounded **up**, and
+    the block count then makes up the total:
+
+    .. math:: k_v = \min\big(V,\ \max(1, \lceil V d^{\varphi} \rceil)\big), \qquad
+              k_b = \operatorname{round}\Big(n_b \, \frac{d\, V}{k_v}\Big)
+              \qquad (d > 0;\ d = 0 \text{ gives } k_v = k_b = 0).
+
+    Parameters
+    ----------
+    total_sparsity : float in [0, 1]
+        :math:`s`, the share of the weight's entries to prune in total.
+    vector_size : int
+        ``V``.
+    n_blocks : int
+        :math:`n_b`, the number of blocks in the weight's block grid (edge blocks included).
+    vector_share : float in [0, 1], default 0.5
+        :math:`\varphi`: 1 takes as much sparsity as the vector grid allows from the vector mask (the
+        blocks only correct its rounding), 0 none (pure block sparsity), 0.5 gives both masks the same
+        density :math:`\sqrt{d}`.
+
+    Returns
+    -------
+    (int, int)
+        ``(k_v, k_b)``: entries kept per full vector and blocks kept, for :func:`project_vector_block`'s
+        ``vector_keep`` / ``block_keep``.
+
+    Notes
+    -----
+    **Why round the vector part up.** :math:`k_v / V \ge d^{\varphi} \ge d`, so
+    :math:`n_b d V / k_v \le n_b`: the block part can always reach the total, and the achieved total
+    differs from the target only by the rounding of :math:`k_b`.
+
+    **When the total is exact.** If every kept block consists of whole vectors (``bw`` a multiple of
+    ``V``, ``V`` dividing the row length ``K``, no edge blocks), each kept block keeps exactly
+    :math:`k_v/V` of its entries and the achieved density is :math:`(k_v/V)(k_b/n_b)`, within
+    :math:`k_v / (2 V n_b)` of :math:`d`. Otherwise blocks cut vectors and the count per kept block
+    varies; the total is then close to, not exactly, this value (the reports print the achieved one).
+    Guo et al. do not state how they split a total target; this log-space split is refimpl's choice.
+
+    Examples
+    --------
+    >>> vector_block_split(0.75, 4, 16)          # d = 1/4: vector 2 of 4, blocks 8 of 16: (1/2)(1/2)
+    (2, 8)
+    >>> vector_block_split(0.75, 4, 16, vector_share=1.0)   # vector 1 of 4, every block kept
+    (1, 16)
+    """
+    s = check_probability(total_sparsity, "total_sparsity")
+    phi = check_probability(vector_share, "vector_share")
+    if isinstance(vector_size, bool) or not isinstance(vector_size, numbers.Integral) or vector_size < 1:
+        raise ValueError(f"vector_size must be an integer >= 1, got {vector_size!r}")
+    if isinstance(n_blocks, bool) or not isinstance(n_blocks, numbers.Integral) or n_blocks < 1:
+        raise ValueError(f"n_blocks must be an integer >= 1, got {n_blocks!r}")
+    v, nb = int(vector_size), int(n_blocks)
+    d = 1.0 - s
+    if d == 0.0:
+        return 0, 0
+    # The 1e-9 guard keeps an exact product (V d^phi = 3.0000000000000004) from rounding up a whole step.
+    k_v = min(v, max(1, math.ceil(v * d ** phi - 1e-9)))
+    k_b = min(nb, round(nb * d * v / k_v))
+    return k_v, k_b
+
+
+# --------------------------------------------------------------------------------------------------
 # Vector ∧ block (Guo et al.): a heuristic
 # --------------------------------------------------------------------------------------------------
 
 
 def _vector_block2d(w, vector_size, block_shape, vector_sparsity, vector_keep, block_sparsity, block_keep,
-                    engine: str):
+                    engine: str, total_sparsity=None, vector_share=None):
     """Return ``(w2d, vector_mask, masked, tiles, bh, bw)`` of the vector ∧ block rule for a valid ``w``.
 
-    ``masked`` is the GEMM view with the vector mask applied; ``tiles`` the kept-block grid.
+    ``masked`` is the GEMM view with the vector mask applied; ``tiles`` the kept-block grid. With
+    ``total_sparsity`` the two counts come from :func:`vector_block_split`.
     """
     check_engine(engine)
     w2d = gemm_view(w)
     v = check_tile(vector_size, "vector_size", w2d.shape[1], _K_DOC)
     bh, bw = _check_block_shape(block_shape, w2d.shape)
+    parts = (vector_sparsity, vector_keep, block_sparsity, block_keep)
+    if total_sparsity is not None:
+        if any(p is not None for p in parts):
+            raise ValueError("give either total_sparsity= (split by vector_share=) or the two parts "
+                             "vector_sparsity=/vector_keep= and block_sparsity=/block_keep=, not both")
+        n_tiles = -(-w2d.shape[0] // bh) * -(-w2d.shape[1] // bw)
+        share = 0.5 if vector_share is None else vector_share
+        vector_keep, block_keep = vector_block_split(total_sparsity, v, n_tiles, share)
+    elif vector_share is not None:
+        raise ValueError("vector_share= splits total_sparsity=; give total_sparsity= too, or drop it")
     k_v = _resolve_named(v, vector_sparsity, vector_keep, "vector_")
     vector_mask = _balanced_mask2d(w2d, v, k_v, engine)
     # Blocks are ranked by the energy that survives the vector mask: a block whose large entries the
@@ -360,7 +542,8 @@ def _vector_block2d(w, vector_size, block_shape, vector_sparsity, vector_keep, b
 
 
 def mask_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, vector_keep=None,
-                      block_sparsity=None, block_keep=None, engine: str = "numba") -> np.ndarray:
+                      block_sparsity=None, block_keep=None, total_sparsity=None, vector_share=None,
+                      engine: str = "numba") -> np.ndarray:
     """Boolean keep mask of :func:`project_vector_block` (shape of ``w``).
 
     Examples
@@ -372,12 +555,14 @@ def mask_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, vect
     """
     w = as_weight(w)
     w2d, vector_mask, _, tiles, bh, bw = _vector_block2d(
-        w, vector_size, block_shape, vector_sparsity, vector_keep, block_sparsity, block_keep, engine)
+        w, vector_size, block_shape, vector_sparsity, vector_keep, block_sparsity, block_keep, engine,
+        total_sparsity, vector_share)
     return (vector_mask & expand_tiles(tiles, w2d.shape, bh, bw)).reshape(w.shape)
 
 
 def project_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, vector_keep=None,
-                         block_sparsity=None, block_keep=None, engine: str = "numba") -> np.ndarray:
+                         block_sparsity=None, block_keep=None, total_sparsity=None, vector_share=None,
+                         engine: str = "numba") -> np.ndarray:
     r"""Vector ∧ block mixed sparsity (Guo et al.): a balanced mask AND a block mask. A heuristic.
 
     Parameters
@@ -393,6 +578,12 @@ def project_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, v
         :func:`project_balanced`.
     block_sparsity, block_keep : float or int, optional
         The number of kept blocks ``k_b`` (exactly one of them), as in :func:`project_blocks`.
+    total_sparsity : float in [0, 1], optional
+        Instead of the two parts: the share of all entries to prune; ``k_v`` and ``k_b`` are then
+        :func:`vector_block_split`'s (exact for blocks made of whole vectors, see there).
+    vector_share : float in [0, 1], optional
+        How ``total_sparsity`` is split (:func:`vector_block_split`'s :math:`\varphi`; default 0.5:
+        both masks get the density :math:`\sqrt{1 - s}`). Only with ``total_sparsity``.
     engine : {"numba", "numpy"}
         Kernel for the per-vector selection and the block norms.
 
@@ -405,7 +596,8 @@ def project_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, v
     ------
     ValueError
         As :func:`project_balanced` and :func:`project_blocks`; count errors name ``vector_sparsity`` /
-        ``vector_keep`` or ``block_sparsity`` / ``block_keep``.
+        ``vector_keep`` or ``block_sparsity`` / ``block_keep``; ``total_sparsity`` together with a part,
+        or ``vector_share`` without ``total_sparsity``.
 
     Notes
     -----
@@ -442,7 +634,8 @@ def project_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, v
     """
     w = as_weight(w)
     _, _, masked, tiles, bh, bw = _vector_block2d(
-        w, vector_size, block_shape, vector_sparsity, vector_keep, block_sparsity, block_keep, engine)
+        w, vector_size, block_shape, vector_sparsity, vector_keep, block_sparsity, block_keep, engine,
+        total_sparsity, vector_share)
     # ``masked`` already holds w on the vector mask and +0 elsewhere; dropping the unkept blocks from it
     # gives w on the AND of both masks.
     return apply_tile_mask(masked, tiles, bh, bw, engine=engine).reshape(w.shape)

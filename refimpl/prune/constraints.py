@@ -85,7 +85,8 @@ class Constraint:
     keep : int, optional
         Number of groups to keep instead. Exactly one of ``sparsity`` / ``keep`` is given, except for the
         structures that take their amount from their own arguments (``"nm"``: ``n=, m=``;
-        ``"vector_block"``: ``vector_sparsity=`` ... ``block_keep=``; ``"unified"`` also ``unify=``).
+        ``"vector_block"``: ``vector_sparsity=`` ... ``block_keep=``, or ``total_sparsity=`` split by
+        ``vector_share=``; ``"unified"`` also ``unify=``).
     **params
         Extra keyword arguments of the projection (``block_shape=(4, 4)``, ``vector_size=8``,
         ``n=2, m=4``, ``engine="numpy"``, ...), passed through unchanged and checked against the
