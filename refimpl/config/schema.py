@@ -58,6 +58,7 @@ __all__ = [
     "CompactConfig",
     "DataConfig",
     "ExperimentConfig",
+    "GradualConfig",
     "MagnitudeConfig",
     "METHODS",
     "ModelConfig",
@@ -72,7 +73,7 @@ __all__ = [
 ]
 
 #: Pruning methods a config may name.
-METHODS = ("admm", "magnitude", "magnitude_iterative", "ssl", "none")
+METHODS = ("admm", "magnitude", "magnitude_iterative", "ssl", "gradual", "none")
 
 #: Optimizers a training phase may name (``optimizer =``).
 OPTIMIZERS = ("sgd", "adam")
@@ -161,6 +162,18 @@ class SslConfig(TrainConfig):
 
 
 @dataclass
+class GradualConfig(TrainConfig):
+    """Gradual pruning (method = "gradual", Zhu & Gupta): masks tighten on a cubic schedule; no penalty."""
+
+    epochs: int = 10                    # training epochs with the mask schedule, before the hard prune
+    initial_sparsity: float = 0.0       # s_i at the first update (capped at each constraint's own target)
+    start_epoch: float = 0.0            # t0: first mask update, in epochs of this phase (fractions allowed)
+    end_epoch: float | None = None      # the ramp reaches each constraint's target by this epoch
+                                        # (None: the end of the phase); later epochs train with fixed masks
+    update_every: int = 20              # optimizer steps between mask updates (delta t)
+
+
+@dataclass
 class MagnitudeConfig:
     """Iterative magnitude pruning (method = "magnitude_iterative")."""
 
@@ -210,13 +223,14 @@ class ExperimentConfig:
     name: str = "experiment"            # run name (reports)
     description: str = ""               # one sentence for the reader of the report
     seed: int = 0                       # seeds the initial weights and every phase's shuffling
-    method: str = "admm"                # admm | magnitude | magnitude_iterative | ssl | none (dense baseline)
+    method: str = "admm"                # admm | magnitude | magnitude_iterative | ssl | gradual | none
     threads: int = 0                    # numba and BLAS threads during the run; 0 = leave the defaults
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     admm: AdmmConfig = field(default_factory=AdmmConfig)
     ssl: SslConfig = field(default_factory=SslConfig)
+    gradual: GradualConfig = field(default_factory=GradualConfig)
     magnitude: MagnitudeConfig = field(default_factory=MagnitudeConfig)
     retrain: RetrainConfig = field(default_factory=RetrainConfig)
     purify: PurifyConfig = field(default_factory=PurifyConfig)

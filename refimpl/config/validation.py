@@ -115,11 +115,12 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
     for key in m.options:
         if key not in accepted:
             fail(f"model.options.{key}", f"{m.name} takes no such option (it takes {sorted(accepted)})")
-    for section in ("pretrain", "admm", "ssl", "retrain"):
+    for section in ("pretrain", "admm", "ssl", "gradual", "retrain"):
         _validate_training(getattr(config, section), section, fail)
     lam = config.ssl.lam
     if not (math.isfinite(lam) and lam >= 0):
         fail("ssl.lam", f"must be a finite number >= 0, got {lam}")
+    _validate_gradual(config.gradual, fail)
     a = config.admm
     for key in ("rho", "rho_max"):
         if not (math.isfinite(getattr(a, key)) and getattr(a, key) >= 0):
@@ -151,6 +152,9 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
     if a.steps > 1 and config.method == "ssl":
         fail("admm.steps", "progressive steps apply to method 'admm'; method 'ssl' runs one group-lasso "
                            "phase before one hard prune")
+    if a.steps > 1 and config.method == "gradual":
+        fail("admm.steps", "progressive steps apply to method 'admm'; method 'gradual' ramps the masks "
+                           "within one phase (gradual.update_every, gradual.end_epoch)")
     if config.magnitude.rounds < 1:
         fail("magnitude.rounds", f"must be >= 1, got {config.magnitude.rounds}")
     if config.magnitude.schedule not in ("geometric", "linear"):
@@ -224,6 +228,9 @@ def _validate_constraints(config: ExperimentConfig, fail) -> None:
         if config.method == "ssl" and spec["structure"] not in GROUP_LASSO_STRUCTURES:
             fail(f"{key}.structure", f"method 'ssl' needs a structure with a group-lasso penalty, one of "
                                      f"{list(GROUP_LASSO_STRUCTURES)}, got {spec['structure']!r}")
+        if config.method == "gradual" and not _has_gradual_target(spec):
+            fail(key, "method 'gradual' ramps each constraint's sparsity to its target: give 'sparsity' "
+                      "(not 'keep'; vector_block: 'total_sparsity' and 'vector_share'; nm ramps to 1 - n/m)")
         if config.method == "magnitude_iterative" and config.magnitude.rounds > 1 and "sparsity" not in spec:
             fail(key, "iterative magnitude pruning needs 'sparsity' targets (not 'keep')")
         if config.admm.targets is not None and "sparsity" not in spec:
@@ -257,3 +264,27 @@ def _check_achievable(config: ExperimentConfig, spec: Mapping, key: str, fail) -
         check_vector_sparsity(amount, spec["vector_size"], name=name)
     except (TypeError, ValueError) as err:
         fail(where, str(err), type(err))
+
+
+def _has_gradual_target(spec: Mapping) -> bool:
+    """Whether a constraint table names a sparsity the gradual schedule can ramp to (``final_sparsity``)."""
+    structure = spec.get("structure")
+    if structure == "nm":
+        return True
+    if structure == "vector_block":
+        return spec.get("total_sparsity") is not None
+    return spec.get("sparsity") is not None
+
+
+def _validate_gradual(g, fail) -> None:
+    """Check the gradual schedule: s_i in [0, 1], 0 <= start_epoch <= end_epoch <= epochs, update_every."""
+    if not (_is_number(g.initial_sparsity) and 0 <= g.initial_sparsity <= 1):
+        fail("gradual.initial_sparsity", f"must lie in [0, 1], got {g.initial_sparsity}")
+    if not (math.isfinite(g.start_epoch) and 0 <= g.start_epoch <= g.epochs):
+        fail("gradual.start_epoch", f"must lie in [0, gradual.epochs = {g.epochs}], got {g.start_epoch}")
+    end = g.end_epoch
+    if end is not None and not (math.isfinite(end) and g.start_epoch <= end <= g.epochs):
+        fail("gradual.end_epoch", f"must lie in [gradual.start_epoch = {g.start_epoch}, gradual.epochs = "
+                                  f"{g.epochs}] (or be absent: the end of the phase), got {g.end_epoch}")
+    if not _is_integer(g.update_every) or g.update_every < 1:
+        fail("gradual.update_every", f"must be an integer >= 1 (optimizer steps), got {g.update_every!r}")

@@ -16,6 +16,9 @@ kind                  what it does
                       :math:`\sum_j \frac{\rho}{2}\|W_j - Z_j + U_j\|_F^2`, Z/U updates, growing :math:`\rho`
 ``ssl``               training with the :class:`~refimpl.prune.GroupLasso` hook (SSL): a proximal step of
                       :math:`\lambda \sum_g \|W_g\|_2` (block soft-thresholding) after every optimizer step
+``gradual``           training with the :class:`~refimpl.prune.GradualPruning` hook (Zhu & Gupta): every
+                      ``update_every`` steps the mask is recomputed at the cubic schedule's
+                      :math:`s_t = s_f + (s_i - s_f)(1 - (t - t_0)/(n\Delta t))^3`, on the survivors
 ``prune``             hard prune :math:`W \leftarrow \Pi_S(W)` (of W, not Z); the masks stay frozen
 ``retrain``           masked retraining (:class:`~refimpl.prune.MaskedRetraining`): pruned weights stay 0
 ``purify``            :func:`refimpl.compact.purify` removes nearly empty, unimportant filters...
@@ -255,6 +258,34 @@ def ssl(run: Run, phase: Phase) -> dict:
     final = hook.measure(run.model.parameters())
     return {"test_acc": run.evaluate(), **_last(history), "lam": s.lam, "penalty": final["ssl.penalty"],
             "zero_groups": {label: final[f"ssl.{label}.zero_groups"] for label in hook.labels()}}
+
+
+@phase_kind("gradual", trains=True, sets_masks=True, accuracy="after_gradual", label="after gradual pruning")
+def gradual(run: Run, phase: Phase) -> dict:
+    """Gradual pruning (Zhu & Gupta) towards ``phase.constraints``; the final masks go to the hard prune.
+
+    The schedule's epochs (``gradual.start_epoch``, ``gradual.end_epoch``) become optimizer steps with this
+    phase's steps per epoch, ``ceil(n_train / batch_size)``.
+    """
+    from refimpl.prune import GradualPruning, masks_sparsity, steps_for_epochs
+
+    g = run.config.gradual
+    steps_per_epoch = -(-len(run.y_train) // g.batch_size)
+    end_epoch = phase.epochs if g.end_epoch is None else g.end_epoch
+    begin = steps_for_epochs(g.start_epoch, steps_per_epoch, "gradual.start_epoch")
+    end = steps_for_epochs(end_epoch, steps_per_epoch, "gradual.end_epoch")
+    # One step only (validation refuses progressive steps for gradual); frozen masks for completeness.
+    hook = GradualPruning(list(phase.constraints), initial_sparsity=g.initial_sparsity, begin=begin, end=end,
+                          update_every=g.update_every, frozen_masks=run.masks or None)
+    history = run.train(phase, g, [hook])
+    if history:  # 0 epochs: no schedule ran, the hard prune cuts in one shot
+        run.masks = {name: mask.copy() for name, mask in hook.masks.items()}
+    out = {"test_acc": run.evaluate(), **_last(history), "begin_step": begin,
+           "updates": hook.n_updates + 1, "update_every": g.update_every}
+    if run.masks:
+        out["sparsity"] = masks_sparsity(run.masks)
+        out["layer_sparsity"] = masks_sparsity(run.masks, per_param=True)
+    return out
 
 
 @phase_kind("prune", sets_masks=True, accuracy="after_hard_prune", label="after hard prune")

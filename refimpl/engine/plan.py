@@ -38,6 +38,7 @@ METHOD_STEP: dict[str, str | None] = {
     "magnitude": None,
     "magnitude_iterative": None,
     "ssl": "ssl",
+    "gradual": "gradual",
 }
 
 

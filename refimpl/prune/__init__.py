@@ -11,6 +11,8 @@ trainer knows nothing about pruning:
   support, keep pruned weights (and their optimizer state) at exactly zero;
 * :class:`~refimpl.prune.group_lasso.GroupLasso` — SSL group lasso: a proximal group soft-threshold
   (:func:`~refimpl.prune.group_lasso.prox_group_lasso`) after every optimizer step;
+* :class:`~refimpl.prune.gradual.GradualPruning` — gradual pruning (Zhu & Gupta): the mask tightens on a
+  cubic schedule (:func:`~refimpl.prune.gradual.gradual_sparsity`) during training, no penalty;
 * :func:`~refimpl.prune.magnitude.magnitude_prune` and :func:`~refimpl.prune.magnitude.iterative_targets`
   — the one-shot / iterative baseline;
 * :func:`~refimpl.prune.progressive.stage_constraints` — the targets of progressive ADMM's steps.
@@ -35,6 +37,13 @@ from refimpl.prune.constraints import (
     expand_constraints,
     parse_constraints,
     select_params,
+)
+from refimpl.prune.gradual import (
+    GradualPruning,
+    constraint_at,
+    final_sparsity,
+    gradual_sparsity,
+    steps_for_epochs,
 )
 from refimpl.prune.group_lasso import (
     GROUP_LASSO_STRUCTURES,
@@ -65,6 +74,7 @@ __all__ = [
     "GROUP_LASSO_STRUCTURES",
     "PARAM_SHORTCUTS",
     "Constraint",
+    "GradualPruning",
     "GroupLasso",
     "MaskedRetraining",
     "admm_penalty",
@@ -74,9 +84,12 @@ __all__ = [
     "apply_masks",
     "augmented_loss",
     "combine_masks",
+    "constraint_at",
     "constraints_by_param",
     "expand_constraints",
+    "final_sparsity",
     "global_magnitude_prune",
+    "gradual_sparsity",
     "group_index",
     "group_lasso_penalty",
     "group_norms",
@@ -91,4 +104,5 @@ __all__ = [
     "select_params",
     "split_budget",
     "stage_constraints",
+    "steps_for_epochs",
 ]
