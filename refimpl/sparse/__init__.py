@@ -1,21 +1,26 @@
 """Sparse-format inference: own CSR / block-CSR formats, a validator, SpMM kernels and a cost model.
 
 * :mod:`refimpl.sparse.formats` — :class:`CSRMatrix`, :class:`BSRMatrix` and :func:`check_format`;
+* :mod:`refimpl.sparse.balanced` — :class:`BalancedMatrix`, the balanced / vector-wise format (``k``
+  entries per length-``V`` vector, fixed-width values and in-vector offsets, no row pointers);
 * :mod:`refimpl.sparse.kernels` — :func:`spmm` (``Y = A @ X``, engines ``"numba"``, ``"numpy"``,
-  ``"scipy"``), :func:`csr_spmm`, :func:`bsr_spmm`;
+  ``"scipy"``), :func:`csr_spmm`, :func:`bsr_spmm`, :func:`balanced_spmm`;
 * :mod:`refimpl.sparse.cost` — :func:`spmm_cost`, the MACs and bytes each format moves.
 """
 
+from refimpl.sparse.balanced import BalancedMatrix
 from refimpl.sparse.cost import compact_dense_shape, spmm_cost
 from refimpl.sparse.engine import compile  # noqa: A004 - the issue's name; the inference engine
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix, FormatReport, check_format
-from refimpl.sparse.kernels import ENGINES, bsr_spmm, csr_spmm, spmm
+from refimpl.sparse.kernels import ENGINES, balanced_spmm, bsr_spmm, csr_spmm, spmm
 
 __all__ = [
     "ENGINES",
     "BSRMatrix",
+    "BalancedMatrix",
     "CSRMatrix",
     "FormatReport",
+    "balanced_spmm",
     "bsr_spmm",
     "check_format",
     "compact_dense_shape",

@@ -126,7 +126,7 @@ class FormatReport:
     Attributes
     ----------
     format : str
-        ``"csr"`` or ``"bsr"``.
+        ``"csr"``, ``"bsr"`` or ``"balanced"`` (:mod:`refimpl.sparse.balanced`).
     n_stored : int
         Stored entries: ``nnz`` for CSR, ``n_blocks · bh · bw`` for BSR (padding included).
     explicit_zeros : int or None
@@ -567,12 +567,13 @@ def _check_structure(indices: np.ndarray, indptr: np.ndarray, n_cols: int, col_n
             )
 
 
-def check_format(mat: CSRMatrix | BSRMatrix, full_check: bool = True) -> FormatReport:
-    """Validate the structure of a :class:`CSRMatrix` or :class:`BSRMatrix`.
+def check_format(mat, full_check: bool = True) -> FormatReport:
+    """Validate the structure of a :class:`CSRMatrix`, :class:`BSRMatrix` or balanced matrix.
 
     Parameters
     ----------
-    mat : CSRMatrix or BSRMatrix
+    mat : CSRMatrix, BSRMatrix or :class:`~refimpl.sparse.balanced.BalancedMatrix`
+        (the last is checked by :func:`~refimpl.sparse.balanced.check_balanced`)
     full_check : bool, default True
         ``False``: only the O(1) checks (dtypes, ndim, lengths, shapes).
         ``True``: also the O(nnz) checks on the index arrays and the values (what the constructors run,
@@ -590,7 +591,7 @@ def check_format(mat: CSRMatrix | BSRMatrix, full_check: bool = True) -> FormatR
         ``indices`` (dtype, length, out of range, unsorted or duplicate within a row), ``indptr``
         (dtype, length, first entry, monotonicity, last entry), ``shape`` / ``block_shape``.
     TypeError
-        When ``mat`` is neither format.
+        When ``mat`` is none of the formats.
 
     Examples
     --------
@@ -607,7 +608,12 @@ def check_format(mat: CSRMatrix | BSRMatrix, full_check: bool = True) -> FormatR
         return _check_csr(mat, full_check)
     if isinstance(mat, BSRMatrix):
         return _check_bsr(mat, full_check)
-    raise TypeError(f"mat must be a CSRMatrix or BSRMatrix, got {type(mat).__name__}")
+    # Imported here: the balanced format builds on this module's helpers.
+    from refimpl.sparse.balanced import BalancedMatrix, check_balanced
+
+    if isinstance(mat, BalancedMatrix):
+        return check_balanced(mat, full_check)
+    raise TypeError(f"mat must be a CSRMatrix, BSRMatrix or BalancedMatrix, got {type(mat).__name__}")
 
 
 def _check_data_dtype(data: np.ndarray) -> None:

@@ -1,4 +1,4 @@
-r"""SpMM kernels: ``Y = A @ X`` for a sparse ``A`` (CSR or BSR) and a dense, row-major ``X``.
+r"""SpMM kernels: ``Y = A @ X`` for a sparse ``A`` (CSR, BSR or balanced) and a dense, row-major ``X``.
 
 .. math:: Y_{in} = \sum_{p=\mathrm{indptr}[i]}^{\mathrm{indptr}[i+1]-1} \mathrm{data}[p]\,
           X_{\mathrm{indices}[p],\,n}, \qquad A \in \mathbb{R}^{M\times K},\ X \in \mathbb{R}^{K\times N}.
@@ -16,6 +16,7 @@ Three engines compute the same product:
     memory once per output row. Four stored entries (CSR) or four block columns (BSR) are applied per
     sweep over a tile, so each ``Y`` element is loaded and stored once per four multiply-adds. For BSR the
     block shape is a compile-time constant of a kernel specialised per block shape (built on first use).
+    The balanced format adds a second level of tiling (:func:`balanced_spmm`): panels of its vectors.
 ``"numpy"``
     The NumPy twin: a readable loop over (block) rows, each a dense product of the row's stored values
     with the gathered rows of ``X`` (``data[s:e] @ X[indices[s:e]]``). Slow, but obviously right.
@@ -39,9 +40,10 @@ import numpy as np
 from numba import njit, prange
 
 from refimpl._validation import SPARSE_ENGINES, check_engine
+from refimpl.sparse.balanced import BalancedMatrix
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 
-__all__ = ["DEFAULT_TILE", "ENGINES", "bsr_spmm", "csr_spmm", "spmm"]
+__all__ = ["DEFAULT_TILE", "ENGINES", "PANEL_BYTES", "balanced_spmm", "bsr_spmm", "csr_spmm", "spmm"]
 
 #: The engines of the SpMM kernels (the shared tuple of :mod:`refimpl._validation`).
 ENGINES = SPARSE_ENGINES
@@ -311,14 +313,176 @@ def _make_bsr_kernel(BH: int, BW: int):  # noqa: N803 - block sizes are constant
 
 
 # --------------------------------------------------------------------------------------------------------
+# balanced (vector-wise)
+# --------------------------------------------------------------------------------------------------------
+
+#: Bytes of the panel of ``X`` (``panel`` vectors × ``V`` rows × ``tile`` columns) the balanced kernel keeps
+#: in cache while every row passes over it: half of a 1 MiB per-core L2 (Skylake-X, Zen 4), leaving room
+#: for the rows of ``Y`` and the matrix's own stream. ``paper_repro/bench_spmm.py --panels`` reruns it.
+PANEL_BYTES = 512 * 1024
+
+
+def balanced_spmm(a: BalancedMatrix, x: np.ndarray, *, engine: str = "numba", tile: int = DEFAULT_TILE,
+                  panel: int | None = None) -> np.ndarray:
+    r"""``Y = A @ X`` for a balanced matrix ``A`` (``k`` entries per length-``V`` vector).
+
+    .. math:: Y_{in} = \sum_{j=0}^{\lceil K/V \rceil - 1} \sum_{s=0}^{k-1}
+              \mathrm{data}[i, j, s]\; X_{jV + \mathrm{offsets}[i, j, s],\; n}
+              \qquad (\text{terms with } jV + \mathrm{offsets}[i,j,s] \ge K \text{ skipped})
+
+    Parameters
+    ----------
+    a : BalancedMatrix, shape (M, K)
+    x : ndarray, shape (K, N) or (K,)
+    engine : {"numba", "numpy", "scipy"}
+        As for :func:`csr_spmm` (scipy: the matrix converted to CSR, ``a.to_scipy()``).
+    tile : int, default :data:`DEFAULT_TILE`
+        Columns of ``X`` per cache tile (numba engine only).
+    panel : int, optional
+        Vectors per panel (numba engine only): default the number whose ``V × tile`` rows of ``X`` fill
+        :data:`PANEL_BYTES`. Any value gives the same result.
+
+    Returns
+    -------
+    ndarray, shape (M, N) or (M,)
+        Dtype ``result_type(a.dtype, x.dtype)``.
+
+    Notes
+    -----
+    **Two-level tiling, the format's advantage.** The CSR kernel sweeps each output row over all its
+    entries, so consecutive rows read rows of ``X`` scattered over all of ``K``: a ``K × tile`` panel
+    (9 MB for the benchmark's 4608 × 512 float32 tile) that no per-core cache holds, and every row streams
+    it from L3 or memory again. Here the vectors ``j0 .. j1`` of a panel cover the ``(j1 - j0) V``
+    consecutive rows of ``X`` starting at ``j0 V``, and row ``i``'s entries for them are the contiguous
+    slice ``data[i, j0:j1]`` — no search, no per-row pointer. So the kernel loops panel by panel, and
+    within a panel over all rows (in parallel): the panel of ``X`` (:data:`PANEL_BYTES`) stays in L2 while
+    every row reuses it, and each output row's tile stays in L1 while its entries of the panel are
+    applied, four per sweep as in the CSR kernel. The in-vector offsets are one byte each for
+    ``V <= 256`` and the column is ``jV + offset``, one multiply-add per entry. The same order in CSR
+    would need a pointer per row and panel.
+    """
+    bad_panel = isinstance(panel, bool) or not isinstance(panel, numbers.Integral) or panel < 1
+    if panel is not None and bad_panel:
+        raise ValueError(f"panel must be a positive integer, got {panel!r}")
+    data, x2, out_dtype, squeeze = _prepare(a, x, engine, tile, BalancedMatrix)
+    m, k_cols = a.shape
+    n = x2.shape[1]
+    if engine == "scipy":
+        sa = a.to_scipy()
+        if sa.dtype != out_dtype:
+            sa = sa.astype(out_dtype)
+        y = np.asarray(sa @ x2, dtype=out_dtype)
+    elif engine == "numpy":
+        y = _balanced_spmm_numpy(data, a.offsets, a.vector_size, x2)
+    else:
+        y = np.zeros((m, n), dtype=out_dtype)
+        if a.k and a.n_vectors and n:
+            t = int(tile)
+            if panel is None:
+                panel = max(1, PANEL_BYTES // (a.vector_size * min(t, n) * out_dtype.itemsize))
+            _balanced_spmm_numba(data, a.offsets, a.vector_size, x2, y, t, int(panel))
+    return y[:, 0] if squeeze else y
+
+
+def _balanced_spmm_numpy(data, offsets, vector_size, x):
+    """NumPy twin of :func:`_balanced_spmm_numba`: one small dense product per row, padding dropped."""
+    m, n_vec, _ = data.shape
+    y = np.zeros((m, x.shape[1]), dtype=x.dtype)
+    starts = np.arange(n_vec, dtype=np.int64)[:, None] * vector_size
+    for i in range(m):
+        cols = (starts + offsets[i].astype(np.int64)).ravel()   # the absolute column of every slot
+        inside = cols < x.shape[0]                               # the edge vector's padding is skipped
+        # (stored slots,) @ (stored slots, N): the row's values times the rows of X they select
+        y[i] = data[i].ravel()[inside] @ x[cols[inside]]
+    return y
+
+
+@njit(cache=True, parallel=True)
+def _balanced_spmm_numba(data, offsets, vector_size, x, y, tile, panel):  # pragma: no cover - compiled
+    """``y += A @ x`` for A balanced: X's columns in tiles, A's vectors in panels, rows in parallel.
+
+    Within a (tile, panel) every row applies its ``(j1 - j0) * k`` entries four per sweep over the tile
+    (one load/store of ``Y`` per four multiply-adds); ``(j, s)`` walks the row's slots of the panel in
+    storage order. The full vectors need no bounds check (the validator guarantees ``offset < V``); the
+    edge vector, if any, is a last pass with one. Offsets are widened to int64 before the add (a uint8 offset
+    plus ``j * V`` would wrap in NumPy's scalar arithmetic when the JIT is off).
+    """
+    m, n_vec, k = data.shape
+    n_cols, n = x.shape
+    v = vector_size
+    n_full = n_cols // v
+    for n0 in range(0, n, tile):
+        n1 = min(n0 + tile, n)
+        w = n1 - n0
+        for j0 in range(0, n_full, panel):
+            j1 = min(j0 + panel, n_full)
+            total = (j1 - j0) * k
+            for i in prange(m):
+                yi = y[i, n0:n1]
+                j = j0
+                s = 0
+                e = 0
+                while e + 4 <= total:
+                    a0 = data[i, j, s]
+                    x0 = x[j * v + np.int64(offsets[i, j, s]), n0:n1]
+                    s += 1
+                    if s == k:
+                        s = 0
+                        j += 1
+                    a1 = data[i, j, s]
+                    x1 = x[j * v + np.int64(offsets[i, j, s]), n0:n1]
+                    s += 1
+                    if s == k:
+                        s = 0
+                        j += 1
+                    a2 = data[i, j, s]
+                    x2 = x[j * v + np.int64(offsets[i, j, s]), n0:n1]
+                    s += 1
+                    if s == k:
+                        s = 0
+                        j += 1
+                    a3 = data[i, j, s]
+                    x3 = x[j * v + np.int64(offsets[i, j, s]), n0:n1]
+                    s += 1
+                    if s == k:
+                        s = 0
+                        j += 1
+                    for t in range(w):
+                        yi[t] += a0 * x0[t] + a1 * x1[t] + a2 * x2[t] + a3 * x3[t]
+                    e += 4
+                while e < total:  # the panel's last total % 4 entries of the row
+                    a = data[i, j, s]
+                    xc = x[j * v + np.int64(offsets[i, j, s]), n0:n1]
+                    for t in range(w):
+                        yi[t] += a * xc[t]
+                    s += 1
+                    if s == k:
+                        s = 0
+                        j += 1
+                    e += 1
+        if n_full < n_vec:  # the edge vector: slots past column K are padding (value 0), skipped
+            base = n_full * v
+            for i in prange(m):
+                yi = y[i, n0:n1]
+                for s in range(k):
+                    col = base + np.int64(offsets[i, n_full, s])
+                    if col < n_cols:
+                        a = data[i, n_full, s]
+                        xc = x[col, n0:n1]
+                        for t in range(w):
+                            yi[t] += a * xc[t]
+
+
+# --------------------------------------------------------------------------------------------------------
 # dispatch
 # --------------------------------------------------------------------------------------------------------
 
 
 def spmm(
-    a: CSRMatrix | BSRMatrix, x: np.ndarray, *, engine: str = "numba", tile: int = DEFAULT_TILE
+    a: CSRMatrix | BSRMatrix | BalancedMatrix, x: np.ndarray, *, engine: str = "numba",
+    tile: int = DEFAULT_TILE
 ) -> np.ndarray:
-    """``Y = A @ X`` for a :class:`CSRMatrix` or :class:`BSRMatrix`; see :func:`csr_spmm`, :func:`bsr_spmm`.
+    """``Y = A @ X`` for a CSR, BSR or balanced matrix (see csr_spmm, bsr_spmm, balanced_spmm).
 
     Examples
     --------
@@ -332,4 +496,6 @@ def spmm(
         return csr_spmm(a, x, engine=engine, tile=tile)
     if isinstance(a, BSRMatrix):
         return bsr_spmm(a, x, engine=engine, tile=tile)
-    raise TypeError(f"a must be a CSRMatrix or BSRMatrix, got {type(a).__name__}")
+    if isinstance(a, BalancedMatrix):
+        return balanced_spmm(a, x, engine=engine, tile=tile)
+    raise TypeError(f"a must be a CSRMatrix, BSRMatrix or BalancedMatrix, got {type(a).__name__}")
