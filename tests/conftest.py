@@ -3,8 +3,16 @@
 Hypothesis profiles (select with ``REFIMPL_HYPOTHESIS_PROFILE``):
 
 * ``ci`` (default): a fast run, enough examples to catch the usual mistakes;
-* ``thorough``: at least 10,000 examples per property (a long run, before a release);
+* ``thorough``: at least 10,000 examples per property (a long run, before a release); the projection
+  properties run in two processes with pytest-xdist (README, "Testing")::
+
+      REFIMPL_HYPOTHESIS_PROFILE=thorough python -m pytest -n 2 tests/test_projections.py tests/test_unify.py
+
 * ``dev``: very few examples, for quick edits.
+
+Per example, a thorough run is mostly Hypothesis drawing the inputs, so the tests build their strategies
+once (module-level, ``functools.lru_cache``) instead of per example, and draw only valid cases instead of
+rejecting most with ``assume``.
 
 ``REFIMPL_REQUIRE_TORCH=1`` turns "PyTorch is not installed" from a skip into a failure, and
 ``REFIMPL_REQUIRE_DATA=1`` does the same for tests that need a real dataset on disk: CI sets both so that

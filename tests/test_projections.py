@@ -7,6 +7,7 @@ written with loops over the weight's own axes, independently of the library's GE
 
 from __future__ import annotations
 
+import functools
 import itertools
 from fractions import Fraction
 
@@ -55,9 +56,9 @@ from refimpl.projections._select import (
 )
 from refimpl.projections._select import group_scores as lib_group_scores
 from refimpl.testing.strategies import (
+    FLOAT_DTYPES,
     block_shapes,
     count_args,
-    float_dtypes,
     nm_patterns,
     tie_free_weights,
     weight_shapes,
@@ -176,11 +177,16 @@ def assert_masked_copy(w, z, mask):
 
 def integer_weights(shape_strategy):
     """Small-integer-valued floats: many exact ties, and every sum of squares is exact."""
-    return float_dtypes().flatmap(
-        lambda dt: hnp.arrays(dt, shape_strategy, elements=st.integers(-3, 3).map(float))
-    )
+    return st.one_of(*(hnp.arrays(dt, shape_strategy, elements=st.integers(-3, 3).map(float))
+                       for dt in FLOAT_DTYPES))
 
 
+# The strategies are built once and reused by every example (building them per draw cost more than the
+# properties themselves in a thorough run).
+DEFAULT_SHAPES = weight_shapes()
+
+
+@functools.lru_cache(maxsize=None)
 def weight_values(shapes, values):
     """Weights of the drawn shape: ``values`` "tie_free", "integer" (exact sums, many ties) or "generic"."""
     if values == "tie_free":
@@ -193,7 +199,7 @@ def weight_values(shapes, values):
 @st.composite
 def group_case(draw, name, shapes=None, values="generic"):
     """(w, params, k) for a group structure; ``values`` in {"generic", "tie_free", "integer"}."""
-    shapes = weight_shapes() if shapes is None else shapes
+    shapes = DEFAULT_SHAPES if shapes is None else shapes
     w = draw(weight_values(shapes, values))
     params = {}
     if name == "blocks":
@@ -393,7 +399,7 @@ def reference_balanced_mask(w, vector_size, k_v):
 
 @st.composite
 def balanced_case(draw, values="generic", shapes=None):
-    shapes = weight_shapes() if shapes is None else shapes
+    shapes = DEFAULT_SHAPES if shapes is None else shapes
     w = draw(weight_values(shapes, values))
     v = draw(st.integers(1, w.size // w.shape[0]))
     k_v = draw(st.integers(0, v))

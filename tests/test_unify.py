@@ -33,7 +33,7 @@ from refimpl.projections.unify import (
     unification_costs,
     unify_assignment,
 )
-from refimpl.testing.strategies import block_shapes, tie_free_weights, weights
+from refimpl.testing.strategies import tie_free_weights, weights
 
 ENGINES = ("numba", "numpy")
 
@@ -77,15 +77,24 @@ def sq_dist(a, b):
     return float(np.sum((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
 
 
+# Built once: building strategies per example cost more than the properties in a thorough run.
+WEIGHTS = {False: weights(dtype=np.float64), True: tie_free_weights(dtype=np.float64)}
+
+
 @st.composite
 def small_problems(draw, max_blocks=8, tie_free=False, joint=True):
     """A weight, a block shape giving <= max_blocks blocks, and counts (n_pruned, n_unified)."""
-    strategy = tie_free_weights(dtype=np.float64) if tie_free else weights(dtype=np.float64)
-    w = draw(strategy)
+    w = draw(WEIGHTS[tie_free])
     w2d = w.reshape(w.shape[0], -1)
-    bs = draw(block_shapes(w2d.shape))
-    n = (-(-w2d.shape[0] // bs[0])) * (-(-w2d.shape[1] // bs[1]))
-    assume(n <= max_blocks)
+    rows, cols = w2d.shape
+    # Only block shapes with <= max_blocks blocks are drawn (no rejection, so no wasted examples): a block
+    # height giving mb <= max_blocks block rows, then a width giving <= max_blocks // mb block columns.
+    bh = draw(st.integers(1, rows).filter(lambda bh: -(-rows // bh) <= max_blocks))
+    mb = -(-rows // bh)
+    bw = draw(st.integers(-(-cols // (max_blocks // mb)), cols))
+    bs = (bh, bw)
+    n = mb * (-(-cols // bw))
+    assert n <= max_blocks
     n_pruned = draw(st.integers(0, n)) if joint else 0
     n_unified = draw(st.integers(0, n - n_pruned))
     return w, bs, n, n_pruned, n_unified

@@ -15,9 +15,15 @@ Two kinds of weights are offered on purpose:
 
 Shapes are small (a conv weight has at most 4 x 3 x 3 x 3 entries) so that brute force over all supports
 stays cheap.
+
+The strategy functions are cheap to call once per example (``data.draw(weights(shape=...))``): the
+composite strategies behind them are defined once, at import, not per call (defining an
+``@st.composite`` makes Hypothesis read the function's source, ~1 ms, which dominated a thorough run).
 """
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 from hypothesis import strategies as st
@@ -85,15 +91,27 @@ def weights(shape=None, dtype=None, *, kinds: tuple[str, ...] = ("conv", "linear
     """
     shape = weight_shapes(kinds) if shape is None else shape
     dtype = float_dtypes() if dtype is None else dtype
+    return _weights(shape, dtype, float(max_value))
 
-    @st.composite
-    def _draw(draw):
-        dt = np.dtype(draw(dtype) if isinstance(dtype, st.SearchStrategy) else dtype)
-        elements = st.floats(-max_value, max_value, allow_nan=False, allow_infinity=False,
-                             allow_subnormal=False, width=8 * dt.itemsize)
-        return draw(hnp.arrays(dt, shape, elements=elements))
 
-    return _draw()
+@functools.lru_cache(maxsize=64)
+def _float_elements(width: int, max_value: float) -> st.SearchStrategy:
+    return st.floats(-max_value, max_value, allow_nan=False, allow_infinity=False, allow_subnormal=False,
+                     width=width)
+
+
+@functools.lru_cache(maxsize=4096)
+def _float_arrays(dtype: str, shape, max_value: float) -> st.SearchStrategy:
+    dt = np.dtype(dtype)
+    return hnp.arrays(dt, shape, elements=_float_elements(8 * dt.itemsize, max_value))
+
+
+@st.composite
+def _weights(draw, shape, dtype, max_value):
+    dt = np.dtype(draw(dtype) if isinstance(dtype, st.SearchStrategy) else dtype)
+    shp = draw(shape) if isinstance(shape, st.SearchStrategy) else shape
+    shp = shp if isinstance(shp, int) else tuple(int(d) for d in shp)
+    return draw(_float_arrays(dt.str, shp, max_value))  # one array strategy per (dtype, shape), reused
 
 
 def tie_free_weights(shape=None, dtype=None, *, kinds: tuple[str, ...] = ("conv", "linear")
@@ -105,15 +123,15 @@ def tie_free_weights(shape=None, dtype=None, *, kinds: tuple[str, ...] = ("conv"
     """
     shape = weight_shapes(kinds) if shape is None else shape
     dtype = float_dtypes() if dtype is None else dtype
+    return _tie_free_weights(shape, dtype)
 
-    @st.composite
-    def _draw(draw):
-        shp = draw(shape) if isinstance(shape, st.SearchStrategy) else shape
-        dt = draw(dtype) if isinstance(dtype, st.SearchStrategy) else dtype
-        seed = draw(st.integers(0, 2**32 - 1))
-        return np.random.default_rng(seed).standard_normal(shp).astype(dt)
 
-    return _draw()
+@st.composite
+def _tie_free_weights(draw, shape, dtype):
+    shp = draw(shape) if isinstance(shape, st.SearchStrategy) else shape
+    dt = draw(dtype) if isinstance(dtype, st.SearchStrategy) else dtype
+    seed = draw(st.integers(0, 2**32 - 1))
+    return np.random.default_rng(seed).standard_normal(shp).astype(dt)
 
 
 def well_separated(scores, rtol: float = 1e-6) -> bool:
