@@ -36,7 +36,8 @@ their message; ``OSError`` prints the system's reason and the path (``--out`` un
 directory, a directory where refimpl writes a file); anything else is reported as an *internal error*
 (a bug: the line says so and asks for a report). Exit code 1; 130 after Ctrl-C. **``--debug``** (before
 or after the subcommand: ``refimpl --debug prune ...``) lets the exception propagate with its full
-traceback instead.
+traceback instead. The one message longer than a line is a dataset that is not found: the error line is
+followed by the places searched and the ways to provide the files.
 """
 
 from __future__ import annotations
