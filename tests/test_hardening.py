@@ -109,7 +109,8 @@ def test_projections_reject_complex_input(name):
 def test_projections_reject_integers_that_float64_would_round(name):
     w = W.astype(np.int64)
     w[0, 0] = 2**53 + 1  # was: silently 2**53
-    with pytest.raises(ValueError, match=r"holds the integer 9007199254740993, which float64 cannot represent"):
+    match = r"holds the integer 9007199254740993, which float64 cannot represent"
+    with pytest.raises(ValueError, match=match):
         PROJECTIONS[name](w)
 
 
@@ -184,7 +185,8 @@ def test_layers_refuse_float16_and_long_double_in_one_line(dtype):
     if np.dtype(dtype) == np.float64:
         pytest.skip("longdouble is float64 on this platform")
     x = np.ones((1, 1, 6, 6), dtype)
-    with pytest.raises(TypeError, match=f"x must be a float32 or float64 array .* got dtype {np.dtype(dtype)}"):
+    match = f"x must be a float32 or float64 array .* got dtype {np.dtype(dtype)}"
+    with pytest.raises(TypeError, match=match):
         conv2d_forward(x, np.ones((2, 1, 3, 3), np.float32), None)  # was: a 36-frame numba traceback
     with pytest.raises(TypeError, match="x must be a float32 or float64 array"):
         maxpool2d_forward(x, 2)
@@ -342,8 +344,8 @@ def test_one_helper_each():
 
 
 def _train_argv(out, *extra):
-    return ["train", "--dataset", "digits", "--model", "lenet300_100", "--limit-train", "200", "--epochs", "2",
-            "--out", str(out), "--no-progress", *extra]
+    return ["train", "--dataset", "digits", "--model", "lenet300_100", "--limit-train", "200",
+            "--epochs", "2", "--out", str(out), "--no-progress", *extra]
 
 
 def _one_error_line(capsys, command="train"):
