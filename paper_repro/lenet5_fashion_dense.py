@@ -62,7 +62,8 @@ def run(argv: list[str] | None = None) -> dict:
     if not args.smoke:
         (HERE / "results").mkdir(exist_ok=True)
         (HERE / "results" / "lenet5_fashion_dense.json").write_text(json.dumps(results, indent=2) + "\n")
-        shutil.copy(Path(args.out) / "pretrain" / "log.jsonl", HERE / "results" / "lenet5_fashion_dense_log.jsonl")
+        shutil.copy(Path(args.out) / "pretrain" / "log.jsonl",
+                    HERE / "results" / "lenet5_fashion_dense_log.jsonl")
         shutil.copy(Path(args.out) / "pretrain" / "model.npz", HERE / "results" / "lenet5_fashion_dense.npz")
     return results
 
