@@ -6,7 +6,16 @@ an im2col matrix ``X`` of 4608×1024 (float32, row-major). For each sparsity the
 * ``dense``      — ``W @ X`` with NumPy's BLAS (the zeros multiplied too);
 * ``own_csr``    — :func:`refimpl.sparse.kernels.csr_spmm` (numba) on an unstructured mask;
 * ``scipy_csr``  — ``scipy.sparse.csr_matrix @ X`` on the same mask (converted once, outside the timing);
-* ``own_bsr``/``scipy_bsr`` — the same for block masks of 4×4 and 8×8 blocks at the same sparsity.
+* ``own_bsr``/``scipy_bsr`` — the same for block masks of 4×4 and 8×8 blocks at the same sparsity;
+* ``balanced``   — :func:`refimpl.sparse.kernels.balanced_spmm` on a balanced mask at the same sparsity
+  (:func:`refimpl.projections.mask_balanced`), with the vector length ``V`` the smallest ``V >= 8`` for
+  which ``sparsity · V`` is a whole number (8, 10, 10, 10, 20, 100 for the table's sparsities: balanced
+  sparsity can only meet multiples of ``1/V``); its ``scipy`` time is scipy's CSR of the same matrix, and
+  it is also set against own CSR on **its own** mask (the same nonzeros), own CSR on the unstructured mask
+  and own BSR 4×4 of the same sparsity, and against itself with a single panel (CSR's order: what is
+  left is the format, the rest of the gain is the panel tiling). Those are timed **interleaved** (one
+  call of each in turn, ``--repeats`` rounds), so that a change in the machine's background load during
+  the run affects them alike: their ratios are the ones to read on a shared machine.
 
 Each time is the median of ``--repeats`` runs after one warm-up run. Ratios are printed and written to
 ``paper_repro/results/spmm.json`` with the thread counts and the ideal ratio (dense FLOPs / sparse FLOPs,
@@ -25,14 +34,17 @@ import argparse
 import json
 import os
 import platform
+import time
 from pathlib import Path
 
 import numba
 import numpy as np
 
+from refimpl.projections import mask_balanced
+from refimpl.sparse.balanced import BalancedMatrix
 from refimpl.sparse.cost import spmm_cost
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
-from refimpl.sparse.kernels import DEFAULT_TILE, bsr_spmm, csr_spmm
+from refimpl.sparse.kernels import DEFAULT_TILE, balanced_spmm, bsr_spmm, csr_spmm
 from refimpl.threads import thread_info
 from refimpl.timing import median_seconds
 
@@ -57,6 +69,35 @@ def block_mask(shape, block: int, sparsity: float, rng: np.random.Generator) -> 
     mb, kb = shape[0] // block, shape[1] // block
     tiles = unstructured_mask((mb, kb), sparsity, rng)
     return np.kron(tiles, np.ones((block, block), dtype=bool))
+
+
+def interleaved_ms(fns: dict, repeats: int) -> dict:
+    """Median wall time (ms) of each function, the calls interleaved round by round after one warm-up each.
+
+    Timed back to back (as :func:`median_ms` does, kernel after kernel), a change in the background load
+    between two kernels lands in their ratio; interleaved, every round sees about the same load for all.
+    """
+    for fn in fns.values():
+        fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: 1e3 * float(np.median(t)) for name, t in times.items()}
+
+
+def balanced_vector_size(sparsity: float, smallest: int = 8) -> int:
+    """The smallest ``V >= smallest`` with ``sparsity · V`` a whole number (within 1e-9): an exact target."""
+    v = smallest
+    while abs(sparsity * v - round(sparsity * v)) > 1e-9:
+        v += 1
+    return v
+
+
+def _kernel(a):
+    return {CSRMatrix: csr_spmm, BSRMatrix: bsr_spmm, BalancedMatrix: balanced_spmm}[type(a)]
 
 
 def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, seed: int) -> dict:
@@ -85,8 +126,11 @@ def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, see
         for b in blocks:
             mask = block_mask(w.shape, b, s, rng)
             cases.append((f"bsr{b}x{b}", BSRMatrix.from_dense(w, mask, block_shape=(b, b))))
+        v = balanced_vector_size(s)
+        balanced = BalancedMatrix.from_dense(w, mask_balanced(w, v, sparsity=s), vector_size=v)
+        cases.append((f"bal{v}", balanced))
         for name, a in cases:
-            kernel = csr_spmm if isinstance(a, CSRMatrix) else bsr_spmm
+            kernel = _kernel(a)
             scipy_a = a.to_scipy()  # converted once: only the product is timed
             # correctness guard: a fast wrong kernel must not produce a speedup
             y_own, y_ref = kernel(a, x, tile=tile), scipy_a @ x
@@ -103,10 +147,47 @@ def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, see
             rows.append(row)
             print(f"{name:>8} {s:8.2f} {ideal:7.1f} {t_own:8.1f} {t_scipy:9.1f} {t_scipy / t_own:9.2f} "
                   f"{t_dense / t_own:9.2f} {t_dense / t_scipy:11.2f}", flush=True)
+        row = rows[-1]  # the balanced row: set it against the other formats of this sparsity, interleaved
+        same_mask = CSRMatrix.from_dense(balanced.toarray())
+        matrices = dict(cases)
+        compared = {"balanced": balanced, "csr_same_mask": same_mask, "csr": matrices["csr"]}
+        if "bsr4x4" in matrices:
+            compared["bsr4x4"] = matrices["bsr4x4"]
+        # Dense BLAS is left out of the rounds: OpenBLAS's threads keep spinning for a while after a GEMM
+        # and would slow whichever numba kernel came next (refimpl/threads.py); its ratio is the table's.
+        fns = {name: (lambda a=a: _kernel(a)(a, x, tile=tile)) for name, a in compared.items()}
+        # The same kernel with one panel of all vectors: CSR's order on the balanced format. What balanced
+        # gains over CSR without it is the format (1-byte offsets, no row pointers); with it, the tiling.
+        fns["balanced_one_panel"] = lambda b=balanced: balanced_spmm(b, x, tile=tile, panel=b.n_vectors)
+        t = interleaved_ms(fns, repeats)
+        row.update(vector_size=v, k=balanced.k, interleaved_ms=t,
+                   over_own_csr=t["csr"] / t["balanced"],
+                   over_own_csr_same_mask=t["csr_same_mask"] / t["balanced"])
+        if "bsr4x4" in t:
+            row["over_own_bsr4x4"] = t["bsr4x4"] / t["balanced"]
+        print(f"{'':>8} {'':8} interleaved, balanced V={v} k={balanced.k} {t['balanced']:.1f} ms: "
+              f"{row['over_own_csr']:.2f}x own CSR (unstructured), "
+              f"{row['over_own_csr_same_mask']:.2f}x own CSR of the same mask"
+              + (f", {row['over_own_bsr4x4']:.2f}x own BSR 4x4" if "over_own_bsr4x4" in row else "")
+              + f"; without panels (one panel) {t['balanced_one_panel']:.1f} ms", flush=True)
     setting["load_average_1min_at_end"] = os.getloadavg()[0]
     print(f"load average (1 min) at start {setting['load_average_1min_at_start']:.1f}, "
           f"at end {setting['load_average_1min_at_end']:.1f} on {os.cpu_count()} cores")
     return {"setting": setting, "dense_ms": t_dense, "results": rows}
+
+
+def panel_sweep(m, k, n, panels, repeats, tile, seed) -> dict:
+    """Balanced 90 % (V = 10) times per panel size in KiB of X: the data behind ``PANEL_BYTES``."""
+    rng = np.random.default_rng(seed)
+    w = rng.standard_normal((m, k), dtype=np.float32)
+    x = rng.standard_normal((k, n), dtype=np.float32)
+    a = BalancedMatrix.from_dense(w, mask_balanced(w, 10, sparsity=0.9), vector_size=10)
+    vectors = {kib: max(1, kib * 1024 // (10 * min(tile, n) * 4)) for kib in panels}
+    out = interleaved_ms({kib: (lambda p=p: balanced_spmm(a, x, tile=tile, panel=p))
+                          for kib, p in vectors.items()}, repeats)
+    for kib, ms in out.items():
+        print(f"panel {kib:6d} KiB ({vectors[kib]:4d} vectors): balanced 90% {ms:7.1f} ms (interleaved)")
+    return out
 
 
 def tile_sweep(m, k, n, tiles, repeats, seed) -> dict:
@@ -131,6 +212,8 @@ def main(argv=None) -> None:
     p.add_argument("--repeats", type=int, default=7, help="timed runs per measurement (median reported)")
     p.add_argument("--tile", type=int, default=DEFAULT_TILE, help="columns of X per cache tile")
     p.add_argument("--tiles", type=int, nargs="*", default=None, help="also sweep these tile widths")
+    p.add_argument("--panels", type=int, nargs="*", default=None,
+                   help="also sweep these balanced-kernel panel sizes (KiB of X)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
     args = p.parse_args(argv)
@@ -141,6 +224,8 @@ def main(argv=None) -> None:
     report = run(m, k, n, sparsities, blocks, args.repeats, args.tile, args.seed)
     if args.tiles:
         report["tile_sweep_ms"] = tile_sweep(m, k, n, args.tiles, args.repeats, args.seed)
+    if args.panels:
+        report["panel_sweep_ms"] = panel_sweep(m, k, n, args.panels, args.repeats, args.tile, args.seed)
     if not args.smoke:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(report, indent=2) + "\n")

@@ -311,3 +311,95 @@ def test_bad_kernel_arguments_name_themselves(kwargs, exc, match):
         balanced_spmm(a, x, **args)
     with pytest.raises(TypeError, match="BalancedMatrix"):
         balanced_spmm(np.ones((3, 5)), np.ones((5, 2)))
+
+
+def test_the_cost_model_by_hand():
+    from refimpl.sparse import spmm_cost
+
+    # V = 2, k = 1: row 0 stores 1 (col 0) and 2 (col 2); row 1 stores a padding 0 (col 0) and 3 (col 2)
+    w = np.array([[1., 0., 2., 0.], [0., 0., 3., 0.]], dtype=np.float32)
+    a = BalancedMatrix.from_dense(w, vector_size=2)
+    c = spmm_cost(a, 10)
+    assert c["macs"] == 4 * 10                      # 4 slots, the padding zero included
+    assert c["value_bytes"] == 4 * 4 and c["index_bytes"] == 4 * 1     # uint8 offsets, no row pointers
+    assert c["x_bytes"] == 4 * 10 * 2 and c["y_bytes"] == 4 * 10 * 2   # columns 0 and 2 of X; 2 rows of Y
+    assert c["bytes"] == 16 + 4 + 80 + 80
+    with pytest.raises(ValueError, match="format"):
+        spmm_cost(a, 10, format="dense")
+
+
+# --- the inference engine: compile picks the format where the masks have the structure ---------------------
+
+def _balanced_lenet(mask_of):
+    """LeNet-5 (8x8, float64) with conv2 / fc1 masked by ``mask_of(weight)``; conv1 dense."""
+    from refimpl.models import lenet5
+
+    net = lenet5(input_size=8, rng=np.random.default_rng(0), dtype=np.float64)
+    params = net.parameters()
+    masks = {name: mask_of(params[name]) for name in ("conv2.weight", "fc1.weight")}
+    return net, masks
+
+
+def _masked_outputs(net, masks, x):
+    from refimpl.prune.masking import apply_masks
+
+    reference = copy.deepcopy(net)
+    apply_masks(reference, masks)
+    return reference.eval().forward(x)
+
+
+def test_best_vector_size_finds_the_pruning_s_v():
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((20, 80))
+    from refimpl.sparse.balanced import best_vector_size
+
+    for mask, v in ((mask_balanced(w, 10, keep=1), 10), (mask_nm(w, 1, 4), 4), (mask_nm(w, 2, 8), 8)):
+        best, slots = best_vector_size(mask)
+        assert best == v and slots == mask.sum()
+    unstructured = rng.random((20, 80)) < 0.1
+    _, slots = best_vector_size(unstructured)
+    assert slots > 1.5 * unstructured.sum()            # every vector pays for the fullest one
+
+
+@pytest.mark.parametrize("engine", ENGINES)
+def test_compile_auto_picks_balanced_for_balanced_layers_and_is_exact(engine):
+    from refimpl.sparse import compile as sparse_compile
+
+    net, masks = _balanced_lenet(lambda w: mask_balanced(w, 10, keep=1))    # 90 % in vectors of 10
+    fast = sparse_compile(net, "auto", masks=masks, engine=engine)
+    assert fast.formats["conv2"] == fast.formats["fc1"] == "balanced"
+    assert fast.formats["conv1"] != "balanced"                            # dense: k = V, not balanced
+    assert fast.plans["conv2"].vector_size == fast.plans["fc1"].vector_size == 10
+    assert fast.plans["conv2"].layer.op.a.k == 1
+    x = np.random.default_rng(1).standard_normal((3, *net.input_shape))
+    np.testing.assert_allclose(fast(x), _masked_outputs(net, masks, x), rtol=1e-10, atol=1e-12)
+    for row in fast.report(batch=2):
+        assert row["costs"][row["format"]]["macs"] == row["macs"]
+        if row["format"] == "balanced":
+            assert row["macs"] == row["nnz"] * row["n_cols"]              # no padding slots
+            assert "balanced" in row["reason"]
+
+
+def test_compile_auto_never_picks_balanced_without_the_structure():
+    from refimpl.sparse import compile as sparse_compile
+
+    rng = np.random.default_rng(2)
+    net, masks = _balanced_lenet(lambda w: rng.random(w.shape) >= 0.9)   # unstructured 90 %
+    fast = sparse_compile(net, "auto", masks=masks)
+    assert "balanced" not in fast.formats.values()
+    assert all("balanced" not in r["reason"] for r in fast.report())
+
+
+def test_compile_balanced_on_request_with_a_given_vector_size():
+    from refimpl.sparse import compile as sparse_compile
+
+    net, masks = _balanced_lenet(lambda w: mask_nm(w.reshape(w.shape[0], -1), 2, 4).reshape(w.shape))
+    fast = sparse_compile(net, "balanced", masks=masks, vector_size=4)
+    assert set(fast.formats.values()) == {"balanced"} and fast.vector_size == 4
+    assert all(plan.layer.op.a.vector_size == 4 for plan in fast.plans.values())
+    x = np.random.default_rng(3).standard_normal((2, *net.input_shape))
+    np.testing.assert_allclose(fast(x), _masked_outputs(net, masks, x), rtol=1e-10, atol=1e-12)
+    measured = sparse_compile(net, "auto", masks=masks, auto="measure", measure_batch=2)
+    assert "balanced " in measured.report()[1]["reason"]                 # conv2 2:4 is a candidate
+    with pytest.raises(ValueError, match="vector_size"):
+        sparse_compile(net, "balanced", vector_size=0)

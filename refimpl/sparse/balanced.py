@@ -52,10 +52,16 @@ from refimpl.sparse.formats import (
     _owned_frozen,
 )
 
-__all__ = ["OFFSET_DTYPES", "BalancedMatrix", "balanced_counts", "check_balanced", "offset_dtype"]
+__all__ = ["OFFSET_DTYPES", "VECTOR_SIZES", "BalancedMatrix", "balanced_counts", "best_vector_size",
+           "check_balanced", "offset_dtype"]
 
 #: Integer dtypes ``offsets`` may have (:func:`offset_dtype` picks the smallest that holds ``V - 1``).
 OFFSET_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int32, np.int64))
+
+
+#: Vector lengths :func:`best_vector_size` tries when none is given: those of the usual balanced and N:M
+#: patterns (2:4, 1:4, ..., 1:8 ... 1:64) and the ones that make 0.9 and 0.95 exact (10, 20).
+VECTOR_SIZES = (2, 4, 8, 10, 16, 20, 32, 64)
 
 
 def offset_dtype(vector_size: int) -> np.dtype:
@@ -96,6 +102,45 @@ def balanced_counts(keep, vector_size: int) -> np.ndarray:
     padded = np.zeros((m, n_vec * v), dtype=bool)
     padded[:, :k] = keep
     return padded.reshape(m, n_vec, v).sum(axis=2)
+
+
+def best_vector_size(keep, candidates=VECTOR_SIZES) -> tuple[int, int]:
+    """Return ``(V, slots)``: the candidate ``V`` whose balanced format stores ``keep`` in the fewest slots.
+
+    With ``k`` the largest kept count of any vector, the format stores ``M (n_full k + min(k, r))`` slots
+    inside the matrix (``n_full = K // V`` full vectors, an edge vector of ``r = K mod V`` columns): exactly
+    ``nnz`` for a balanced or N:M pattern of that ``V`` (and of its multiples), more for anything else
+    (the padding of vectors holding fewer than ``k``). Ties go to the smaller ``V``; candidates longer than
+    the row are skipped.
+
+    Parameters
+    ----------
+    keep : bool ndarray, shape (M, K)
+        The pattern to store (nonzeros of a weight, or a mask).
+    candidates : sequence of int, default :data:`VECTOR_SIZES`
+
+    Examples
+    --------
+    >>> keep = np.array([[1, 0, 0, 1, 0, 1, 1, 0]], dtype=bool)   # 2 of every 4: 2:4
+    >>> best_vector_size(keep)
+    (4, 4)
+    """
+    keep = np.asarray(keep)
+    if keep.dtype != np.bool_ or keep.ndim != 2:
+        raise ValueError(f"keep must be a 2-D boolean array, got dtype {keep.dtype} and shape {keep.shape}")
+    m, n_cols = keep.shape
+    sizes = [_check_vector_size(v) for v in candidates]
+    if not sizes:
+        raise ValueError("candidates must not be empty")
+    usable = [v for v in sizes if v <= max(n_cols, 1)] or [min(sizes)]
+    best = None
+    for v in usable:
+        counts = balanced_counts(keep, v)
+        k = int(counts.max()) if counts.size else 0
+        slots = m * ((n_cols // v) * k + min(k, n_cols % v))
+        if best is None or slots < best[1]:
+            best = (v, slots)
+    return best
 
 
 @dataclass(frozen=True, eq=False)

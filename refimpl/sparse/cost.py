@@ -27,6 +27,9 @@ CSR             ``nnz·N`` (explicit zeros included)       ``nnz`` / ``nnz+M+1``
 BSR             stored block entries inside ``(M, K)``    ``n_blocks·bh·bw`` /   block columns used
                 ``·N`` (zeros inside kept blocks count;   ``n_blocks+M_b+1``     ``·bw`` (clipped) / M
                 edge padding is skipped by the kernel)
+balanced        stored slots inside ``(M, K)`` ``·N``     ``M·⌈K/V⌉·k`` /        columns used / M
+                (padding zeros count; the edge vector's   ``M·⌈K/V⌉·k`` offsets
+                slots past ``K`` are skipped)             (1 byte for V ≤ 256)
 ==============  ========================================  =====================  ==================
 
 Compact dense writes only the ``M'`` kept rows: the removed filters' outputs are not produced at all (in
@@ -39,6 +42,7 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl._validation import as_float_array, check_positive_int
+from refimpl.sparse.balanced import BalancedMatrix
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 
 __all__ = ["compact_dense_shape", "spmm_cost"]
@@ -82,7 +86,7 @@ def spmm_cost(a, n_cols: int, *, format: str | None = None, dtype=None) -> dict:
 
     Parameters
     ----------
-    a : CSRMatrix, BSRMatrix or array_like of shape (M, K)
+    a : CSRMatrix, BSRMatrix, BalancedMatrix or array_like of shape (M, K)
         The stored matrix. A dense array is costed as a dense GEMM (``format="dense"``, default) or as
         the compact dense matrix left after removing its all-zero rows and columns
         (``format="compact"``).
@@ -112,12 +116,17 @@ def spmm_cost(a, n_cols: int, *, format: str | None = None, dtype=None) -> dict:
     (80, 40)
     """
     n = check_positive_int(n_cols, "n_cols", minimum=0)
-    if isinstance(a, CSRMatrix | BSRMatrix):
+    if isinstance(a, CSRMatrix | BSRMatrix | BalancedMatrix):
         if format is not None:
             raise ValueError(
                 f"format is only for a dense a; a {type(a).__name__} carries its own, got {format!r}"
             )
         vsize = np.dtype(a.dtype if dtype is None else dtype).itemsize
+        if isinstance(a, BalancedMatrix):
+            _, cols, _ = a._coordinates()       # the absolute columns of the slots inside (M, K)
+            # the offsets are the only index array: one per slot (1 byte for V <= 256), no row pointers
+            return _cost(a.nnz * n, a.data.size, a.offsets.size, np.unique(cols).size, a.shape[0], n, vsize,
+                         a.offsets.itemsize)
         isize = a.indices.dtype.itemsize
         m, k = a.shape
         if isinstance(a, CSRMatrix):

@@ -14,8 +14,11 @@ compact     :func:`refimpl.compact.compact` first (dead filters and channels rem
             builds only the kept rows of ``im2col(x)``
 csr         the full GEMM view in CSR, own numba SpMM (irregular, unstructured sparsity)
 bsr         the full GEMM view in block-CSR with ``block_shape`` tiles, own numba SpMM
-auto        ``compact()`` first, then per layer the cheapest of compact / csr / bsr, by a documented rule
-            (:data:`AUTO_MAC_COST`) or by timing each candidate at compile time (``auto="measure"``)
+balanced    the full GEMM view in the balanced format (``k`` values per length-``V`` vector, ``V`` =
+            ``vector_size`` or the best of :data:`~refimpl.sparse.balanced.VECTOR_SIZES`), own numba SpMM
+auto        ``compact()`` first, then per layer the cheapest of compact / csr / bsr — and balanced for a
+            layer that has that structure (below) — by a documented rule (:data:`AUTO_MAC_COST`) or by
+            timing each candidate at compile time (``auto="measure"``)
 ==========  =====================================================================================
 
 All formats compute the masked network's evaluation-mode function; they differ only in rounding (the
@@ -43,6 +46,15 @@ ratios from ``paper_repro/results/inference.json`` (2 shared cores, one thread p
 convolutions at batch 256, measured time / ideal time per layer had medians of 1.8 (compact), 4.0 (own
 4×4 BSR) and 4.8 (own CSR) relative to dense BLAS, so BSR costs about 2.2 and CSR about 2.6 compact MACs
 per stored MAC. On other hardware rerun ``paper_repro/bench_inference.py`` or use ``auto="measure"``.
+
+**When auto considers the balanced format.** Only for a layer whose nonzeros *have* balanced structure:
+some ``V`` (``vector_size``, or the best of :data:`~refimpl.sparse.balanced.VECTOR_SIZES`) stores them with
+at most :data:`BALANCED_MAX_PADDING` padding slots (a balanced or N:M mask needs none; an unstructured one
+needs many, since every vector must hold the fullest vector's count). Its constant has no whole-network
+measurement yet: it is CSR's 2.6 scaled by the time of the balanced kernel over that of the CSR kernel on
+the **same** masks in ``paper_repro/bench_spmm.py`` (``results/spmm_balanced.json``, median over the
+sparsities, see :data:`AUTO_MAC_COST`). A layer that compaction has cut (dead input channels removed from
+its GEMM columns) usually loses its vector alignment and then falls back to the other formats.
 """
 
 from __future__ import annotations
@@ -62,6 +74,7 @@ from refimpl.nn.linear import Linear
 from refimpl.nn.module import Module, Sequential
 from refimpl.nn.residual import BasicBlock
 from refimpl.prune.masking import apply_masks
+from refimpl.sparse.balanced import BalancedMatrix, best_vector_size
 from refimpl.sparse.cost import spmm_cost
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 from refimpl.sparse.layers import (
@@ -75,10 +88,18 @@ from refimpl.sparse.layers import (
 )
 from refimpl.timing import median_seconds
 
-__all__ = ["AUTO_MAC_COST", "InferenceModel", "LayerPlan", "compile", "fold_batchnorm"]
+__all__ = ["AUTO_MAC_COST", "BALANCED_MAX_PADDING", "InferenceModel", "LayerPlan", "compile",
+           "fold_batchnorm"]
 
 #: Relative cost of one stored multiply-accumulate, per format, against a dense BLAS one (the auto rule).
-AUTO_MAC_COST = {"compact": 1.0, "bsr": 2.2, "csr": 2.6}
+#: ``balanced``: CSR's 2.6 times the median over the sparsities of balanced / own-CSR time on the same
+#: masks in ``paper_repro/bench_spmm.py`` (0.55 in ``results/spmm_balanced.json``; module notes).
+AUTO_MAC_COST = {"compact": 1.0, "bsr": 2.2, "csr": 2.6, "balanced": 1.4}
+
+#: The auto rule considers the balanced format for a layer only if it stores at most this share more slots
+#: than the layer has nonzeros (padding of vectors that keep fewer than the fullest one): balanced and N:M
+#: masks need none; a few kept weights that training drove to exactly 0 are tolerated.
+BALANCED_MAX_PADDING = 0.05
 
 _AUTO_MODES = ("rule", "measure")
 
@@ -170,6 +191,8 @@ class LayerPlan:
     cols_per_sample : int
         Columns of ``X`` per input sample: ``OH·OW`` for a convolution, 1 for a linear layer.
     layer : InferenceConv2d or InferenceLinear
+    vector_size : int or None
+        ``V`` of the balanced format for this layer (the operator's, or the one the report costs it with).
     """
 
     name: str
@@ -181,32 +204,59 @@ class LayerPlan:
     w2d: np.ndarray = field(repr=False)
     cols_per_sample: int
     layer: Module = field(repr=False)
+    vector_size: int | None = None
 
 
-def _costs(plan_w2d: np.ndarray, dense_w2d: np.ndarray, n_cols: int, block_shape) -> dict[str, dict]:
+def _vector_size(w2d: np.ndarray, vector_size: int | None) -> int:
+    """``vector_size``, or the ``V`` that stores the layer's nonzeros in the fewest balanced slots."""
+    return vector_size if vector_size is not None else best_vector_size(w2d != 0)[0]
+
+
+def _is_balanced(w2d: np.ndarray, vector_size: int) -> bool:
+    """Tell whether the layer has balanced structure (the auto rule then considers the balanced format).
+
+    That is: some pruning inside the vectors (``k < V``: a dense layer is not balanced) and at most
+    :data:`BALANCED_MAX_PADDING` more stored slots than nonzeros.
+    """
+    nnz = int(np.count_nonzero(w2d))
+    if nnz == 0:
+        return False
+    a = BalancedMatrix.from_dense(w2d, vector_size=vector_size)
+    return a.k < a.vector_size and a.nnz <= (1 + BALANCED_MAX_PADDING) * nnz
+
+
+def _costs(plan_w2d: np.ndarray, dense_w2d: np.ndarray, n_cols: int, block_shape,
+           vector_size: int) -> dict[str, dict]:
     """:func:`~refimpl.sparse.cost.spmm_cost` of one layer in every format for ``n_cols`` columns."""
     return {
         "dense": spmm_cost(dense_w2d, n_cols, format="dense"),
         "compact": spmm_cost(plan_w2d, n_cols, format="compact"),
         "csr": spmm_cost(CSRMatrix.from_dense(plan_w2d), n_cols),
         "bsr": spmm_cost(BSRMatrix.from_dense(plan_w2d, block_shape=block_shape), n_cols),
+        "balanced": spmm_cost(BalancedMatrix.from_dense(plan_w2d, vector_size=vector_size), n_cols),
     }
 
 
-def _choose_by_rule(w2d: np.ndarray, block_shape) -> tuple[str, str]:
+def _candidates(w2d: np.ndarray, vector_size: int) -> list[str]:
+    """Return the formats auto chooses among for this layer: balanced only where it has the structure."""
+    return [fmt for fmt in AUTO_MAC_COST if fmt != "balanced" or _is_balanced(w2d, vector_size)]
+
+
+def _choose_by_rule(w2d: np.ndarray, block_shape, vector_size: int) -> tuple[str, str]:
     """Apply the auto rule: the format of least ``AUTO_MAC_COST[fmt] · stored MACs`` (ties: compact)."""
-    costs = _costs(w2d, w2d, 1, block_shape)
-    estimate = {fmt: AUTO_MAC_COST[fmt] * costs[fmt]["macs"] for fmt in AUTO_MAC_COST}
-    best = min(AUTO_MAC_COST, key=lambda fmt: estimate[fmt])  # dict order: compact, bsr, csr
+    costs = _costs(w2d, w2d, 1, block_shape, vector_size)
+    candidates = _candidates(w2d, vector_size)
+    estimate = {fmt: AUTO_MAC_COST[fmt] * costs[fmt]["macs"] for fmt in candidates}
+    best = min(candidates, key=lambda fmt: estimate[fmt])  # dict order: compact, bsr, csr, balanced
     dense = costs["dense"]["macs"] or 1
-    parts = ", ".join(f"{fmt} {estimate[fmt] / dense:.3g}" for fmt in AUTO_MAC_COST)
+    parts = ", ".join(f"{fmt} {estimate[fmt] / dense:.3g}" for fmt in candidates)
     return best, f"rule: est. time / dense = {parts}"
 
 
-def _choose_by_measurement(make_layer, x: np.ndarray) -> tuple[str, str]:
+def _choose_by_measurement(make_layer, x: np.ndarray, candidates: list[str]) -> tuple[str, str]:
     """Time the layer in each candidate format on ``x`` (median of 3 after a warm-up); fastest wins."""
     times = {}
-    for fmt in AUTO_MAC_COST:
+    for fmt in candidates:
         layer = make_layer(fmt)
         times[fmt] = median_seconds(lambda layer=layer: layer.forward(x))
     best = min(times, key=times.get)
@@ -241,7 +291,8 @@ class InferenceModel:
     """
 
     def __init__(self, network: Module, plans: dict[str, LayerPlan], *, format: str,  # noqa: A002
-                 engine: str, dtype, input_shape: tuple[int, ...], block_shape, folded: list[str]) -> None:
+                 engine: str, dtype, input_shape: tuple[int, ...], block_shape, folded: list[str],
+                 vector_size: int | None = None) -> None:
         self.network = network
         self.plans = plans
         self.format = format
@@ -249,6 +300,7 @@ class InferenceModel:
         self.dtype = np.dtype(dtype)
         self.input_shape = tuple(input_shape)
         self.block_shape = tuple(block_shape)
+        self.vector_size = vector_size
         self.folded_batchnorms = list(folded)
 
     def forward(self, x: np.ndarray) -> np.ndarray:
@@ -286,7 +338,8 @@ class InferenceModel:
         rows = []
         for plan in self.plans.values():
             n_cols = batch * plan.cols_per_sample
-            costs = _costs(plan.w2d, plan.dense_w2d, n_cols, self.block_shape)
+            costs = _costs(plan.w2d, plan.dense_w2d, n_cols, self.block_shape,
+                           _vector_size(plan.w2d, plan.vector_size))
             chosen = costs[plan.format]
             live = plan.w2d != 0
             nnz = int(np.count_nonzero(live))
@@ -345,7 +398,8 @@ def _inference_layer(module: Module, op: GemmOperator, engine: str) -> Module:
 
 
 def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A002 - the issue's names
-            block_shape=(4, 4), dtype=None, engine: str = "numba", auto: str = "rule",
+            block_shape=(4, 4), vector_size: int | None = None, dtype=None, engine: str = "numba",
+            auto: str = "rule",
             fold_bn: bool = True, input_shape: tuple[int, ...] | None = None,
             measure_batch: int = 16, rng: np.random.Generator | None = None) -> InferenceModel:
     r"""Compile a (pruned) network into a forward-only :class:`InferenceModel`.
@@ -355,12 +409,15 @@ def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A
     model : Module
         A refimpl network (``Sequential``/``Network`` of the refimpl layers, ``BasicBlock``, ``Residual``).
         Not modified: the engine works on a deep copy.
-    format : {"auto", "dense", "compact", "csr", "bsr"}
+    format : {"auto", "dense", "compact", "csr", "bsr", "balanced"}
         Storage format of every convolution and linear layer (see the module notes).
     masks : dict of name -> bool ndarray, optional
         Keep masks (``{"conv1.weight": mask}``) applied to the copy first; ``None``: the weights' own zeros.
     block_shape : (int, int), default (4, 4)
         Tile of the ``"bsr"`` format.
+    vector_size : int, optional
+        ``V`` of the ``"balanced"`` format; default per layer the best of
+        :data:`~refimpl.sparse.balanced.VECTOR_SIZES` (the pruning's own ``V`` for a balanced layer).
     dtype : numpy dtype, optional
         Compute dtype; default the model's (float32 for a default model).
     engine : {"numba", "numpy", "scipy"}
@@ -410,6 +467,8 @@ def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A
     if auto not in _AUTO_MODES:
         raise ValueError(f"auto must be one of {_AUTO_MODES}, got {auto!r}")
     block_shape = check_block_shape(block_shape)
+    if vector_size is not None:
+        vector_size = check_positive_int(vector_size, "vector_size")
     measure_batch = check_positive_int(measure_batch, "measure_batch")
     if input_shape is None:
         if not hasattr(model, "input_shape"):
@@ -455,23 +514,25 @@ def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A
     for name, module in layers:
         w = module.params["weight"]
         w2d = np.ascontiguousarray(w.reshape(w.shape[0], -1))
+        v = _vector_size(w2d, vector_size)   # the balanced format's V for this layer (chosen or costed)
         if format != "auto":
             chosen, reason = format, "requested"
         elif auto == "rule":
-            chosen, reason = _choose_by_rule(w2d, block_shape)
+            chosen, reason = _choose_by_rule(w2d, block_shape, v)
         else:
-            def make_layer(fmt, module=module, w2d=w2d):
+            def make_layer(fmt, module=module, w2d=w2d, v=v):
                 return _inference_layer(module, make_operator(w2d, fmt, block_shape=block_shape,
-                                                              engine=engine), engine)
-            chosen, reason = _choose_by_measurement(make_layer, timing_inputs[name])
-        layer = _inference_layer(module, make_operator(w2d, chosen, block_shape=block_shape, engine=engine),
-                                 engine)
+                                                              vector_size=v, engine=engine), engine)
+            chosen, reason = _choose_by_measurement(make_layer, timing_inputs[name], _candidates(w2d, v))
+        layer = _inference_layer(module, make_operator(w2d, chosen, block_shape=block_shape, vector_size=v,
+                                                       engine=engine), engine)
         parent_name, _, leaf = name.rpartition(".")
         _replace_child(net.get_module(parent_name), leaf, layer)
         out_shape = table[name]["output_shape"]
         cols = int(out_shape[1] * out_shape[2]) if isinstance(module, Conv2d) else 1
         plans[name] = LayerPlan(name=name, kind=type(module).__name__, format=chosen, reason=reason,
                                 weight_shape=tuple(table[name]["weight_shape"]),
-                                dense_w2d=dense[name], w2d=w2d, cols_per_sample=cols, layer=layer)
+                                dense_w2d=dense[name], w2d=w2d, cols_per_sample=cols, layer=layer,
+                                vector_size=v)
     return InferenceModel(net, plans, format=format, engine=engine, dtype=dtype, input_shape=input_shape,
-                          block_shape=block_shape, folded=folded)
+                          block_shape=block_shape, folded=folded, vector_size=vector_size)

@@ -43,7 +43,8 @@ from refimpl._validation import SPARSE_ENGINES, check_engine
 from refimpl.sparse.balanced import BalancedMatrix
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 
-__all__ = ["DEFAULT_TILE", "ENGINES", "PANEL_BYTES", "balanced_spmm", "bsr_spmm", "csr_spmm", "spmm"]
+__all__ = ["DEFAULT_TILE", "ENGINES", "PANEL_BYTES", "PANEL_MIN_ENTRIES", "balanced_spmm", "bsr_spmm",
+           "csr_spmm", "spmm"]
 
 #: The engines of the SpMM kernels (the shared tuple of :mod:`refimpl._validation`).
 ENGINES = SPARSE_ENGINES
@@ -321,6 +322,11 @@ def _make_bsr_kernel(BH: int, BW: int):  # noqa: N803 - block sizes are constant
 #: for the rows of ``Y`` and the matrix's own stream. ``paper_repro/bench_spmm.py --panels`` reruns it.
 PANEL_BYTES = 512 * 1024
 
+#: At least this many of a row's entries per panel (``panel >= ceil(16 / k)`` vectors): below it the pass
+#: over a panel (a parallel region, a sweep of each row's ``Y`` tile) costs more than the panel's cache reuse
+#: saves. Measured at 99 % (``V = 100``, ``k = 1``): 2-vector panels were 1.6x slower than 16-vector ones.
+PANEL_MIN_ENTRIES = 16
+
 
 def balanced_spmm(a: BalancedMatrix, x: np.ndarray, *, engine: str = "numba", tile: int = DEFAULT_TILE,
                   panel: int | None = None) -> np.ndarray:
@@ -340,7 +346,8 @@ def balanced_spmm(a: BalancedMatrix, x: np.ndarray, *, engine: str = "numba", ti
         Columns of ``X`` per cache tile (numba engine only).
     panel : int, optional
         Vectors per panel (numba engine only): default the number whose ``V × tile`` rows of ``X`` fill
-        :data:`PANEL_BYTES`. Any value gives the same result.
+        :data:`PANEL_BYTES`, but at least :data:`PANEL_MIN_ENTRIES` ``/ k``. Any value gives the same
+        result.
 
     Returns
     -------
@@ -379,7 +386,8 @@ def balanced_spmm(a: BalancedMatrix, x: np.ndarray, *, engine: str = "numba", ti
         if a.k and a.n_vectors and n:
             t = int(tile)
             if panel is None:
-                panel = max(1, PANEL_BYTES // (a.vector_size * min(t, n) * out_dtype.itemsize))
+                panel = max(1, PANEL_BYTES // (a.vector_size * min(t, n) * out_dtype.itemsize),
+                            -(-PANEL_MIN_ENTRIES // a.k))
             _balanced_spmm_numba(data, a.offsets, a.vector_size, x2, y, t, int(panel))
     return y[:, 0] if squeeze else y
 

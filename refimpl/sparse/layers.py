@@ -7,7 +7,7 @@ A convolution is one matrix product (ALGORITHMS.md section 5): with the *GEMM vi
 
 and a linear layer is the same product with ``cols = x^T``. The layers here differ from
 :class:`~refimpl.nn.conv.Conv2d` / :class:`~refimpl.nn.linear.Linear` only in **how** ``W_g`` is stored and
-multiplied: a :class:`GemmOperator` holds it and computes the product. Four operators:
+multiplied: a :class:`GemmOperator` holds it and computes the product. Five operators:
 
 ``"dense"`` (:class:`DenseGemm`)
     The masked weight as a dense array, zeros and all: BLAS does every multiply. The baseline.
@@ -24,6 +24,9 @@ multiplied: a :class:`GemmOperator` holds it and computes the product. Four oper
 ``"bsr"`` (:class:`BsrGemm`)
     :class:`~refimpl.sparse.formats.BSRMatrix` with ``bh × bw`` blocks,
     :func:`~refimpl.sparse.kernels.bsr_spmm`.
+``"balanced"`` (:class:`BalancedGemm`)
+    :class:`~refimpl.sparse.balanced.BalancedMatrix` with ``k`` values per length-``V`` vector (balanced
+    or N:M sparsity), :func:`~refimpl.sparse.kernels.balanced_spmm`.
 
 The sparse operators read the **full** ``im2col`` matrix (choice): re-indexing a CSR/BSR matrix onto its
 live columns would change a block mask's tile grid, and the point of those formats is to show what
@@ -49,14 +52,16 @@ import numpy as np
 from refimpl._validation import SPARSE_ENGINES, check_engine, check_positive_int
 from refimpl.nn._kernels import check_float_array, conv_output_size, im2col
 from refimpl.nn.module import Module
+from refimpl.sparse.balanced import BalancedMatrix, best_vector_size
 from refimpl.sparse.cost import spmm_cost
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
-from refimpl.sparse.kernels import bsr_spmm, csr_spmm
+from refimpl.sparse.kernels import balanced_spmm, bsr_spmm, csr_spmm
 
 __all__ = [
     "ENGINES",
     "FORMATS",
     "IM2COL_CHUNK_BYTES",
+    "BalancedGemm",
     "BsrGemm",
     "CompactGemm",
     "CsrGemm",
@@ -72,7 +77,7 @@ __all__ = [
 ]
 
 #: Storage formats of one layer's GEMM (``"auto"`` is a per-layer choice among them, see the engine).
-FORMATS = ("dense", "compact", "csr", "bsr")
+FORMATS = ("dense", "compact", "csr", "bsr", "balanced")
 #: Kernel engines (see the module notes); the shared tuple of :mod:`refimpl._validation`.
 ENGINES = SPARSE_ENGINES
 #: Size of the im2col buffer of one chunk of images (see :func:`sparse_conv2d_forward`): a few MB, the
@@ -288,9 +293,41 @@ class BsrGemm(_SparseGemm):
         return int(self.a.data.size)
 
 
+class BalancedGemm(_SparseGemm):
+    """``W_g`` as a :class:`~refimpl.sparse.balanced.BalancedMatrix` (exact zeros dropped).
+
+    ``vector_size=None`` takes the ``V`` of :data:`~refimpl.sparse.balanced.VECTOR_SIZES` that stores the
+    nonzeros in the fewest slots (:func:`~refimpl.sparse.balanced.best_vector_size`): the pruning's own
+    ``V`` for a balanced or N:M layer. The ``"scipy"`` engine multiplies scipy's CSR of the same matrix.
+    """
+
+    format = "balanced"
+
+    def __init__(self, w2d: np.ndarray, vector_size: int | None = None, engine: str = "numba") -> None:
+        if vector_size is None:
+            vector_size, _ = best_vector_size(w2d != 0)
+        super().__init__(w2d, BalancedMatrix.from_dense(w2d, vector_size=vector_size), engine)
+        self.vector_size = self.a.vector_size
+
+    def matmul(self, x):
+        """Compute ``A @ x`` by :func:`~refimpl.sparse.kernels.balanced_spmm` (or scipy's CSR of it)."""
+        if self._scipy is not None:
+            return np.asarray(self._scipy @ x)
+        return balanced_spmm(self.a, x, engine=self.engine)
+
+    @property
+    def nnz(self):
+        """Stored slots inside the matrix (padding zeros of vectors with fewer than ``k`` included)."""
+        return self.a.nnz
+
+
 def make_operator(w2d: np.ndarray, format: str, *, block_shape=(4, 4),  # noqa: A002 - the issue's name
-                  engine: str = "numba") -> GemmOperator:
-    """Build the :class:`GemmOperator` of ``format`` (one of :data:`FORMATS`) for the GEMM view ``w2d``."""
+                  vector_size: int | None = None, engine: str = "numba") -> GemmOperator:
+    """Build the :class:`GemmOperator` of ``format`` (one of :data:`FORMATS`) for the GEMM view ``w2d``.
+
+    ``block_shape`` is the tile of ``"bsr"``, ``vector_size`` the ``V`` of ``"balanced"`` (``None``: the
+    best of :data:`~refimpl.sparse.balanced.VECTOR_SIZES`).
+    """
     if format == "dense":
         return DenseGemm(w2d)
     if format == "compact":
@@ -299,6 +336,8 @@ def make_operator(w2d: np.ndarray, format: str, *, block_shape=(4, 4),  # noqa: 
         return CsrGemm(w2d, engine)
     if format == "bsr":
         return BsrGemm(w2d, block_shape, engine)
+    if format == "balanced":
+        return BalancedGemm(w2d, vector_size, engine)
     raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
 
 
