@@ -30,8 +30,8 @@ of earlier steps (:mod:`refimpl.prune.progressive`). The masks are therefore nes
 update keeps exactly the structure's count at :math:`s_t` (counted over the whole layer) for the exact
 structures. Why not let pruned weights compete again: a pruned weight is exactly 0 and its optimizer state
 is cleared, so it could only come back as a tie among zeros, never on merit; regrowth rules need a score
-for pruned weights (their gradient, as in RigL), which is another method. Zhu & Gupta's TensorFlow
-implementation also ranks the masked weights.
+for pruned weights (their gradient, as in RigL), which is another method. The paper does not say whether
+a pruned weight may come back; this is refimpl's rule.
 
 Where a constraint's own sparsity cannot be scheduled, a schedulable twin is used for the intermediate
 masks (:func:`constraint_at`): N:M (:math:`s_f = 1 - N/M`) ramps as balanced sparsity with ``V = M``

@@ -121,7 +121,7 @@ def best_vector_size(keep, candidates=VECTOR_SIZES) -> tuple[int, int]:
 
     Examples
     --------
-    >>> keep = np.array([[1, 0, 0, 1, 0, 1, 1, 0]], dtype=bool)   # 2 of every 4: 2:4
+    >>> keep = np.array([[1, 1, 0, 0, 0, 1, 0, 1]], dtype=bool)   # 2:4, but not 1:2
     >>> best_vector_size(keep)
     (4, 4)
     """
