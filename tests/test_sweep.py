@@ -689,3 +689,23 @@ def test_a_variant_may_name_its_own_base_config(tmp_path):
                           'base = "missing.toml"\n')
     with pytest.raises(FileNotFoundError, match="missing.toml"):
         load_sweep(sweep_file)
+
+
+def test_a_finished_run_saved_before_a_setting_existed_is_still_skipped(tmp_path):
+    """A setting added to refimpl after a sweep ran (at its default) does not make finished runs 'other'."""
+    base = tmp_path / "base.toml"
+    base.write_text(TINY_BASE)
+    sweep_file = tmp_path / "s.toml"
+    sweep_file.write_text('budget = "test"\nbase = "base.toml"\n[grid]\nseed = [0]\n')
+    out = tmp_path / "out"
+    assert run_sweep(load_sweep(sweep_file), out, workers=1, progress=False, echo=None).ok
+    saved_path = out / "runs" / "s0" / "config.json"
+    saved = json.loads(saved_path.read_text())
+    del saved["output"]["test_every_epoch"]  # as an older refimpl wrote it
+    saved_path.write_text(json.dumps(saved))
+    summary = run_sweep(load_sweep(sweep_file), out, workers=1, progress=False, echo=None)
+    assert summary.ok and summary.skipped == 1 and summary.failed == 0
+    sweep_file.write_text('budget = "test"\nbase = "base.toml"\n[set]\n"output.test_every_epoch" = true\n'
+                          '[grid]\nseed = [0]\n')
+    summary = run_sweep(load_sweep(sweep_file), out, workers=1, progress=False, echo=None)
+    assert summary.failed == 1 and "output.test_every_epoch" in summary.failures[0]["error"]

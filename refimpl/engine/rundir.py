@@ -137,13 +137,21 @@ class RunDir:
             if not resume:
                 raise SetupError(f"{self.path} already holds a run; resume it or choose another output "
                                  "directory")
-            saved = self.saved_config()
-            if saved is not None and defaults is not None:
-                saved = _fill(saved, defaults)
-            changed = [] if saved is None else dotted_diff(saved, config)
+            changed = self.changed_settings(config, defaults)
             if changed:
                 raise SetupError(f"cannot resume {self.path}: the configuration differs from the saved one "
                                  f"in {', '.join(changed)}")
+
+    def changed_settings(self, config: dict, defaults: dict | None = None) -> list[str]:
+        """Return the dotted keys where ``config`` differs from the saved configuration ([] if none).
+
+        ``defaults`` fills keys the saved configuration lacks (settings added to refimpl after the run
+        started), so only a setting that was really changed counts.
+        """
+        saved = self.saved_config()
+        if saved is None:
+            return []
+        return dotted_diff(saved if defaults is None else _fill(saved, defaults), config)
 
     # --- writing ---------------------------------------------------------------------------------------
     def open(self, config: dict, config_toml: str, *, resume: bool, defaults: dict | None = None) -> dict:

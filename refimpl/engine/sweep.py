@@ -90,7 +90,7 @@ from pathlib import Path
 from typing import Any
 
 from refimpl._io import atomic_write_json
-from refimpl.engine.rundir import LOG_NAME, RunDir, dotted_diff, run_status
+from refimpl.engine.rundir import LOG_NAME, RunDir, run_status
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -759,7 +759,7 @@ def run_sweep(sweep: Sweep | str | os.PathLike, out: str | os.PathLike, *, worke
         if not _is_finished(run_dir):
             todo.append(run)
             continue
-        changed = dotted_diff(RunDir(run_dir).saved_config() or {}, run.config.to_dict())
+        changed = RunDir(run_dir).changed_settings(run.config.to_dict(), type(run.config)().to_dict())
         if changed:
             _fail(summary, run.name, f"SetupError: {run_dir} holds a finished run of another configuration "
                   f"(differs in {', '.join(changed)}); the sweep file changed since: use another output "
