@@ -74,7 +74,7 @@ def curve_sweep(structure: str, selection: dict) -> str:
     methods = selection[structure]["methods"]
     runs = len(levels) * len(SEEDS) * len(methods)
     tables = ",\n    ".join(
-        "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in t.items() if k != "sparsity") + " }"
+        "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in t.items()) + " }"
         for t in constraints)
     lines = [
         f"# Accuracy-sparsity curve, {structure.replace('_', ' + ')} (issue: StructADMM as curves).",
@@ -89,7 +89,7 @@ def curve_sweep(structure: str, selection: dict) -> str:
         'base = "../../configs/curves_base.toml"',
         "",
         "[set]",
-        f'"admm.constraints" = [\n    {tables},\n]   # the level comes from the sparsity shortcut below',
+        f'"admm.constraints" = [\n    {tables},\n]   # each run\'s level comes from the sparsity shortcut below',
         "",
         "[grid]",
         f"sparsity = {json.dumps(levels)}",
