@@ -241,10 +241,9 @@ def _add_prune(subparsers) -> None:
     parser = subparsers.add_parser(
         "prune", help="run a pruning experiment from a TOML config (pretrain, ADMM, prune, retrain, compact)",
         description="Run the experiment of a TOML config (refimpl.config): pretrain (or load weights), ADMM, "
-                    "SSL group lasso or magnitude pruning, masked retraining, optional purification, "
-                    "compaction; write "
-                    "config, logs, checkpoints, masks, weights and the report into --out "
-                    "(see refimpl.engine).",
+                    "SSL group lasso, gradual or magnitude pruning, masked retraining, optional "
+                    "purification, compaction; write config, logs, checkpoints, masks, weights and the "
+                    "report into --out (see refimpl.engine).",
     )
     _add_run_arguments(parser, config_required=True)
     add_data_arguments(parser)
