@@ -21,6 +21,8 @@ from refimpl.prune.admm import (
     admm_update,
     augmented_loss,
     next_rho,
+    rescale_dual,
+    residuals_small,
 )
 from refimpl.prune.constraints import Constraint
 from refimpl.testing.gradcheck import check_gradient, numerical_gradient
@@ -81,6 +83,26 @@ def test_rho_schedule():
     assert next_rho(5e-3, 1.0, 1.0) == 5e-3  # constant rho
 
 
+def test_rescale_dual_keeps_the_multiplier(rng):
+    U = rng.standard_normal((3, 4))
+    new = rescale_dual(U, 0.2, 0.26)
+    np.testing.assert_allclose(0.26 * new, 0.2 * U, rtol=1e-15)  # Y = rho U unchanged
+    assert not np.shares_memory(new, U)
+    np.testing.assert_array_equal(rescale_dual(U, 0.5, 0.5), U)  # rho at its cap: nothing to do
+    assert rescale_dual(U.astype(np.float32), 1.0, 2.0).dtype == np.float32
+    with pytest.raises(ValueError, match="rho_new must be > 0"):
+        rescale_dual(U, 1.0, 0.0)
+
+
+def test_residuals_small_thresholds():
+    assert residuals_small(0.05, 0.05, rho=1.0, w_norm=1.0)  # both exactly at the defaults
+    assert not residuals_small(0.051, 0.0, rho=1.0, w_norm=1.0)
+    assert not residuals_small(0.0, 0.051, rho=1.0, w_norm=1.0)
+    # the dual threshold scales with rho ||W||: Z moving by 0.3 is small next to ||W|| = 10
+    assert residuals_small(0.0, 0.3, rho=1.0, w_norm=10.0)
+    assert not residuals_small(0.0, 0.3, rho=1.0, w_norm=10.0, dual_tol=0.01)
+
+
 def test_augmented_loss_sums_one_term_per_constraint(rng):
     W = rng.standard_normal((2, 3))
     Z1, U1, Z2, U2 = (rng.standard_normal((2, 3)) for _ in range(4))
@@ -108,6 +130,7 @@ def _c(param="fc.weight", structure="unstructured", **kw):
         ({"rho": 2.0, "rho_max": 1.0}, ValueError, "rho_max must be >= rho"),
         ({"update_every": 0}, ValueError, "update_every must be >= 1"),
         ({"update_unit": "batch"}, ValueError, "update_unit must be"),
+        ({"rescale_dual": 1}, TypeError, "rescale_dual must be a bool"),
     ],
 )
 def test_admm_rejects_bad_settings(kwargs, error, match):
@@ -193,6 +216,56 @@ def test_admm_exact_w_step_converges_to_projection_of_optimum(rng, structure, pr
     assert res["primal"] < 1e-6 and res["dual"] < 1e-8
 
 
+@pytest.mark.parametrize("rescale", [False, True])
+def test_admm_exact_w_step_converges_with_either_dual_rule(rng, rescale):
+    """Boyd's rescaling (U <- U rho_old / rho_new) reaches the same answer on the known problem."""
+    A, B, W_star = _least_squares(rng)
+    project = lambda v: project_filters(v, keep=4, engine="numpy")  # noqa: E731
+    W = rng.standard_normal(W_star.shape)
+    Z, U, rho = project(W), np.zeros_like(W), 1e-3
+    for _ in range(80):
+        W = (W_star + rho * (Z - U)) / (1.0 + rho)
+        Z, U, res = admm_update(W, Z, U, project, rho=rho)
+        rho_new = next_rho(rho, 1.3, 1.0)
+        U = rescale_dual(U, rho, rho_new) if rescale else U
+        rho = rho_new
+    np.testing.assert_allclose(Z, project(W_star), atol=1e-10)
+    assert res["primal"] < 1e-6
+
+
+def _hook_multipliers(rescale, rng):
+    """Run 6 updates of a hook on a weight that moves between updates; return rho U after each."""
+    W = rng.standard_normal((4, 3))
+    trainer = SimpleNamespace(params={"fc.weight": W}, step=0, epoch=0)
+    hook = ADMM([_c(keep=6)], rho=0.1, rho_growth=2.0, rho_max=1.0, rescale_dual=rescale)
+    hook.on_train_begin(trainer)
+    implied, expected, rhos = [], [], []
+    for _ in range(6):
+        W += 0.3 * rng.standard_normal(W.shape)
+        U_prev, rho_used = hook.U[0].copy(), hook.rho
+        hook.on_epoch_end(trainer, 0)
+        # the U-step with the rho the W-step used: Y_new = rho_used (U_prev + W - Z_new), Boyd's y-update
+        # y + rho (W - Z) written with y = rho_used U_prev
+        expected.append(rho_used * (U_prev + W - hook.Z[0]))
+        implied.append(hook.rho * hook.U[0])
+        rhos.append(hook.rho)
+    return implied, expected, rhos
+
+
+def test_hook_rescale_dual_keeps_rho_u_continuous(rng):
+    implied, expected, rhos = _hook_multipliers(True, rng)
+    assert rhos == [0.2, 0.4, 0.8, 1.0, 1.0, 1.0]  # grows, then capped: both cases occur
+    for got, want in zip(implied, expected, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15)
+
+
+def test_hook_without_rescale_lets_rho_u_jump_by_the_growth(rng):
+    implied, expected, rhos = _hook_multipliers(False, rng)
+    for got, want, rho_before, rho_after in zip(implied, expected, [0.1] + rhos, rhos, strict=False):
+        np.testing.assert_allclose(got, want * (rho_after / rho_before), rtol=1e-12, atol=1e-15)
+    assert not np.allclose(implied[0], expected[0])  # the x2 jump of the first update
+
+
 def test_admm_gradient_w_step_converges(rng):
     """Same problem, W-step by plain gradient descent on the augmented loss (what the trainer does)."""
     A, B, W_star = _least_squares(rng)
@@ -251,6 +324,7 @@ def test_hook_state_dict_round_trip(rng):
     other.load_state_dict(state)
     other.on_train_begin(trainer)  # restored: must not re-initialise Z, U
     assert other.rho == hook.rho and other.updates == 1
+    assert "rescale_dual" not in repr(other) and "rescale_dual=True" in repr(ADMM([_c()], rescale_dual=True))
     for a, b in zip(hook.Z + hook.U, other.Z + other.U, strict=True):
         np.testing.assert_array_equal(a, b)
     assert other.history == hook.history

@@ -106,6 +106,14 @@ def test_override_value_error_names_overrides():
         load_config(None, {"pretrain.epochs": -1, "method": "none"})
 
 
+def test_rescale_dual_is_a_bool_setting_off_by_default(tmp_path):
+    assert ExperimentConfig().admm.rescale_dual is False  # the authors' schedule
+    config = load_config(write(tmp_path / "on.toml", "[admm]\nrescale_dual = true\n" + CONSTRAINT))
+    assert config.admm.rescale_dual is True
+    with pytest.raises(TypeError, match=r"'admm.rescale_dual' in .*bad\.toml must be bool"):
+        load_config(write(tmp_path / "bad.toml", "[admm]\nrescale_dual = 1\n" + CONSTRAINT))
+
+
 def test_parse_override():
     assert parse_override("admm.epochs=2") == ("admm.epochs", 2)
     assert parse_override("admm.rho = 1e-4") == ("admm.rho", 1e-4)

@@ -438,3 +438,20 @@ def test_split_seed_fixes_the_validation_split_across_run_seeds(tmp_path):
     np.testing.assert_array_equal(seen[2], own)
     with pytest.raises(ValueError, match="data.split_seed"):
         tiny_config(**{"data.split_seed": -1})
+
+
+def test_admm_rescale_dual_setting_reaches_the_hook(tmp_path, monkeypatch):
+    import refimpl.prune
+
+    made = []
+
+    class Recording(refimpl.prune.ADMM):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            made.append(self)
+
+    monkeypatch.setattr(refimpl.prune, "ADMM", Recording)
+    config = tiny_config(**{"admm.rescale_dual": True, "admm.epochs": 2, "retrain.epochs": 0,
+                            "pretrain.epochs": 1})
+    run_experiment(config, tmp_path / "run", progress=False, echo=None)
+    assert len(made) == 1 and made[0].rescale_dual is True and made[0].updates == 2

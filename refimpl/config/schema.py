@@ -145,6 +145,8 @@ class AdmmConfig(TrainConfig):
     rho: float = 1e-3                   # initial penalty rho_0
     rho_growth: float = 1.3             # rho *= rho_growth after every Z/U update (1 = constant rho)
     rho_max: float = 1.0                # cap of rho
+    rescale_dual: bool = False          # U *= rho_old / rho_new when rho grows (Boyd 3.4.1); False = the
+                                        # authors' code (rho * U jumps by rho_growth at every update)
     update_every: int = 1               # Z/U update every this many epochs (or steps)
     update_unit: str = "epoch"          # epoch | step
 

@@ -239,7 +239,8 @@ def admm(run: Run, phase: Phase) -> dict:
 
     a = run.config.admm
     hook = ADMM(list(phase.constraints), rho=a.rho, rho_growth=a.rho_growth, rho_max=a.rho_max,
-                update_every=a.update_every, update_unit=a.update_unit, frozen_masks=run.masks or None)
+                update_every=a.update_every, update_unit=a.update_unit, frozen_masks=run.masks or None,
+                rescale_dual=a.rescale_dual)
     # ADMM first, then the frozen masks of earlier steps zero the pruned gradients (penalty included).
     hooks = [hook] + ([MaskedRetraining(run.masks)] if run.masks else [])
     history = run.train(phase, a, hooks)

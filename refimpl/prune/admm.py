@@ -12,10 +12,13 @@ on the augmented Lagrangian
 
 alternating three steps:
 
-1. **W-step** — a few epochs of ordinary SGD/Adam on :math:`L_\rho` in :math:`W`; the penalty adds
-   :math:`\rho\,(W_i - Z_i + U_i)` to each constrained weight's gradient (:func:`admm_penalty_gradient`).
-   The penalty is the **squared** Frobenius norm; the unsquared norm found in some public
-   reimplementations has a different gradient, :math:`\rho (W - Z + U)/\|W - Z + U\|`, and is a bug.
+1. **W-step** — approximately minimise :math:`L_\rho` in :math:`W` by the ordinary optimizer steps
+   (SGD/Adam on mini-batches) taken between two Z/U updates: ``update_every`` epochs, or ``update_every``
+   steps with ``update_unit="step"`` (notebook 02: 5 SGD steps). It is an *inexact*, stochastic
+   minimisation. The penalty adds :math:`\rho\,(W_i - Z_i + U_i)` to each constrained weight's gradient
+   (:func:`admm_penalty_gradient`). The penalty is the **squared** Frobenius norm; the unsquared norm
+   found in some public reimplementations has a different gradient, :math:`\rho (W - Z + U)/\|W - Z + U\|`,
+   and is a bug.
 2. **Z-step** — :math:`Z_i = \Pi_{S_i}(W_i + U_i)`, the Euclidean projection (:mod:`refimpl.projections`).
 3. **U-step** — :math:`U_i = U_i + W_i - Z_i` (the scaled dual variable accumulates the disagreement).
 
@@ -23,14 +26,42 @@ Start from :math:`Z = \Pi(W)`, :math:`U = 0`. The penalty parameter follows the 
 later public code **(choice)**: :math:`\rho_0 = 10^{-3}`, multiplied by 1.3 after every Z/U update and
 capped at 1.0; ``rho_growth=1`` gives the constant :math:`\rho` of their older code.
 
+**The dual variable when ρ changes** (Boyd et al., §3.4.1). The scaled dual is :math:`U = Y/\rho`, with
+:math:`Y` the unscaled Lagrange multiplier of :math:`W = Z`. Changing :math:`\rho` without touching
+:math:`U` therefore multiplies the implied multiplier :math:`Y = \rho U` by the growth factor (×1.3 at
+every update of the default schedule). Boyd's rule keeps :math:`Y` continuous by rescaling
+
+.. math:: U \leftarrow U\,\rho_\text{old} / \rho_\text{new}
+
+(``rescale_dual=True``, :func:`rescale_dual`). The default is ``False``, the authors' code: it is the
+behaviour the papers' numbers were produced with, and it grows the pull :math:`\rho U` of the past
+disagreement along with :math:`\rho`, which pushes harder towards the set. Notebook 00 compares both on a
+least-squares problem whose answer is known, notebook 02 on LeNet-5.
+
 Convergence diagnostics (Boyd et al., §3.3), computed at every update:
 
 * primal residual :math:`r = \|W - Z\|_F / \|W\|_F` (relative): how far the weights are from the set;
 * dual residual :math:`s = \rho\,\|Z - Z_\text{prev}\|_F`: how much the projection still moves.
 
-Both going to zero means the W and Z copies agree and the support has settled: time to hard prune
-(:func:`refimpl.prune.masking.hard_prune`). Because :math:`S` is not convex, ADMM here is a heuristic
-without a global guarantee — on problems where the answer is known (see ``tests/test_admm.py``) it finds it.
+**When to hard prune.** Since :math:`Z \in S`, the hard prune (:func:`refimpl.prune.masking.hard_prune`,
+the exact projection of :math:`W` for one constraint) removes at most :math:`\|W - Z\|_F^2`, i.e. a share
+:math:`r^2` of the weight's energy :math:`\|W\|_F^2`. A threshold on :math:`r` is therefore a bound on
+what the cut throws away: :data:`PRIMAL_TOL` :math:`= 0.05` means at most 0.25 %. The dual residual
+should be small against the pull itself, :math:`s \le` :data:`DUAL_TOL` :math:`\cdot\,\rho\|W\|_F`, i.e.
+the last Z-step moved :math:`Z` by at most 5 % of :math:`\|W\|` (Boyd's relative criterion, with
+:math:`\|W\|` as the scale). :func:`residuals_small` applies both. refimpl's runs do not stop on them
+(ADMM runs its configured epochs, as in the papers); the notebooks report when they are met.
+
+**No convergence guarantee here.** Convergence results for non-convex ADMM exist: Hong, Luo & Razaviyayn
+(2016) prove that ADMM reaches stationary points for a smooth non-convex loss when the non-smooth terms
+are convex, the penalty :math:`\rho` is a *constant* larger than a multiple of the loss's gradient
+Lipschitz constant, and every subproblem is solved exactly; Wang, Yin & Zeng (2019) admit some non-convex
+non-smooth terms but need the block updated last before the dual to be smooth. StructADMM as run here
+breaks each condition: the indicator of :math:`S` is non-convex and non-smooth and :math:`Z` is the block
+updated last; the W-step is a few stochastic gradient steps, not an exact minimisation; and :math:`\rho`
+starts orders of magnitude below any such bound and changes at every update. So ADMM here is a heuristic.
+On problems whose answer is known (``tests/test_admm.py``, notebook 00) it finds it, and the residuals
+above are what one watches.
 
 **Several constraints on one parameter** (e.g. filters AND shapes) each get their own :math:`(Z_j, U_j)`
 pair and their own penalty term, so the gradient receives one term per constraint.
@@ -46,6 +77,11 @@ References
 .. [3] T. Zhang, S. Ye, X. Feng, X. Ma, K. Zhang, Z. Li, J. Tang, S. Liu, X. Lin, Y. Liu, M. Fardad,
    Y. Wang, "StructADMM: Achieving Ultrahigh Efficiency in Structured Pruning for DNNs", IEEE TNNLS 33(5),
    2022. https://doi.org/10.1109/TNNLS.2020.3045153
+.. [4] M. Hong, Z.-Q. Luo, M. Razaviyayn, "Convergence Analysis of Alternating Direction Method of
+   Multipliers for a Family of Nonconvex Problems", SIAM J. Optim. 26(1), 2016.
+   https://doi.org/10.1137/140990309
+.. [5] Y. Wang, W. Yin, J. Zeng, "Global Convergence of ADMM in Nonconvex Nonsmooth Optimization",
+   J. Sci. Comput. 78, 2019. https://doi.org/10.1007/s10915-018-0757-z
 """
 
 from __future__ import annotations
@@ -63,13 +99,24 @@ from refimpl.train.trainer import Hook
 
 __all__ = [
     "ADMM",
+    "DUAL_TOL",
+    "PRIMAL_TOL",
     "admm_penalty",
     "admm_penalty_gradient",
     "admm_residuals",
     "admm_update",
     "augmented_loss",
     "next_rho",
+    "rescale_dual",
+    "residuals_small",
 ]
+
+#: Primal-residual threshold of :func:`residuals_small`: the hard prune then discards at most
+#: ``PRIMAL_TOL**2`` = 0.25 % of the weight's energy (module docstring, "When to hard prune").
+PRIMAL_TOL = 0.05
+#: Dual-residual threshold of :func:`residuals_small`, relative to ``rho * ||W||``: the last Z-step moved
+#: ``Z`` by at most 5 % of ``||W||``.
+DUAL_TOL = 0.05
 
 
 # --- functional core (no trainer needed) ---------------------------------------------------------------
@@ -173,6 +220,71 @@ def next_rho(rho: float, growth: float, rho_max: float) -> float:
     return min(rho * growth, rho_max)
 
 
+def rescale_dual(U: np.ndarray, rho_old: float, rho_new: float) -> np.ndarray:
+    r"""Return the scaled dual for a new penalty, keeping the multiplier :math:`Y = \rho U` unchanged.
+
+    .. math:: U_\text{new} = U\,\frac{\rho_\text{old}}{\rho_\text{new}}
+              \quad\Longrightarrow\quad \rho_\text{new} U_\text{new} = \rho_\text{old} U
+
+    (Boyd et al. 2011, §3.4.1: in scaled form, :math:`U` must be rescaled whenever :math:`\rho` changes.)
+
+    Parameters
+    ----------
+    U : ndarray
+        The scaled dual variable (not modified).
+    rho_old, rho_new : float
+        The penalty ``U`` was accumulated with, and the next one. ``rho_new = rho_old`` (or both 0)
+        returns a copy of ``U``.
+
+    Returns
+    -------
+    ndarray, shape and dtype of ``U``
+
+    Examples
+    --------
+    >>> rescale_dual(np.array([1.3, -2.6]), 1.0, 1.3)
+    array([ 1., -2.])
+    """
+    rho_old, rho_new = float(rho_old), float(rho_new)
+    if rho_new == rho_old:
+        return U.copy()
+    if not rho_new > 0:
+        raise ValueError(f"rho_new must be > 0 to rescale U, got {rho_new}")
+    return (U * (rho_old / rho_new)).astype(U.dtype, copy=False)
+
+
+def residuals_small(primal: float, dual: float, rho: float, w_norm: float, *, primal_tol: float = PRIMAL_TOL,
+                    dual_tol: float = DUAL_TOL) -> bool:
+    r"""Whether both residuals of one constraint are below their thresholds (time to hard prune).
+
+    .. math:: r \le \varepsilon_\text{pri} \quad\text{and}\quad s \le \varepsilon_\text{dual}\,\rho\,\|W\|_F
+
+    with :math:`r, s` as returned by :func:`admm_residuals` (``primal`` is already relative). With
+    :math:`r \le 0.05` the hard prune removes at most 0.25 % of :math:`\|W\|_F^2`, because the exact
+    projection is at least as close to :math:`W` as :math:`Z \in S` is.
+
+    Parameters
+    ----------
+    primal, dual : float
+        The residuals of one update.
+    rho : float
+        The penalty the dual residual was computed with.
+    w_norm : float
+        :math:`\|W\|_F` at that update.
+    primal_tol, dual_tol : float
+        :math:`\varepsilon_\text{pri}` and :math:`\varepsilon_\text{dual}` (defaults :data:`PRIMAL_TOL`,
+        :data:`DUAL_TOL`).
+
+    Examples
+    --------
+    >>> residuals_small(0.04, 0.01, rho=1.0, w_norm=1.0)
+    True
+    >>> residuals_small(0.04, 0.2, rho=1.0, w_norm=1.0)   # Z still moved by 20 % of ||W||
+    False
+    """
+    return bool(primal <= primal_tol and dual <= dual_tol * float(rho) * float(w_norm))
+
+
 # --- the trainer hook ----------------------------------------------------------------------------------
 def _check_nonnegative_real(value, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value):
@@ -202,6 +314,11 @@ class ADMM(Hook):
     update_every : int, default 1
         Run the Z/U update every this many epochs or steps.
     update_unit : {"epoch", "step"}, default "epoch"
+    rescale_dual : bool, default False
+        After every change of :math:`\rho`, rescale each :math:`U_j \leftarrow U_j \rho_\text{old} /
+        \rho_\text{new}` (Boyd §3.4.1, :func:`rescale_dual`), so that the multiplier :math:`\rho U_j` is
+        continuous. ``False`` (default) is the authors' code: :math:`U` is kept and :math:`\rho U` jumps by
+        the growth factor at each update (module docstring).
     frozen_masks : dict of param name -> bool ndarray, optional
         Keep masks of earlier pruning steps (progressive pruning): every projection becomes
         :math:`\Pi_S(V \odot M) \odot M` (see :mod:`refimpl.prune.constraints`). The hook does not zero the
@@ -227,7 +344,8 @@ class ADMM(Hook):
 
     def __init__(self, constraints: Sequence[Constraint | Mapping[str, Any]], rho: float = 1e-3,
                  rho_growth: float = 1.3, rho_max: float = 1.0, update_every: int = 1,
-                 update_unit: str = "epoch", frozen_masks: Mapping[str, np.ndarray] | None = None) -> None:
+                 update_unit: str = "epoch", frozen_masks: Mapping[str, np.ndarray] | None = None,
+                 rescale_dual: bool = False) -> None:
         self.constraints = parse_constraints(constraints)
         self.rho = _check_nonnegative_real(rho, "rho")
         self.rho_growth = _check_nonnegative_real(rho_growth, "rho_growth")
@@ -240,6 +358,9 @@ class ADMM(Hook):
         if update_unit not in ("epoch", "step"):
             raise ValueError(f"update_unit must be 'epoch' or 'step', got {update_unit!r}")
         self.update_unit = update_unit
+        if not isinstance(rescale_dual, bool):
+            raise TypeError(f"rescale_dual must be a bool, got {rescale_dual!r}")
+        self.rescale_dual = rescale_dual
         self.frozen_masks = {k: np.asarray(v, dtype=bool) for k, v in (frozen_masks or {}).items()}
         self.Z: list[np.ndarray] = []
         self.U: list[np.ndarray] = []
@@ -282,7 +403,7 @@ class ADMM(Hook):
         self._initialised = True
 
     def update(self, params: Mapping[str, np.ndarray]) -> dict[str, Any]:
-        """Z-step and U-step for every constraint, then grow rho; return the log record."""
+        """Z-step and U-step for every constraint, then grow rho (rescaling U if asked); return the record."""
         record: dict[str, Any] = {"admm.update": self.updates + 1, "admm.rho": self.rho}
         primal, dual = [], []
         for j, (c, label) in enumerate(zip(self.constraints, self.labels(), strict=True)):
@@ -296,7 +417,10 @@ class ADMM(Hook):
         record["admm.primal_max"] = max(primal)
         record["admm.dual_max"] = max(dual)
         self.updates += 1
-        self.rho = next_rho(self.rho, self.rho_growth, self.rho_max)
+        rho_new = next_rho(self.rho, self.rho_growth, self.rho_max)
+        if self.rescale_dual and rho_new != self.rho:
+            self.U = [rescale_dual(u, self.rho, rho_new) for u in self.U]
+        self.rho = rho_new
         return record
 
     def _tick(self, trainer) -> dict[str, Any] | None:
@@ -368,4 +492,5 @@ class ADMM(Hook):
     def __repr__(self) -> str:
         return (f"ADMM({len(self.constraints)} constraints, rho={self.rho:g}, "
                 f"rho_growth={self.rho_growth:g}, rho_max={self.rho_max:g}, "
-                f"update_every={self.update_every} {self.update_unit})")
+                f"update_every={self.update_every} {self.update_unit}"
+                + (", rescale_dual=True)" if self.rescale_dual else ")"))
