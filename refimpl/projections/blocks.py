@@ -132,6 +132,9 @@ def project_blocks(w, block_shape, sparsity=None, keep=None, *, engine: str = "n
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_blocks`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     With :math:`G_b` the entries of block :math:`b`:
 
     .. math:: S_k = \{Z : |\{b : Z_b \ne 0\}| \le k\}, \qquad
@@ -239,6 +242,9 @@ def project_balanced(w, vector_size, sparsity=None, keep=None, *, engine: str = 
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_balanced`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     With :math:`g_{r,j}` the :math:`j`-th vector of row :math:`r` of the GEMM view:
 
     .. math:: S = \{Z : \|z_{r,j}\|_0 \le k_v \;\forall r, j\}, \qquad
@@ -325,6 +331,9 @@ def project_nm(w, n, m, *, engine: str = "numba") -> np.ndarray:
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_nm`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     :func:`project_balanced` with ``vector_size = m`` and ``keep = n``:
 
     .. math:: S_{N:M} = \{Z : \|z_{r,j}\|_0 \le N \;\forall r, j\}, \qquad
@@ -601,6 +610,9 @@ def project_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, v
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_vector_block`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     The target set is the intersection of the balanced set and the block set,
 
     .. math:: S = \{Z : \|z_{r,j}\|_0 \le k_v \;\forall r, j\} \,\cap\,

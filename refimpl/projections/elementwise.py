@@ -67,6 +67,9 @@ def project_unstructured(w, sparsity=None, keep=None) -> np.ndarray:
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_unstructured`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     The set and the projection:
 
     .. math:: S_k = \{Z : \|Z\|_0 \le k\}, \qquad
@@ -161,6 +164,10 @@ def project_unstructured_global(ws, sparsity=None, keep=None):
 
     Notes
     -----
+    The plain, sorting-based definition is
+    :func:`refimpl.projections.reference.reference_unstructured_global`; this function is tested equal to it
+    (``tests/test_projections_reference.py``).
+
     The squared Frobenius distance is a sum over layers, so the joint problem is
     :func:`project_unstructured` of the concatenation of all flattened layers:
 

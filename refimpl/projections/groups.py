@@ -136,6 +136,9 @@ def project_filters(w, sparsity=None, keep=None, *, engine: str = "numba") -> np
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_filters`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     .. math:: S_k = \{Z : |\{f : Z_f \ne 0\}| \le k\}, \qquad
               \Pi_{S_k}(W) = \operatorname*{argmin}_{Z \in S_k} \|W - Z\|_F^2
               = \text{keep the } k \text{ filters of largest } \|W_f\|_2 .
@@ -216,6 +219,9 @@ def project_channels(w, sparsity=None, keep=None, *, engine: str = "numba") -> n
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_channels`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     .. math:: S_k = \{Z : |\{c : Z_{:,c} \ne 0\}| \le k\}, \qquad
               \Pi_{S_k}(W) = \text{keep the } k \text{ channels of largest } \|W_{:,c}\|_2 .
 
@@ -283,6 +289,9 @@ def project_shapes(w, sparsity=None, keep=None, *, engine: str = "numba") -> np.
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_shapes`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     With :math:`G = W` reshaped to ``(F, C*KH*KW)`` and :math:`G_{:,j}` its columns:
 
     .. math:: S_k = \{Z : |\{j : G(Z)_{:,j} \ne 0\}| \le k\}, \qquad
@@ -349,6 +358,9 @@ def project_kernels(w, sparsity=None, keep=None, *, engine: str = "numba") -> np
 
     Notes
     -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_kernels`; this
+    function is tested equal to it (``tests/test_projections_reference.py``).
+
     .. math:: S_k = \{Z : |\{(f, c) : Z_{f,c} \ne 0\}| \le k\}, \qquad
               \Pi_{S_k}(W) = \text{keep the } k \text{ kernels of largest } \|W_{f,c}\|_F .
 

@@ -612,6 +612,12 @@ def project_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, pru
         NaN/inf in ``w``, wrong ndim, ``block_shape`` out of range, counts out of range or not exactly
         one of ``sparsity``/``keep``/``unify``, unknown ``engine``.
 
+    Notes
+    -----
+    The plain, sorting-based definition is :func:`refimpl.projections.reference.reference_unified`
+    (every split of the premium order tried); this function is tested equal to it
+    (``tests/test_projections_reference.py``).
+
     Examples
     --------
     >>> w = np.array([[3.0, -1.0, 0.5, 0.25]])
