@@ -19,8 +19,11 @@ kind                  what it does
 ``gradual``           training with the :class:`~refimpl.prune.GradualPruning` hook (Zhu & Gupta): every
                       ``update_every`` steps the mask is recomputed at the cubic schedule's
                       :math:`s_t = s_f + (s_i - s_f)(1 - (t - t_0)/(n\Delta t))^3`, on the survivors
-``prune``             hard prune :math:`W \leftarrow \Pi_S(W)` (of W, not Z); the masks stay frozen
-``retrain``           masked retraining (:class:`~refimpl.prune.MaskedRetraining`): pruned weights stay 0
+``prune``             hard prune :math:`W \leftarrow \Pi_S(W)` (of W, not Z); the masks stay frozen, and
+                      which blocks a ``"unified"`` constraint unified is recorded (``unified.npz``)
+``retrain``           masked retraining (:class:`~refimpl.prune.MaskedRetraining`): pruned weights stay 0;
+                      with unified blocks (:class:`~refimpl.prune.UnifiedRetraining`) each unified block
+                      trains only its shared magnitude :math:`m_b` (gradient :math:`\sum_i s_i g_i`)
 ``purify``            :func:`refimpl.compact.purify` removes nearly empty, unimportant filters...
 ``purify_retrain``    ...followed by masked retraining with the new masks
 ``compact``           :func:`refimpl.compact.compact`: the smaller dense network computing the same function
@@ -103,6 +106,8 @@ class Run:
         self.x_test, self.y_test = dataset.x_test[: d.limit_test], dataset.y_test[: d.limit_test]
         self.val = None if dataset.x_val is None else (dataset.x_val, dataset.y_val)
         self.masks: dict[str, np.ndarray] = {}
+        #: The unified blocks of the ``"unified"`` parameters (:func:`refimpl.prune.hard_prune_unified`).
+        self.unified: dict = {}
         self.compact_model = None
         self.state: dict = {}
 
@@ -161,6 +166,12 @@ class Run:
         if kind.sets_masks:
             save_npz(directory / "masks.npz", self.masks)
             record["masks"] = f"{phase.name}/masks.npz"
+            if self.unified:
+                arrays = {}
+                for name, blocks in self.unified.items():
+                    arrays.update(blocks.to_arrays(name))
+                save_npz(directory / "unified.npz", arrays)
+                record["unified"] = f"{phase.name}/unified.npz"
         record["metrics"] = metrics
         record["seconds"] = time.perf_counter() - started
         self.state["phases"][phase.name] = record
@@ -183,6 +194,13 @@ class Run:
         masks = [phases[p.name]["masks"] for p in done if phases[p.name].get("masks")]
         if masks:
             self.masks = {k: v.astype(bool) for k, v in load_npz(self.out / masks[-1]).items()}
+        unified = [phases[p.name]["unified"] for p in done if phases[p.name].get("unified")]
+        if unified:
+            from refimpl.prune import UnifiedBlocks
+
+            arrays = load_npz(self.out / unified[-1])
+            names = {key.rsplit(".", 1)[0] for key in arrays}
+            self.unified = {name: UnifiedBlocks.from_arrays(arrays, name) for name in sorted(names)}
         if any(p.kind == "compact" for p in done):
             self.compact_model = load_compact_model(self.out)
 
@@ -291,19 +309,32 @@ def gradual(run: Run, phase: Phase) -> dict:
 
 @phase_kind("prune", sets_masks=True, accuracy="after_hard_prune", label="after hard prune")
 def prune(run: Run, phase: Phase) -> dict:
-    r"""Hard prune :math:`W \leftarrow \Pi_S(W)` inside the frozen masks; the new masks are frozen."""
-    from refimpl.prune import hard_prune, masks_sparsity
+    r"""Hard prune :math:`W \leftarrow \Pi_S(W)` inside the frozen masks; the new masks are frozen.
 
-    run.masks = hard_prune(run.model, list(phase.constraints), frozen_masks=run.masks or None)
-    return {"test_acc": run.evaluate(), "sparsity": masks_sparsity(run.masks),
-            "layer_sparsity": masks_sparsity(run.masks, per_param=True)}
+    For ``"unified"`` constraints the kind of every block (free, unified, pruned) and the signs of the
+    unified blocks are recorded too (``run.unified``), for the retraining that keeps them unified.
+    """
+    from refimpl.prune import hard_prune_unified, masks_sparsity
+
+    run.masks, run.unified = hard_prune_unified(run.model, list(phase.constraints),
+                                                frozen_masks=run.masks or None)
+    out = {"test_acc": run.evaluate(), "sparsity": masks_sparsity(run.masks),
+           "layer_sparsity": masks_sparsity(run.masks, per_param=True)}
+    if run.unified:
+        out["unified_blocks"] = {name: blocks.counts() for name, blocks in run.unified.items()}
+    return out
 
 
 def _masked_retrain(run: Run, phase: Phase) -> dict:
-    from refimpl.prune import MaskedRetraining
+    """Masked retraining; unified blocks (``run.unified``) train only their shared magnitudes."""
+    from refimpl.prune import MaskedRetraining, UnifiedRetraining
 
-    history = run.train(phase, run.config.retrain, [MaskedRetraining(run.masks)])
-    return {"test_acc": run.evaluate(), **_last(history)}
+    hook = UnifiedRetraining(run.masks, run.unified) if run.unified else MaskedRetraining(run.masks)
+    history = run.train(phase, run.config.retrain, [hook])
+    out = {"test_acc": run.evaluate(), **_last(history)}
+    if run.unified:
+        out["unified_intact"] = hook.intact(run.model.parameters())
+    return out
 
 
 phase_kind("retrain", trains=True, accuracy="after_retrain", label="after retraining")(_masked_retrain)

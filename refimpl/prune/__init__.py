@@ -15,7 +15,10 @@ trainer knows nothing about pruning:
   cubic schedule (:func:`~refimpl.prune.gradual.gradual_sparsity`) during training, no penalty;
 * :func:`~refimpl.prune.magnitude.magnitude_prune` and :func:`~refimpl.prune.magnitude.iterative_targets`
   — the one-shot / iterative baseline;
-* :func:`~refimpl.prune.progressive.stage_constraints` — the targets of progressive ADMM's steps.
+* :func:`~refimpl.prune.progressive.stage_constraints` — the targets of progressive ADMM's steps;
+* :func:`~refimpl.prune.unified_retraining.hard_prune_unified` and
+  :class:`~refimpl.prune.unified_retraining.UnifiedRetraining` — weight unification's retraining: a
+  unified block trains only its shared magnitude (:class:`~refimpl.prune.unified_retraining.UnifiedBlocks`).
 
 The experiment engine (:mod:`refimpl.engine`) runs them as phases: ADMM → hard prune → masked retraining,
 once per progressive step.
@@ -68,6 +71,7 @@ from refimpl.prune.masking import (
     masks_sparsity,
 )
 from refimpl.prune.progressive import stage_constraints
+from refimpl.prune.unified_retraining import UnifiedBlocks, UnifiedRetraining, hard_prune_unified
 
 __all__ = [
     "ADMM",
@@ -77,6 +81,8 @@ __all__ = [
     "GradualPruning",
     "GroupLasso",
     "MaskedRetraining",
+    "UnifiedBlocks",
+    "UnifiedRetraining",
     "admm_penalty",
     "admm_penalty_gradient",
     "admm_residuals",
@@ -95,6 +101,7 @@ __all__ = [
     "group_norms",
     "group_tile",
     "hard_prune",
+    "hard_prune_unified",
     "iterative_targets",
     "magnitude_prune",
     "masks_sparsity",

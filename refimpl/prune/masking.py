@@ -92,7 +92,9 @@ def hard_prune(model, constraints: Iterable[Constraint | Mapping[str, Any]], *,
     -----
     For ``structure="unified"`` (weight unification) the single-constraint case copies the projection,
     which changes the unified blocks' values; the mask then marks only the pruned blocks. Masked
-    retraining keeps pruned blocks at zero but does not keep unified blocks unified.
+    retraining keeps pruned blocks at zero but does not keep unified blocks unified: use
+    :func:`~refimpl.prune.unified_retraining.hard_prune_unified` and
+    :class:`~refimpl.prune.unified_retraining.UnifiedRetraining` (the engine does).
     """
     params = _live_params(model)
     frozen = {k: np.asarray(v, dtype=bool) for k, v in (frozen_masks or {}).items()}
