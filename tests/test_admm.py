@@ -438,3 +438,11 @@ def test_resume_mid_admm_is_bitwise_identical(rng, tmp_path):
         np.testing.assert_array_equal(a, b)
     assert resumed_hook.rho == full_hook.rho and resumed_hook.updates == 3
     assert resumed_hook.history == full_hook.history
+
+
+def test_docstring_examples():
+    import doctest
+
+    import refimpl.prune.admm as admm_module
+
+    assert doctest.testmod(admm_module, optionflags=doctest.NORMALIZE_WHITESPACE).failed == 0
