@@ -28,6 +28,33 @@ and shapes are both its input features). Counting rules, for a layer with effect
 
 "Nonzero" counts every parameter entry of the layer that is not zero (masked weights plus biases and
 BatchNorm scale/shift), so the ratio compares what has to be stored.
+
+Storage in bits (:func:`weight_storage`, :func:`storage_report`)
+-----------------------------------------------------------------
+Counting nonzeros is blind to weight unification: a unified block has no zero but stores one number. Runs
+are therefore also compared at **equal storage**, in bits, under one documented encoding. A weight's
+GEMM view is cut into ``bh x bw`` blocks (the ``block_shape`` of its constraint; ``1 x 1``, i.e. single
+entries, for structures without one), and each block is stored as one of three kinds:
+
+==========  ==================================================  =========================================
+kind        when                                                bits
+==========  ==================================================  =========================================
+free        otherwise                                           :math:`n_b \cdot b_v` (zeros inside stored)
+unified     :math:`n_b \ge 2` entries, all of one nonzero       :math:`b_v + n_b` (one magnitude, one
+            magnitude                                           sign bit per entry)
+pruned      all entries zero                                    0
+==========  ==================================================  =========================================
+
+plus a **block-kind map** of :math:`\lceil \log_2 k \rceil` bits per block, :math:`k` the number of kinds
+that occur in the layer: none for a dense layer, a 1-bit bitmap for a pruned one (for ``1 x 1`` blocks
+the usual bitmap encoding, :math:`N + b_v \cdot \mathrm{nnz}` bits), 2 bits per block when free,
+unified and pruned blocks all occur. :math:`n_b` counts the real entries of a block (edge blocks are
+smaller), :math:`b_v` is the value width: 32 (float32) or 16 (float16). The kinds are read off the
+values, so the count is what it costs to store these weights, however they were trained: a unified block
+is any block of two or more entries with one nonzero magnitude (storing it unified is then always
+cheaper, since :math:`b_v + n_b < n_b b_v`). Other parameters (biases, BatchNorm) are stored densely.
+Index bits are the price of the format's flexibility; a kernel's own arrays (row pointers, block column
+indices, see :mod:`refimpl.sparse.unified`) cost more, and ``paper_repro/bench_spmm.py`` compares those.
 """
 
 from __future__ import annotations
@@ -40,7 +67,19 @@ import numpy as np
 from refimpl.models import layer_table
 from refimpl.nn.module import Module
 
-__all__ = ["compare_reports", "format_report", "layer_report", "report_json", "report_totals"]
+__all__ = [
+    "STORAGE_VALUE_BITS",
+    "block_kinds",
+    "compare_reports",
+    "format_report",
+    "format_storage",
+    "layer_report",
+    "report_json",
+    "report_totals",
+    "storage_report",
+    "storage_totals",
+    "weight_storage",
+]
 
 #: Additive quantities of a row; totals are their sums.
 _SUMMED = ("params_before", "params", "nonzero", "macs_before", "macs", "effective_macs")
@@ -255,3 +294,199 @@ def compare_reports(before: Sequence[Mapping], after: Sequence[Mapping]) -> dict
     totals["params_ratio"] = tb["params"] / ta["params"] if ta["params"] else math.inf
     totals["macs_ratio"] = tb["macs"] / ta["macs"] if ta["macs"] else math.inf
     return {"layers": layers, "totals": totals}
+
+
+# --- storage in bits -------------------------------------------------------------------------------------
+
+#: Value widths :func:`weight_storage` accepts: float32 and float16.
+STORAGE_VALUE_BITS = (32, 16)
+
+#: Block kinds of :func:`block_kinds` (the codes of :mod:`refimpl.projections.unify`).
+_FREE, _UNIFIED, _PRUNED = 0, 1, 2
+
+
+def _check_value_bits(value_bits) -> int:
+    if isinstance(value_bits, bool) or value_bits not in STORAGE_VALUE_BITS:
+        raise ValueError(f"value_bits must be one of {STORAGE_VALUE_BITS} (float32, float16), "
+                         f"got {value_bits!r}")
+    return int(value_bits)
+
+
+def _gemm_blocks(w, block_shape) -> tuple[np.ndarray, tuple[int, int]]:
+    """``|w|`` of the GEMM view padded to the block grid with NaN, as (nbr, bh, nbc, bw); and (bh, bw)."""
+    from refimpl._validation import as_float_array, check_block_shape
+
+    w = as_float_array(w, "w")
+    if w.ndim < 2:
+        raise ValueError(f"w must be a weight with 2 or more dimensions (its GEMM view is w.reshape(F, -1)), "
+                         f"got shape {w.shape}")
+    w2d = np.abs(w.reshape(w.shape[0], -1)).astype(np.float64)
+    bh, bw = check_block_shape(block_shape, w2d.shape)
+    rows, cols = w2d.shape
+    nbr, nbc = -(-rows // bh), -(-cols // bw)
+    padded = np.full((nbr * bh, nbc * bw), np.nan)
+    padded[:rows, :cols] = w2d
+    return padded.reshape(nbr, bh, nbc, bw), (bh, bw)
+
+
+def block_kinds(w, block_shape=(1, 1)) -> np.ndarray:
+    """Kind of every ``bh x bw`` block of ``w``'s GEMM view: 0 free, 1 unified, 2 pruned (module notes).
+
+    Examples
+    --------
+    >>> block_kinds(np.array([[0.5, -0.5, 0.0, 0.0, 1.0, 2.0]]), (1, 2))
+    array([[1, 2, 0]], dtype=int8)
+    """
+    tiles, _ = _gemm_blocks(w, block_shape)
+    with np.errstate(invalid="ignore"):
+        largest, smallest = np.nanmax(tiles, axis=(1, 3)), np.nanmin(tiles, axis=(1, 3))
+    size = np.count_nonzero(~np.isnan(tiles), axis=(1, 3))
+    kinds = np.full(largest.shape, _FREE, dtype=np.int8)
+    kinds[(largest == smallest) & (largest > 0) & (size >= 2)] = _UNIFIED
+    kinds[largest == 0] = _PRUNED
+    return kinds
+
+
+def weight_storage(w, block_shape=(1, 1), *, value_bits: int = 32) -> dict:
+    r"""Bits that store ``w`` in the block encoding of the module notes.
+
+    Parameters
+    ----------
+    w : array_like, shape (F, C, KH, KW) or (OUT, IN)
+        The (masked) weight; its values decide every block's kind.
+    block_shape : (int, int), default (1, 1)
+        ``(bh, bw)`` blocks of the GEMM view ``w.reshape(F, -1)``; edge blocks may be smaller.
+    value_bits : {32, 16}
+        Width of a stored value (float32 or float16).
+
+    Returns
+    -------
+    dict
+        ``blocks``, ``free_blocks``, ``unified_blocks``, ``pruned_blocks`` (counts); ``free_bits``
+        (:math:`b_v` per entry of free blocks), ``unified_bits`` (:math:`b_v + n_b` per unified block),
+        ``index_bits`` (the block-kind map), ``bits`` (their sum), ``dense_bits`` (:math:`b_v` per entry)
+        and ``ratio`` (``dense_bits / bits``; ``inf`` when nothing is stored).
+
+    Examples
+    --------
+    One free, one unified and one pruned ``1 x 2`` block, float32: :math:`2 \cdot 32 + (32 + 2) + 0` bits
+    of values and signs, and 2 bits of kind map per block:
+
+    >>> s = weight_storage(np.array([[1.0, 2.0, 0.5, -0.5, 0.0, 0.0]]), (1, 2))
+    >>> s["free_bits"], s["unified_bits"], s["index_bits"], s["bits"], s["dense_bits"]
+    (64, 34, 6, 104, 192)
+    """
+    value_bits = _check_value_bits(value_bits)
+    tiles, block_shape = _gemm_blocks(w, block_shape)
+    kinds = block_kinds(w, block_shape)
+    size = np.count_nonzero(~np.isnan(tiles), axis=(1, 3))
+    free, unified = kinds == _FREE, kinds == _UNIFIED
+    n_kinds = len(np.unique(kinds))
+    out = {
+        "block_shape": tuple(block_shape), "blocks": int(kinds.size),
+        "free_blocks": int(np.count_nonzero(free)), "unified_blocks": int(np.count_nonzero(unified)),
+        "pruned_blocks": int(np.count_nonzero(kinds == _PRUNED)),
+        "free_bits": int(size[free].sum()) * value_bits,
+        "unified_bits": int(np.count_nonzero(unified)) * value_bits + int(size[unified].sum()),
+        "index_bits": kinds.size * math.ceil(math.log2(n_kinds)) if n_kinds > 1 else 0,
+        "dense_bits": int(size.sum()) * value_bits,
+    }
+    out["bits"] = out["free_bits"] + out["unified_bits"] + out["index_bits"]
+    out["ratio"] = out["dense_bits"] / out["bits"] if out["bits"] else math.inf
+    return out
+
+
+_STORAGE_SUMMED = ("blocks", "free_blocks", "unified_blocks", "pruned_blocks", "free_bits", "unified_bits",
+                   "index_bits", "bits", "dense_bits")
+
+
+def storage_report(model: Module, masks: Mapping[str, np.ndarray] | None = None,
+                   block_shapes: Mapping[str, tuple[int, int]] | None = None, *,
+                   value_bits: int = 32) -> list[dict]:
+    """One row per parameter: the bits that store it (:func:`weight_storage` for conv/linear weights).
+
+    Parameters
+    ----------
+    model : Module
+    masks : dict of name -> bool ndarray, optional
+        Keep masks applied before counting.
+    block_shapes : dict of name -> (bh, bw), optional
+        Block shape of each weight's encoding (its constraint's ``block_shape``); ``(1, 1)`` otherwise.
+    value_bits : {32, 16}
+
+    Returns
+    -------
+    list of dict
+        ``name``, ``shape`` and the keys of :func:`weight_storage`; a parameter that is not a conv/linear
+        weight (bias, BatchNorm) is one free "block" per entry without a map (dense).
+
+    Examples
+    --------
+    >>> from refimpl.models import lenet300_100
+    >>> rows = storage_report(lenet300_100(input_size=8), {"fc3.weight": np.zeros((10, 100), bool)})
+    >>> rows[-2]["name"], rows[-2]["bits"], rows[-1]["name"], rows[-1]["bits"]   # all pruned: no bits
+    ('fc3.weight', 0, 'fc3.bias', 320)
+    """
+    from refimpl.prune.constraints import _weights_by_kind
+
+    if not isinstance(model, Module):
+        raise TypeError(f"model must be a refimpl Module, got {type(model).__name__}")
+    value_bits = _check_value_bits(value_bits)
+    masks = {} if masks is None else masks
+    block_shapes = {} if block_shapes is None else block_shapes
+    for what, table in (("masks", masks), ("block_shapes", block_shapes)):
+        if not isinstance(table, Mapping):
+            raise TypeError(f"{what} must be a dict keyed by parameter name, got {type(table).__name__}")
+    params = model.parameters()
+    for what, table in (("masks", masks), ("block_shapes", block_shapes)):
+        for name in table:
+            if name not in params:
+                raise KeyError(f"{what}[{name!r}]: the model has no such parameter")
+    weights = set(_weights_by_kind(model)["all"])
+    rows = []
+    for name, value in params.items():
+        if name in masks:
+            mask = np.asarray(masks[name])
+            if mask.dtype != np.bool_ or mask.shape != value.shape:
+                raise ValueError(f"masks[{name!r}] must be a boolean array of shape {value.shape}, got "
+                                 f"dtype {mask.dtype} and shape {mask.shape}")
+            value = np.where(mask, value, 0)
+        if name in weights:
+            row = weight_storage(value, block_shapes.get(name, (1, 1)), value_bits=value_bits)
+        else:
+            n = int(value.size)
+            row = {"block_shape": None, "blocks": n, "free_blocks": n, "unified_blocks": 0,
+                   "pruned_blocks": 0, "free_bits": n * value_bits, "unified_bits": 0, "index_bits": 0,
+                   "bits": n * value_bits, "dense_bits": n * value_bits, "ratio": 1.0 if n else math.inf}
+        rows.append({"name": name, "shape": tuple(value.shape), **row})
+    return rows
+
+
+def storage_totals(rows: Sequence[Mapping]) -> dict:
+    """Return the sums of :func:`storage_report` rows' bit and block counts; ``ratio = dense_bits / bits``."""
+    totals = {key: int(sum(row[key] for row in rows)) for key in _STORAGE_SUMMED}
+    totals["ratio"] = totals["dense_bits"] / totals["bits"] if totals["bits"] else math.inf
+    return totals
+
+
+def format_storage(rows: Sequence[Mapping]) -> str:
+    """Render :func:`storage_report` rows (weights only, then the network's total) as an aligned table."""
+    header = ("parameter", "blocks", "free", "unified", "pruned", "value bits", "unified bits", "index bits",
+              "total bits", "ratio")
+
+    def cells(name, row, shape) -> tuple:
+        return (name, shape, str(row["free_blocks"]), str(row["unified_blocks"]), str(row["pruned_blocks"]),
+                f"{row['free_bits']:,}", f"{row['unified_bits']:,}", f"{row['index_bits']:,}",
+                f"{row['bits']:,}", f"{row['ratio']:.2f}x")
+
+    table = [cells(r["name"], r, f"{r['blocks']} of {r['block_shape'][0]}x{r['block_shape'][1]}")
+             for r in rows if r["block_shape"] is not None]
+    table.append(cells("network (all parameters)", storage_totals(rows), ""))
+    widths = [max(len(r[i]) for r in (header, *table)) for i in range(len(header))]
+
+    def line(row) -> str:
+        return "  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
+                                                                                           strict=True)))
+
+    rule = "-" * len(line(header))
+    return "\n".join([line(header), rule, *(line(r) for r in table[:-1]), rule, line(table[-1])])

@@ -318,3 +318,21 @@ def test_engine_resume_in_retraining_is_bitwise_identical(unified_run, tmp_path,
         assert got.keys() == want.keys()
         for key in want:
             assert got[key].tobytes() == want[key].tobytes(), (name, key)
+
+
+def test_report_and_results_table_count_the_unified_blocks_in_bits(unified_run):
+    from refimpl.engine.results import collect_results
+
+    out, report = unified_run
+    recorded = arrays(out / "prune" / "unified.npz")
+    layers = {row["name"]: row for row in report["storage"]["layers"]}
+    for name, shape in (("fc1.weight", [2, 4]), ("conv2.weight", [1, 5])):
+        blocks = UnifiedBlocks.from_arrays(recorded, name)
+        assert layers[name]["block_shape"] == shape
+        assert layers[name]["unified_blocks"] == blocks.counts()["unified"]  # still unified after retraining
+        assert layers[name]["pruned_blocks"] == blocks.counts()["pruned"]
+    assert report["storage"]["bits"] < report["storage"]["dense_bits"]
+    assert "storage in bits" in report["text"] and "network (all parameters)" in report["text"]
+    row = collect_results(out)[0]
+    assert row["storage.bits"] == report["storage"]["bits"]
+    assert row["storage.bits_fp16"] == report["storage"]["bits_fp16"] < row["storage.bits"]

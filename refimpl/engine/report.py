@@ -1,4 +1,8 @@
-"""The report of a finished run: accuracies per phase, parameters, MACs, sparsity, the per-layer table.
+"""The report of a finished run: accuracies per phase, parameters, MACs, sparsity, storage, per-layer tables.
+
+Storage is counted in bits under the block encoding of :mod:`refimpl.metrics` (free, unified and pruned
+blocks of each weight's constraint ``block_shape``, a block-kind map), at float32 and float16 values, so
+runs of different methods (pruning, weight unification) can be compared at equal storage.
 
 Written as ``report.json`` (everything), ``report.txt`` (the same for a reader) and ``results.json`` (the
 headline numbers), together with ``model_masked.npz`` and ``masks.npz``. ``refimpl results`` and every
@@ -41,6 +45,38 @@ def _phase_row(phase, record: dict) -> dict:
     return row
 
 
+def storage_block_shapes(constraints) -> dict[str, tuple[int, int]]:
+    """Return the block shape of each constrained weight's storage encoding: its constraint's ``block_shape``.
+
+    Weights whose constraints have none (unstructured, filters, ...) are encoded entry by entry (1 x 1).
+    """
+    shapes: dict[str, tuple[int, int]] = {}
+    for c in constraints:
+        if "block_shape" in c.params and c.param not in shapes:
+            shapes[c.param] = tuple(int(v) for v in c.params["block_shape"])
+    return shapes
+
+
+def _storage(run, masks) -> tuple[dict, str]:
+    """Return the report's ``storage`` entry (bits at float32 and float16, per parameter) and its text."""
+    from refimpl.metrics import format_storage, storage_report, storage_totals
+
+    shapes = storage_block_shapes(run.constraints)
+    rows = storage_report(run.model, masks or None, shapes, value_bits=32)
+    totals = storage_totals(rows)
+    half = storage_totals(storage_report(run.model, masks or None, shapes, value_bits=16))
+    layers = [{k: list(v) if isinstance(v, tuple) else finite(v) for k, v in row.items()} for row in rows]
+    entry = {"bits": totals["bits"], "bits_fp16": half["bits"], "dense_bits": totals["dense_bits"],
+             "compression": finite(totals["ratio"]), "compression_fp16": finite(half["ratio"]),
+             "unified_blocks": totals["unified_blocks"], "pruned_blocks": totals["pruned_blocks"],
+             "layers": layers}
+    ratio = "inf" if entry["compression_fp16"] is None else f"{entry['compression_fp16']:.2f}x"
+    text = ("\n\nstorage in bits (float32 values; a unified block: one magnitude + one sign bit per weight; "
+            "index: the block-kind map)\n" + format_storage(rows)
+            + f"\nwith float16 values: {half['bits']:,} bits in all ({ratio} smaller than dense float16)")
+    return entry, text
+
+
 def write_report(run, phases, seconds: float) -> dict:
     """Write the run's report files and final weights; return the report (see the module docstring)."""
     from refimpl.metrics import format_report, layer_report, report_json, report_totals
@@ -74,6 +110,7 @@ def write_report(run, phases, seconds: float) -> dict:
         "layers": report_json(masked_rows)["layers"],
         "seconds": seconds,
     }
+    report["storage"], storage_text = _storage(run, masks)
     compact_text = ""
     if run.compact_model is not None:
         compact_rows = layer_report(run.compact_model, reference=run.model)
@@ -86,7 +123,7 @@ def write_report(run, phases, seconds: float) -> dict:
         report["compact_matches_masked"] = accuracy["compact"] == accuracy["masked"]
         compact_text = "\n\ncompact model (dead paths removed)\n" + format_report(compact_rows)
     report["text"] = _format_text(report) + "\n\nmasked model (per layer)\n" + format_report(masked_rows) \
-        + compact_text
+        + storage_text + compact_text
     write_json(out / "report.json", {k: v for k, v in report.items() if k != "text"})
     atomic_write_text(out / "report.txt", report["text"] + "\n")
     write_json(out / "results.json", {
@@ -96,7 +133,8 @@ def write_report(run, phases, seconds: float) -> dict:
         "params_nonzero": nonzero, "params_compact": report["params"].get("compact"),
         "macs_dense": report["macs"]["dense"], "macs_effective": report["macs"]["effective"],
         "macs_compact": report["macs"].get("compact"), "compression": report["compression"],
-        "sparsity": report["sparsity"]["overall"], "seconds": seconds,
+        "sparsity": report["sparsity"]["overall"], "storage_bits": report["storage"]["bits"],
+        "storage_bits_fp16": report["storage"]["bits_fp16"], "seconds": seconds,
     })
     return report
 
@@ -128,6 +166,10 @@ def _format_text(report: dict) -> str:
     if "compact" in m:
         cr = "inf" if report["compact_mac_ratio"] is None else f"{report['compact_mac_ratio']:.2f}x"
         lines.append(f"            compact model {m['compact']:,} dense MACs ({cr} fewer)")
+    st = report["storage"]
+    ratio = "inf" if st["compression"] is None else f"{st['compression']:.2f}x"
+    lines.append(f"storage     dense {st['dense_bits']:>10,} bits   stored {st['bits']:>10,} bits   "
+                 f"compression {ratio} (float32; {st['bits_fp16']:,} bits with float16 values)")
     if report["sparsity"]["per_layer"]:
         per = ", ".join(f"{k} {v:.3f}" for k, v in report["sparsity"]["per_layer"].items())
         lines.append(f"sparsity    {report['sparsity']['overall']:.4f} overall ({per})")

@@ -30,6 +30,10 @@ grid keys                        the sweep's values of this run (``variant``, ``
 ``macs.dense``, ``macs.effective``,  multiply-accumulates per image: dense, skipping zero weights, compact
 ``macs.compact``
 ``compression``                  ``params.dense / params.nonzero``
+``storage.bits``,                bits that store the final weights (:func:`refimpl.metrics.storage_report`:
+``storage.bits_fp16``,           free, unified and pruned blocks and a block-kind map; float32 / float16
+``storage.compression``          values; compression = dense float32 bits / ``storage.bits``): the x axis
+                                 of curves at equal storage
 ``seconds``                      wall time of the run's phases (summed over its invocations)
 ``status``                       ``finished``, ``partial`` (started, interrupted), ``failed`` (listed in
                                  the sweep's ``failures.json``) or ``pending`` (not started)
@@ -79,6 +83,9 @@ COLUMNS = {
     "macs.effective": ("macs", "effective"),
     "macs.compact": ("macs", "compact"),
     "compression": ("compression",),
+    "storage.bits": ("storage", "bits"),
+    "storage.bits_fp16": ("storage", "bits_fp16"),
+    "storage.compression": ("storage", "compression"),
     "seconds": ("seconds",),
 }
 _DESCRIPTIVE = ("dataset", "model", "method", "structure", "seed")
