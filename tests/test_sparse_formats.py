@@ -322,7 +322,7 @@ def test_validator_rejects_nan_data():
 
 
 def test_validator_rejects_other_types():
-    with pytest.raises(TypeError, match="CSRMatrix, BSRMatrix or BalancedMatrix"):
+    with pytest.raises(TypeError, match="CSRMatrix, BSRMatrix, BalancedMatrix or VectorBlockMatrix"):
         check_format(sp.csr_matrix(np.eye(2)))
 
 

@@ -53,7 +53,7 @@ from refimpl.sparse.formats import (
 )
 
 __all__ = ["OFFSET_DTYPES", "VECTOR_SIZES", "BalancedMatrix", "balanced_counts", "best_vector_size",
-           "check_balanced", "offset_dtype"]
+           "check_balanced", "check_offsets", "offset_dtype", "vector_slots"]
 
 #: Integer dtypes ``offsets`` may have (:func:`offset_dtype` picks the smallest that holds ``V - 1``).
 OFFSET_DTYPES = tuple(np.dtype(t) for t in (np.uint8, np.uint16, np.int32, np.int64))
@@ -82,6 +82,45 @@ def _check_vector_size(vector_size) -> int:
     if isinstance(vector_size, bool) or not isinstance(vector_size, numbers.Integral) or vector_size < 1:
         raise ValueError(f"vector_size must be an integer >= 1, got {vector_size!r}")
     return int(vector_size)
+
+
+def vector_slots(values: np.ndarray, keep: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pick ``k`` slots in every length-``V`` vector (the last axis): the data and offsets of the format.
+
+    Kept offsets come first (ascending), then the unkept ones (ascending): the ``k`` slots are a vector's
+    kept entries and, for a vector with fewer, its lowest free offsets (padding, stored as explicit zeros
+    since ``values`` must be 0 outside ``keep``). The chosen offsets are returned sorted, in
+    :func:`offset_dtype`. Shared by the balanced and the vector ∧ block format.
+
+    Examples
+    --------
+    >>> data, offsets = vector_slots(np.array([[0., 7., 0., 9.]]), np.array([[0, 1, 0, 1]], bool), 3)
+    >>> data, offsets
+    (array([[0., 7., 9.]]), array([[0, 1, 3]], dtype=uint8))
+    """
+    v = values.shape[-1]
+    priority = np.arange(v) + v * ~keep
+    chosen = np.sort(np.argsort(priority, axis=-1, kind="stable")[..., :k], axis=-1)
+    return np.take_along_axis(values, chosen, axis=-1), chosen.astype(offset_dtype(v))
+
+
+def check_offsets(offsets: np.ndarray, vector_size: int, where) -> None:
+    """Raise ``ValueError`` unless each vector's offsets (last axis) lie in ``[0, V)``, strictly increasing.
+
+    ``where(*index)`` names the vector of an index of ``offsets`` without its last axis (for the message).
+    """
+    if not offsets.size:
+        return
+    v = vector_size
+    lo, hi = int(offsets.min()), int(offsets.max())
+    if lo < 0 or hi >= v:
+        raise ValueError(f"offsets must lie in [0, vector_size = {v}), found {lo if lo < 0 else hi}")
+    steps = np.diff(offsets.astype(np.int64), axis=-1)   # uint8 differences would wrap around
+    if np.any(steps <= 0):
+        *vec, s = (int(t) for t in np.argwhere(steps <= 0)[0])
+        what = "duplicate" if steps[(*vec, s)] == 0 else "unsorted"
+        raise ValueError(f"offsets must be strictly increasing within a vector: {what} offset "
+                         f"{offsets[(*vec, s + 1)]} after {offsets[(*vec, s)]} in {where(*vec)}")
 
 
 def balanced_counts(keep, vector_size: int) -> np.ndarray:
@@ -246,13 +285,8 @@ class BalancedMatrix:
         wp[:, :n_cols] = np.where(keep, w, 0)
         kp = np.zeros((m, n_vec * v), dtype=bool)
         kp[:, :n_cols] = keep
-        kp3 = kp.reshape(m, n_vec, v)
-        # Kept offsets first (ascending), then the unkept ones (ascending): the first k are the kept entries
-        # and, for a vector with fewer, its lowest free offsets (inside the row before any edge padding).
-        priority = np.arange(v) + v * ~kp3
-        chosen = np.sort(np.argsort(priority, axis=2, kind="stable")[:, :, :k], axis=2)
-        data = np.take_along_axis(wp.reshape(m, n_vec, v), chosen, axis=2)
-        return cls((m, n_cols), data, chosen.astype(offset_dtype(v)), v)
+        data, offsets = vector_slots(wp.reshape(m, n_vec, v), kp.reshape(m, n_vec, v), k)
+        return cls((m, n_cols), data, offsets, v)
 
     # ---- conversions ------------------------------------------------------------------------------------
 
@@ -368,16 +402,7 @@ def check_balanced(a: BalancedMatrix, full_check: bool = True) -> FormatReport:
     n_stored = int(a.data.size)
     if not full_check:
         return FormatReport("balanced", n_stored, None)
-    if a.offsets.size:
-        lo, hi = int(a.offsets.min()), int(a.offsets.max())
-        if lo < 0 or hi >= v:
-            raise ValueError(f"offsets must lie in [0, vector_size = {v}), found {lo if lo < 0 else hi}")
-        steps = np.diff(a.offsets.astype(np.int64), axis=2)   # uint8 differences would wrap around
-        if np.any(steps <= 0):
-            i, j, s = (int(t) for t in np.argwhere(steps <= 0)[0])
-            what = "duplicate" if steps[i, j, s] == 0 else "unsorted"
-            raise ValueError(f"offsets must be strictly increasing within a vector: {what} offset "
-                             f"{a.offsets[i, j, s + 1]} after {a.offsets[i, j, s]} in row {i}, vector {j}")
+    check_offsets(a.offsets, v, lambda i, j: f"row {i}, vector {j}")
     if not np.all(np.isfinite(a.data)):
         raise ValueError("data contains NaN or inf")
     inside = np.ones(a.data.shape, dtype=bool)

@@ -30,6 +30,10 @@ BSR             stored block entries inside ``(M, K)``    ``n_blocks·bh·bw`` /
 balanced        stored slots inside ``(M, K)`` ``·N``     ``M·⌈K/V⌉·k`` /        columns used / M
                 (padding zeros count; the edge vector's   ``M·⌈K/V⌉·k`` offsets
                 slots past ``K`` are skipped)             (1 byte for V ≤ 256)
+vector ∧ block  stored slots inside ``(M, K)`` ``·N``     ``n_blocks·bh·(bw/V)   columns used / M
+                (as balanced, in the kept blocks only)    ·k`` / as many
+                                                          offsets + BSR's
+                                                          ``n_blocks+M_b+1``
 ==============  ========================================  =====================  ==================
 
 Compact dense writes only the ``M'`` kept rows: the removed filters' outputs are not produced at all (in
@@ -44,6 +48,7 @@ import numpy as np
 from refimpl._validation import as_float_array, check_positive_int
 from refimpl.sparse.balanced import BalancedMatrix
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
+from refimpl.sparse.vector_block import VectorBlockMatrix
 
 __all__ = ["compact_dense_shape", "spmm_cost"]
 
@@ -86,7 +91,7 @@ def spmm_cost(a, n_cols: int, *, format: str | None = None, dtype=None) -> dict:
 
     Parameters
     ----------
-    a : CSRMatrix, BSRMatrix, BalancedMatrix or array_like of shape (M, K)
+    a : CSRMatrix, BSRMatrix, BalancedMatrix, VectorBlockMatrix or array_like of shape (M, K)
         The stored matrix. A dense array is costed as a dense GEMM (``format="dense"``, default) or as
         the compact dense matrix left after removing its all-zero rows and columns
         (``format="compact"``).
@@ -116,7 +121,7 @@ def spmm_cost(a, n_cols: int, *, format: str | None = None, dtype=None) -> dict:
     (80, 40)
     """
     n = check_positive_int(n_cols, "n_cols", minimum=0)
-    if isinstance(a, CSRMatrix | BSRMatrix | BalancedMatrix):
+    if isinstance(a, CSRMatrix | BSRMatrix | BalancedMatrix | VectorBlockMatrix):
         if format is not None:
             raise ValueError(
                 f"format is only for a dense a; a {type(a).__name__} carries its own, got {format!r}"
@@ -128,6 +133,12 @@ def spmm_cost(a, n_cols: int, *, format: str | None = None, dtype=None) -> dict:
             return _cost(a.nnz * n, a.data.size, a.offsets.size, np.unique(cols).size, a.shape[0], n, vsize,
                          a.offsets.itemsize)
         isize = a.indices.dtype.itemsize
+        if isinstance(a, VectorBlockMatrix):
+            _, cols, _ = a._coordinates()
+            # two index kinds of different widths: the offsets (one per slot) and BSR's block pointers,
+            # passed to _cost as a byte count (index_size 1)
+            index_bytes = a.offsets.nbytes + isize * (a.n_blocks + a.indptr.size)
+            return _cost(a.nnz * n, a.data.size, index_bytes, np.unique(cols).size, a.shape[0], n, vsize, 1)
         m, k = a.shape
         if isinstance(a, CSRMatrix):
             k_used = np.unique(a.indices).size

@@ -16,9 +16,12 @@ csr         the full GEMM view in CSR, own numba SpMM (irregular, unstructured s
 bsr         the full GEMM view in block-CSR with ``block_shape`` tiles, own numba SpMM
 balanced    the full GEMM view in the balanced format (``k`` values per length-``V`` vector, ``V`` =
             ``vector_size`` or the best of :data:`~refimpl.sparse.balanced.VECTOR_SIZES`), own numba SpMM
-auto        ``compact()`` first, then per layer the cheapest of compact / csr / bsr — and balanced for a
-            layer that has that structure (below) — by a documented rule (:data:`AUTO_MAC_COST`) or by
-            timing each candidate at compile time (``auto="measure"``)
+vector_     the full GEMM view in the vector ∧ block format (kept ``block_shape`` tiles, ``k`` values per
+block       length-``V`` vector inside them; ``V`` = ``vector_size`` or the best dividing the tile's width),
+            own numba SpMM
+auto        ``compact()`` first, then per layer the cheapest of compact / csr / bsr — and balanced or
+            vector ∧ block for a layer that has that structure (below) — by a documented rule
+            (:data:`AUTO_MAC_COST`) or by timing each candidate at compile time (``auto="measure"``)
 ==========  =====================================================================================
 
 All formats compute the masked network's evaluation-mode function; they differ only in rounding (the
@@ -55,6 +58,15 @@ measurement yet: it is CSR's 2.6 scaled by the time of the balanced kernel over 
 the **same** masks in ``paper_repro/bench_spmm.py`` (``results/spmm_balanced.json``, median over the
 sparsities, see :data:`AUTO_MAC_COST`). A layer that compaction has cut (dead input channels removed from
 its GEMM columns) usually loses its vector alignment and then falls back to the other formats.
+
+**When auto considers the vector ∧ block format.** Likewise only for a layer with that structure: some
+block shape of ``block_shape`` and :data:`~refimpl.sparse.vector_block.VECTOR_BLOCK_SHAPES` and some ``V``
+dividing its width (``vector_size``, or one of :data:`~refimpl.sparse.balanced.VECTOR_SIZES`) store the
+nonzeros with at most :data:`BALANCED_MAX_PADDING` padding slots
+(:func:`~refimpl.sparse.vector_block.best_vector_block`), with pruning inside the vectors (``k < V``)
+**and** whole blocks empty (else the layer is balanced, and the balanced format has no block pointers to
+pay for). Its constant is measured the same way as the balanced one, against own CSR on the same masks
+(``results/spmm_vector_block.json``).
 """
 
 from __future__ import annotations
@@ -74,7 +86,7 @@ from refimpl.nn.linear import Linear
 from refimpl.nn.module import Module, Sequential
 from refimpl.nn.residual import BasicBlock
 from refimpl.prune.masking import apply_masks
-from refimpl.sparse.balanced import BalancedMatrix, best_vector_size
+from refimpl.sparse.balanced import VECTOR_SIZES, BalancedMatrix, best_vector_size
 from refimpl.sparse.cost import spmm_cost
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 from refimpl.sparse.layers import (
@@ -86,6 +98,12 @@ from refimpl.sparse.layers import (
     InferenceReLU,
     make_operator,
 )
+from refimpl.sparse.vector_block import (
+    VECTOR_BLOCK_SHAPES,
+    VectorBlockLayout,
+    VectorBlockMatrix,
+    best_vector_block,
+)
 from refimpl.timing import median_seconds
 
 __all__ = ["AUTO_MAC_COST", "BALANCED_MAX_PADDING", "InferenceModel", "LayerPlan", "compile",
@@ -94,7 +112,9 @@ __all__ = ["AUTO_MAC_COST", "BALANCED_MAX_PADDING", "InferenceModel", "LayerPlan
 #: Relative cost of one stored multiply-accumulate, per format, against a dense BLAS one (the auto rule).
 #: ``balanced``: CSR's 2.6 times the median over the sparsities of balanced / own-CSR time on the same
 #: masks in ``paper_repro/bench_spmm.py`` (0.55 in ``results/spmm_balanced.json``; module notes).
-AUTO_MAC_COST = {"compact": 1.0, "bsr": 2.2, "csr": 2.6, "balanced": 1.4}
+#: ``vector_block``: the same with the vector ∧ block kernel (4×4 blocks, ``V = 4``) / own CSR on the same
+#: masks: 0.78 at 90 % in a 5-round interleaved run on the 2 shared cores.
+AUTO_MAC_COST = {"compact": 1.0, "bsr": 2.2, "csr": 2.6, "balanced": 1.4, "vector_block": 2.0}
 
 #: The auto rule considers the balanced format for a layer only if it stores at most this share more slots
 #: than the layer has nonzeros (padding of vectors that keep fewer than the fullest one): balanced and N:M
@@ -193,6 +213,9 @@ class LayerPlan:
     layer : InferenceConv2d or InferenceLinear
     vector_size : int or None
         ``V`` of the balanced format for this layer (the operator's, or the one the report costs it with).
+    vector_block : VectorBlockLayout or None
+        Block shape and ``V`` of the vector ∧ block format for this layer (likewise); ``None`` when no
+        candidate ``V`` divides a candidate tile's width.
     """
 
     name: str
@@ -205,6 +228,7 @@ class LayerPlan:
     cols_per_sample: int
     layer: Module = field(repr=False)
     vector_size: int | None = None
+    vector_block: VectorBlockLayout | None = None
 
 
 def _vector_size(w2d: np.ndarray, vector_size: int | None) -> int:
@@ -225,29 +249,71 @@ def _is_balanced(w2d: np.ndarray, vector_size: int) -> bool:
     return a.k < a.vector_size and a.nnz <= (1 + BALANCED_MAX_PADDING) * nnz
 
 
+def _vector_block_layout(w2d: np.ndarray, block_shape, vector_size: int | None,
+                         requested: bool) -> VectorBlockLayout | None:
+    """Return the layer's vector ∧ block layout: on the requested tile, or the best of the candidate tiles.
+
+    ``requested`` (``format="vector_block"``): the tile ``block_shape`` and ``vector_size`` (default the best
+    ``V`` dividing its width, the width itself included); a ``vector_size`` that does not divide the width
+    is a ``ValueError``. Otherwise (auto, and the report's costs): the best of ``block_shape`` and
+    :data:`~refimpl.sparse.vector_block.VECTOR_BLOCK_SHAPES` with ``vector_size`` or
+    :data:`~refimpl.sparse.balanced.VECTOR_SIZES` (``None`` if no pair fits).
+    """
+    bw = block_shape[1]
+    if requested:
+        if vector_size is not None and bw % vector_size:
+            raise ValueError(f"vector_size = {vector_size} must divide the width of block_shape = "
+                             f"{tuple(block_shape)} for format 'vector_block'")
+        sizes = [vector_size] if vector_size is not None else [*VECTOR_SIZES, bw]
+        return best_vector_block(w2d != 0, [block_shape], sizes)
+    shapes = list(dict.fromkeys([tuple(block_shape), *VECTOR_BLOCK_SHAPES]))
+    return best_vector_block(w2d != 0, shapes, [vector_size] if vector_size is not None else VECTOR_SIZES)
+
+
+def _is_vector_block(w2d: np.ndarray, layout: VectorBlockLayout | None) -> bool:
+    """Tell whether the layer has vector ∧ block structure (the auto rule then considers the format).
+
+    That is: pruning inside the vectors (``k < V``), whole blocks empty, and at most
+    :data:`BALANCED_MAX_PADDING` more stored slots than nonzeros.
+    """
+    nnz = int(np.count_nonzero(w2d))
+    if nnz == 0 or layout is None:
+        return False
+    return (layout.k < layout.vector_size and layout.n_blocks < layout.grid_blocks
+            and layout.slots <= (1 + BALANCED_MAX_PADDING) * nnz)
+
+
 def _costs(plan_w2d: np.ndarray, dense_w2d: np.ndarray, n_cols: int, block_shape,
-           vector_size: int) -> dict[str, dict]:
+           vector_size: int, layout: VectorBlockLayout | None) -> dict[str, dict]:
     """:func:`~refimpl.sparse.cost.spmm_cost` of one layer in every format for ``n_cols`` columns."""
-    return {
+    costs = {
         "dense": spmm_cost(dense_w2d, n_cols, format="dense"),
         "compact": spmm_cost(plan_w2d, n_cols, format="compact"),
         "csr": spmm_cost(CSRMatrix.from_dense(plan_w2d), n_cols),
         "bsr": spmm_cost(BSRMatrix.from_dense(plan_w2d, block_shape=block_shape), n_cols),
         "balanced": spmm_cost(BalancedMatrix.from_dense(plan_w2d, vector_size=vector_size), n_cols),
     }
+    if layout is not None:
+        a = VectorBlockMatrix.from_dense(plan_w2d, block_shape=layout.block_shape,
+                                         vector_size=layout.vector_size)
+        costs["vector_block"] = spmm_cost(a, n_cols)
+    return costs
 
 
-def _candidates(w2d: np.ndarray, vector_size: int) -> list[str]:
-    """Return the formats auto chooses among for this layer: balanced only where it has the structure."""
-    return [fmt for fmt in AUTO_MAC_COST if fmt != "balanced" or _is_balanced(w2d, vector_size)]
+def _candidates(w2d: np.ndarray, vector_size: int, layout: VectorBlockLayout | None) -> list[str]:
+    """Return the formats auto chooses among (balanced, vector ∧ block: only for layers of that structure)."""
+    structured = {"balanced": lambda: _is_balanced(w2d, vector_size),
+                  "vector_block": lambda: _is_vector_block(w2d, layout)}
+    return [fmt for fmt in AUTO_MAC_COST if fmt not in structured or structured[fmt]()]
 
 
-def _choose_by_rule(w2d: np.ndarray, block_shape, vector_size: int) -> tuple[str, str]:
+def _choose_by_rule(w2d: np.ndarray, block_shape, vector_size: int,
+                    layout: VectorBlockLayout | None) -> tuple[str, str]:
     """Apply the auto rule: the format of least ``AUTO_MAC_COST[fmt] · stored MACs`` (ties: compact)."""
-    costs = _costs(w2d, w2d, 1, block_shape, vector_size)
-    candidates = _candidates(w2d, vector_size)
+    costs = _costs(w2d, w2d, 1, block_shape, vector_size, layout)
+    candidates = _candidates(w2d, vector_size, layout)
     estimate = {fmt: AUTO_MAC_COST[fmt] * costs[fmt]["macs"] for fmt in candidates}
-    best = min(candidates, key=lambda fmt: estimate[fmt])  # dict order: compact, bsr, csr, balanced
+    best = min(candidates, key=lambda fmt: estimate[fmt])  # ties: AUTO_MAC_COST's order, compact first
     dense = costs["dense"]["macs"] or 1
     parts = ", ".join(f"{fmt} {estimate[fmt] / dense:.3g}" for fmt in candidates)
     return best, f"rule: est. time / dense = {parts}"
@@ -339,7 +405,7 @@ class InferenceModel:
         for plan in self.plans.values():
             n_cols = batch * plan.cols_per_sample
             costs = _costs(plan.w2d, plan.dense_w2d, n_cols, self.block_shape,
-                           _vector_size(plan.w2d, plan.vector_size))
+                           _vector_size(plan.w2d, plan.vector_size), plan.vector_block)
             chosen = costs[plan.format]
             live = plan.w2d != 0
             nnz = int(np.count_nonzero(live))
@@ -409,15 +475,17 @@ def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A
     model : Module
         A refimpl network (``Sequential``/``Network`` of the refimpl layers, ``BasicBlock``, ``Residual``).
         Not modified: the engine works on a deep copy.
-    format : {"auto", "dense", "compact", "csr", "bsr", "balanced"}
+    format : {"auto", "dense", "compact", "csr", "bsr", "balanced", "vector_block"}
         Storage format of every convolution and linear layer (see the module notes).
     masks : dict of name -> bool ndarray, optional
         Keep masks (``{"conv1.weight": mask}``) applied to the copy first; ``None``: the weights' own zeros.
     block_shape : (int, int), default (4, 4)
-        Tile of the ``"bsr"`` format.
+        Tile of the ``"bsr"`` and ``"vector_block"`` formats (auto also tries
+        :data:`~refimpl.sparse.vector_block.VECTOR_BLOCK_SHAPES` for vector ∧ block).
     vector_size : int, optional
         ``V`` of the ``"balanced"`` format; default per layer the best of
-        :data:`~refimpl.sparse.balanced.VECTOR_SIZES` (the pruning's own ``V`` for a balanced layer).
+        :data:`~refimpl.sparse.balanced.VECTOR_SIZES` (the pruning's own ``V`` for a balanced layer). For
+        ``"vector_block"`` it must divide the tile's width; default per layer the best that does.
     dtype : numpy dtype, optional
         Compute dtype; default the model's (float32 for a default model).
     engine : {"numba", "numpy", "scipy"}
@@ -515,17 +583,20 @@ def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A
         w = module.params["weight"]
         w2d = np.ascontiguousarray(w.reshape(w.shape[0], -1))
         v = _vector_size(w2d, vector_size)   # the balanced format's V for this layer (chosen or costed)
+        vb = _vector_block_layout(w2d, block_shape, vector_size, format == "vector_block")
+
+        def make_layer(fmt, module=module, w2d=w2d, v=v, vb=vb):
+            shape, size = (vb.block_shape, vb.vector_size) if fmt == "vector_block" else (block_shape, v)
+            return _inference_layer(module, make_operator(w2d, fmt, block_shape=shape, vector_size=size,
+                                                          engine=engine), engine)
+
         if format != "auto":
             chosen, reason = format, "requested"
         elif auto == "rule":
-            chosen, reason = _choose_by_rule(w2d, block_shape, v)
+            chosen, reason = _choose_by_rule(w2d, block_shape, v, vb)
         else:
-            def make_layer(fmt, module=module, w2d=w2d, v=v):
-                return _inference_layer(module, make_operator(w2d, fmt, block_shape=block_shape,
-                                                              vector_size=v, engine=engine), engine)
-            chosen, reason = _choose_by_measurement(make_layer, timing_inputs[name], _candidates(w2d, v))
-        layer = _inference_layer(module, make_operator(w2d, chosen, block_shape=block_shape, vector_size=v,
-                                                       engine=engine), engine)
+            chosen, reason = _choose_by_measurement(make_layer, timing_inputs[name], _candidates(w2d, v, vb))
+        layer = make_layer(chosen)
         parent_name, _, leaf = name.rpartition(".")
         _replace_child(net.get_module(parent_name), leaf, layer)
         out_shape = table[name]["output_shape"]
@@ -533,6 +604,6 @@ def compile(model: Module, format: str = "auto", *, masks=None,  # noqa: A001, A
         plans[name] = LayerPlan(name=name, kind=type(module).__name__, format=chosen, reason=reason,
                                 weight_shape=tuple(table[name]["weight_shape"]),
                                 dense_w2d=dense[name], w2d=w2d, cols_per_sample=cols, layer=layer,
-                                vector_size=v)
+                                vector_size=v, vector_block=vb)
     return InferenceModel(net, plans, format=format, engine=engine, dtype=dtype, input_shape=input_shape,
                           block_shape=block_shape, folded=folded, vector_size=vector_size)

@@ -126,14 +126,16 @@ class FormatReport:
     Attributes
     ----------
     format : str
-        ``"csr"``, ``"bsr"`` or ``"balanced"`` (:mod:`refimpl.sparse.balanced`).
+        ``"csr"``, ``"bsr"``, ``"balanced"`` (:mod:`refimpl.sparse.balanced`) or ``"vector_block"``
+        (:mod:`refimpl.sparse.vector_block`).
     n_stored : int
         Stored entries: ``nnz`` for CSR, ``n_blocks · bh · bw`` for BSR (padding included).
     explicit_zeros : int or None
         Stored values equal to 0 inside the logical shape (legal, but work a kernel does for nothing).
         ``None`` after a cheap check (``full_check=False``), which does not read ``data``.
     zero_blocks : int or None
-        BSR only: stored blocks whose every value is 0 (``None`` for CSR or a cheap check).
+        BSR and vector ∧ block only: stored blocks whose every value is 0 (``None`` for the other formats
+        or a cheap check).
     """
 
     format: str
@@ -572,8 +574,9 @@ def check_format(mat, full_check: bool = True) -> FormatReport:
 
     Parameters
     ----------
-    mat : CSRMatrix, BSRMatrix or :class:`~refimpl.sparse.balanced.BalancedMatrix`
-        (the last is checked by :func:`~refimpl.sparse.balanced.check_balanced`)
+    mat : CSRMatrix, BSRMatrix, BalancedMatrix or VectorBlockMatrix
+        (the last two are checked by :func:`~refimpl.sparse.balanced.check_balanced` and
+        :func:`~refimpl.sparse.vector_block.check_vector_block`)
     full_check : bool, default True
         ``False``: only the O(1) checks (dtypes, ndim, lengths, shapes).
         ``True``: also the O(nnz) checks on the index arrays and the values (what the constructors run,
@@ -613,7 +616,12 @@ def check_format(mat, full_check: bool = True) -> FormatReport:
 
     if isinstance(mat, BalancedMatrix):
         return check_balanced(mat, full_check)
-    raise TypeError(f"mat must be a CSRMatrix, BSRMatrix or BalancedMatrix, got {type(mat).__name__}")
+    from refimpl.sparse.vector_block import VectorBlockMatrix, check_vector_block
+
+    if isinstance(mat, VectorBlockMatrix):
+        return check_vector_block(mat, full_check)
+    raise TypeError(f"mat must be a CSRMatrix, BSRMatrix, BalancedMatrix or VectorBlockMatrix, "
+                    f"got {type(mat).__name__}")
 
 
 def _check_data_dtype(data: np.ndarray) -> None:

@@ -487,10 +487,11 @@ def _balanced_spmm_numba(data, offsets, vector_size, x, y, tile, panel):  # prag
 
 
 def spmm(
-    a: CSRMatrix | BSRMatrix | BalancedMatrix, x: np.ndarray, *, engine: str = "numba",
-    tile: int = DEFAULT_TILE
+    a, x: np.ndarray, *, engine: str = "numba", tile: int = DEFAULT_TILE
 ) -> np.ndarray:
-    """``Y = A @ X`` for a CSR, BSR or balanced matrix (see csr_spmm, bsr_spmm, balanced_spmm).
+    """``Y = A @ X`` for a CSR, BSR, balanced or vector ∧ block matrix.
+
+    See csr_spmm, bsr_spmm, balanced_spmm and :func:`~refimpl.sparse.vector_block_spmm.vector_block_spmm`.
 
     Examples
     --------
@@ -506,4 +507,11 @@ def spmm(
         return bsr_spmm(a, x, engine=engine, tile=tile)
     if isinstance(a, BalancedMatrix):
         return balanced_spmm(a, x, engine=engine, tile=tile)
-    raise TypeError(f"a must be a CSRMatrix, BSRMatrix or BalancedMatrix, got {type(a).__name__}")
+    # Imported here: the vector ∧ block kernel module builds on this one.
+    from refimpl.sparse.vector_block import VectorBlockMatrix
+    from refimpl.sparse.vector_block_spmm import vector_block_spmm
+
+    if isinstance(a, VectorBlockMatrix):
+        return vector_block_spmm(a, x, engine=engine, tile=tile)
+    raise TypeError(f"a must be a CSRMatrix, BSRMatrix, BalancedMatrix or VectorBlockMatrix, "
+                    f"got {type(a).__name__}")

@@ -27,6 +27,10 @@ multiplied: a :class:`GemmOperator` holds it and computes the product. Five oper
 ``"balanced"`` (:class:`BalancedGemm`)
     :class:`~refimpl.sparse.balanced.BalancedMatrix` with ``k`` values per length-``V`` vector (balanced
     or N:M sparsity), :func:`~refimpl.sparse.kernels.balanced_spmm`.
+``"vector_block"`` (:class:`VectorBlockGemm`)
+    :class:`~refimpl.sparse.vector_block.VectorBlockMatrix`: the kept ``bh × bw`` blocks, ``k`` values per
+    length-``V`` vector inside them (Guo et al.'s vector ∧ block sparsity),
+    :func:`~refimpl.sparse.vector_block_spmm.vector_block_spmm`.
 
 The sparse operators read the **full** ``im2col`` matrix (choice): re-indexing a CSR/BSR matrix onto its
 live columns would change a block mask's tile grid, and the point of those formats is to show what
@@ -49,13 +53,15 @@ from __future__ import annotations
 
 import numpy as np
 
-from refimpl._validation import SPARSE_ENGINES, check_engine, check_positive_int
+from refimpl._validation import SPARSE_ENGINES, check_block_shape, check_engine, check_positive_int
 from refimpl.nn._kernels import check_float_array, conv_output_size, im2col
 from refimpl.nn.module import Module
-from refimpl.sparse.balanced import BalancedMatrix, best_vector_size
+from refimpl.sparse.balanced import VECTOR_SIZES, BalancedMatrix, best_vector_size
 from refimpl.sparse.cost import spmm_cost
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 from refimpl.sparse.kernels import balanced_spmm, bsr_spmm, csr_spmm
+from refimpl.sparse.vector_block import VectorBlockMatrix, best_vector_block
+from refimpl.sparse.vector_block_spmm import vector_block_spmm
 
 __all__ = [
     "ENGINES",
@@ -71,13 +77,14 @@ __all__ = [
     "InferenceConv2d",
     "InferenceLinear",
     "InferenceReLU",
+    "VectorBlockGemm",
     "make_operator",
     "sparse_conv2d_forward",
     "sparse_linear_forward",
 ]
 
 #: Storage formats of one layer's GEMM (``"auto"`` is a per-layer choice among them, see the engine).
-FORMATS = ("dense", "compact", "csr", "bsr", "balanced")
+FORMATS = ("dense", "compact", "csr", "bsr", "balanced", "vector_block")
 #: Kernel engines (see the module notes); the shared tuple of :mod:`refimpl._validation`.
 ENGINES = SPARSE_ENGINES
 #: Size of the im2col buffer of one chunk of images (see :func:`sparse_conv2d_forward`): a few MB, the
@@ -321,12 +328,46 @@ class BalancedGemm(_SparseGemm):
         return self.a.nnz
 
 
+class VectorBlockGemm(_SparseGemm):
+    """``W_g`` as a :class:`~refimpl.sparse.vector_block.VectorBlockMatrix` (exact zeros dropped).
+
+    ``block_shape`` is the format's tile; ``vector_size=None`` takes the ``V`` dividing its width that
+    stores the nonzeros in the fewest slots (:func:`~refimpl.sparse.vector_block.best_vector_block`): the
+    pruning's own ``V`` for a vector ∧ block layer of that tile. The ``"scipy"`` engine multiplies scipy's
+    CSR of the same matrix.
+    """
+
+    format = "vector_block"
+
+    def __init__(self, w2d: np.ndarray, block_shape=(4, 4), vector_size: int | None = None,
+                 engine: str = "numba") -> None:
+        if vector_size is None:  # the tile's own width always divides it: a candidate in any case
+            bw = check_block_shape(block_shape)[1]
+            vector_size = best_vector_block(w2d != 0, [block_shape], (*VECTOR_SIZES, bw)).vector_size
+        a = VectorBlockMatrix.from_dense(w2d, block_shape=block_shape, vector_size=vector_size)
+        super().__init__(w2d, a, engine)
+        self.block_shape = self.a.block_shape
+        self.vector_size = self.a.vector_size
+
+    def matmul(self, x):
+        """Compute ``A @ x`` by :func:`~refimpl.sparse.vector_block_spmm.vector_block_spmm` (or scipy)."""
+        if self._scipy is not None:
+            return np.asarray(self._scipy @ x)
+        return vector_block_spmm(self.a, x, engine=self.engine)
+
+    @property
+    def nnz(self):
+        """Stored slots inside the matrix (padding zeros of vectors with fewer than ``k`` included)."""
+        return self.a.nnz
+
+
 def make_operator(w2d: np.ndarray, format: str, *, block_shape=(4, 4),  # noqa: A002 - the issue's name
                   vector_size: int | None = None, engine: str = "numba") -> GemmOperator:
     """Build the :class:`GemmOperator` of ``format`` (one of :data:`FORMATS`) for the GEMM view ``w2d``.
 
-    ``block_shape`` is the tile of ``"bsr"``, ``vector_size`` the ``V`` of ``"balanced"`` (``None``: the
-    best of :data:`~refimpl.sparse.balanced.VECTOR_SIZES`).
+    ``block_shape`` is the tile of ``"bsr"`` and ``"vector_block"``, ``vector_size`` the ``V`` of
+    ``"balanced"`` (``None``: the best of :data:`~refimpl.sparse.balanced.VECTOR_SIZES`) and of
+    ``"vector_block"`` (``None``: the best of those dividing the tile's width, and the width).
     """
     if format == "dense":
         return DenseGemm(w2d)
@@ -338,6 +379,8 @@ def make_operator(w2d: np.ndarray, format: str, *, block_shape=(4, 4),  # noqa: 
         return BsrGemm(w2d, block_shape, engine)
     if format == "balanced":
         return BalancedGemm(w2d, vector_size, engine)
+    if format == "vector_block":
+        return VectorBlockGemm(w2d, block_shape, vector_size, engine)
     raise ValueError(f"format must be one of {FORMATS}, got {format!r}")
 
 
