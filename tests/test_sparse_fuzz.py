@@ -1,4 +1,4 @@
-"""Fuzz every SpMM kernel with malformed CSR / BSR input: a ``ValueError``/``TypeError`` or the right product.
+"""Fuzz every SpMM kernel with malformed CSR / BSR / vector ∧ block input: an error or the right product.
 
 A malformed matrix used to reach the numba kernels and read or write out of bounds (issue 14: an index of
 ``10**8`` crashed the interpreter with a segfault; other cases returned garbage). Now the constructors
@@ -6,10 +6,12 @@ establish the full invariant and own frozen copies of the arrays, so the kernels
 
 The fuzz starts from a valid matrix, applies random mutations (out-of-range, negative, unsorted or duplicate
 indices; a broken ``indptr``; wrong lengths, dtypes, byte orders, shapes and block shapes; NaN data; nonzero
-padding; lists and strided views; the caller's arrays changed after construction), and a random right-hand
-side and tile. Either construction (or the call) raises ``ValueError``/``TypeError``, or every engine of
-:func:`spmm`, :func:`csr_spmm` / :func:`bsr_spmm` returns the product of the matrix that an independent,
-loop-by-loop reading of its arrays (which re-checks the invariant) defines.
+padding; lists and strided views; the caller's arrays changed after construction; for the vector ∧ block
+format also offsets out of range, unsorted or duplicate, and vector lengths that do not divide the block
+width), and a random right-hand side and tile. Either construction (or the call) raises
+``ValueError``/``TypeError``, or every engine of :func:`spmm`, :func:`csr_spmm` / :func:`bsr_spmm` /
+:func:`vector_block_spmm` returns the product of the matrix that an independent, loop-by-loop reading of
+its arrays (which re-checks the invariant) defines.
 
 **It runs in a child process**, so that a segfault fails the test (with the crashing case, written to a
 log before each example) instead of killing pytest. The child is this file run as a script.
@@ -30,10 +32,13 @@ from hypothesis import strategies as st
 
 # The block shapes of test_sparse_kernels.py: each is its own compiled numba kernel (cached on disk).
 BLOCK_SHAPES = [(1, 4), (2, 3), (4, 4)]
+# The vector ∧ block format's vector lengths: divisors of the block widths (V = bw, 1 and a proper one).
+VECTOR_SIZES = {4: (1, 2, 4), 3: (1, 3)}
 
 INDEX_MUTATIONS = ("index_value", "index_swap", "index_dup", "indptr_value", "indptr_swap")
 ARRAY_MUTATIONS = ("truncate", "extend", "dtype", "data_value", "data_shape", "list", "strided")
-MATRIX_MUTATIONS = ("shape", "block_shape", "padding", "mutate_after")
+MATRIX_MUTATIONS = ("shape", "block_shape", "padding", "mutate_after", "offset_value", "offset_order",
+                    "vector_size")
 MUTATIONS = INDEX_MUTATIONS + ARRAY_MUTATIONS + MATRIX_MUTATIONS
 
 BAD_INDEX_VALUES = (-1, -2**31, 10**8, 2**31 - 1)
@@ -47,28 +52,35 @@ X_DTYPES = ("float64", "float32", "int64", "float16", ">f8", "complex128", "bool
 # --------------------------------------------------------------------------------------------------------
 
 
-def _valid_arrays(fmt, w, block_shape):
+def _valid_arrays(fmt, w, block_shape, vector_size):
     from refimpl.sparse.formats import BSRMatrix, CSRMatrix
+    from refimpl.sparse.vector_block import VectorBlockMatrix
 
     if fmt == "csr":
         a = CSRMatrix.from_dense(w)
-    else:
+    elif fmt == "bsr":
         a = BSRMatrix.from_dense(w, block_shape=block_shape)
+    else:
+        a = VectorBlockMatrix.from_dense(w, block_shape=block_shape, vector_size=vector_size)
+        return {"shape": a.shape, "data": np.array(a.data), "indices": np.array(a.indices),
+                "indptr": np.array(a.indptr), "offsets": np.array(a.offsets), "vector_size": vector_size}
     return {"shape": a.shape, "data": np.array(a.data), "indices": np.array(a.indices),
             "indptr": np.array(a.indptr)}
 
 
 @st.composite
 def malformed_cases(draw):
-    """A valid CSR/BSR matrix with 0-3 mutations, a right-hand side ``x`` and a ``tile``."""
-    fmt = draw(st.sampled_from(["csr", "bsr"]))
+    """A valid CSR/BSR/vector ∧ block matrix with 0-3 mutations, a right-hand side ``x`` and a ``tile``."""
+    fmt = draw(st.sampled_from(["csr", "bsr", "vb"]))
     m, k = draw(st.integers(0, 7)), draw(st.integers(0, 9))
     dtype = draw(st.sampled_from(["float32", "float64"]))
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
     w = np.where(rng.random((m, k)) < draw(st.sampled_from([0.2, 0.6, 1.0])),
                  rng.standard_normal((m, k)), 0.0).astype(dtype)
     block_shape = draw(st.sampled_from(BLOCK_SHAPES))
-    case = {"fmt": fmt, **_valid_arrays(fmt, w, block_shape), "block_shape": block_shape, "mutations": [],
+    vector_size = draw(st.sampled_from(VECTOR_SIZES[block_shape[1]]))
+    case = {"fmt": fmt, **_valid_arrays(fmt, w, block_shape, vector_size), "block_shape": block_shape,
+            "mutations": [],
             "mutate_after": None, "n_cols": k if fmt == "csr" else -(-k // block_shape[1]), "mk": (m, k)}
 
     for name in draw(st.lists(st.sampled_from(MUTATIONS), max_size=3)):
@@ -118,7 +130,8 @@ def _mutate(draw, case, name):  # noqa: C901 - one branch per mutation, read top
         p = draw(st.integers(0, indptr.size - 2))
         indptr[p], indptr[p + 1] = indptr[p + 1], indptr[p]
     elif name in ("truncate", "extend", "dtype", "list", "strided"):
-        field = draw(st.sampled_from(["data", "indices", "indptr"]))
+        fields = ["data", "indices", "indptr"] + (["offsets"] if "offsets" in case else [])
+        field = draw(st.sampled_from(fields))
         arr = np.asarray(case[field])
         if name == "truncate" and arr.size:
             case[field] = arr[:-1]
@@ -126,7 +139,7 @@ def _mutate(draw, case, name):  # noqa: C901 - one branch per mutation, read top
             case[field] = np.concatenate([arr, arr[-1:] if arr.size else np.zeros((1, *arr.shape[1:]),
                                                                                       arr.dtype)])
         elif name == "dtype":
-            to = draw(st.sampled_from(DATA_DTYPES if field == "data" else INDEX_DTYPES))
+            to = draw(st.sampled_from(DATA_DTYPES if field == "data" else (*INDEX_DTYPES, "uint8", "int8")))
             with np.errstate(invalid="ignore", over="ignore"):
                 case[field] = arr.astype(to)
         elif name == "list":
@@ -144,10 +157,24 @@ def _mutate(draw, case, name):  # noqa: C901 - one branch per mutation, read top
     elif name == "block_shape":
         case["block_shape"] = draw(st.sampled_from([*BLOCK_SHAPES, (0, 1), (1,), (2.0, 3), (-1, 4),
                                                     np.array([2, 3]), "2x3"]))
-    elif name == "padding" and case["fmt"] == "bsr" and isinstance(data, np.ndarray) and data.size:
+    elif name == "padding" and case["fmt"] != "csr" and isinstance(data, np.ndarray) and data.size:
         data.reshape(-1)[-1] = 1.5  # the last entry of the last block: padding unless the shape divides
+    elif name == "offset_value" and isinstance(case.get("offsets"), np.ndarray) and case["offsets"].size:
+        offsets = case["offsets"]
+        value = draw(st.sampled_from((case["vector_size"], 255, -1, 10**8)))
+        with np.errstate(over="ignore"):
+            offsets.reshape(-1)[pick(offsets.reshape(-1))] = np.array(value).astype(offsets.dtype)
+    elif name == "offset_order" and isinstance(case.get("offsets"), np.ndarray) and case["offsets"].size:
+        offsets = case["offsets"]
+        if offsets.shape[-1] >= 2:
+            flat = offsets.reshape(-1, offsets.shape[-1])
+            row = flat[pick(flat[:, 0])]
+            row[0], row[1] = (row[1], row[0]) if draw(st.booleans()) else (row[1], row[1])
+    elif name == "vector_size" and "vector_size" in case:
+        case["vector_size"] = draw(st.sampled_from([1, 2, 3, 4, 5, 0, -1, 2.0, True, "2"]))
     elif name == "mutate_after":
-        case["mutate_after"] = draw(st.sampled_from(["indices", "indptr", "data"]))
+        case["mutate_after"] = draw(st.sampled_from(["indices", "indptr", "data"]
+                                                    + (["offsets"] if "offsets" in case else [])))
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -157,16 +184,18 @@ def _mutate(draw, case, name):  # noqa: C901 - one branch per mutation, read top
 
 def _reference_dense(a) -> np.ndarray:
     """The matrix ``a`` stands for, read entry by entry, asserting the documented invariant on the way."""
-    from refimpl.sparse.formats import BSRMatrix
+    from refimpl.sparse.formats import CSRMatrix
+    from refimpl.sparse.vector_block import VectorBlockMatrix
 
     m, k = a.shape
     assert a.data.dtype in (np.float32, np.float64) and a.data.dtype.isnative
     assert a.indices.dtype == a.indptr.dtype and a.indices.dtype in (np.int32, np.int64)
-    for arr in (a.data, a.indices, a.indptr):
+    arrays = (a.data, a.indices, a.indptr) + ((a.offsets,) if isinstance(a, VectorBlockMatrix) else ())
+    for arr in arrays:
         assert not arr.flags.writeable and arr.flags.c_contiguous
     assert np.all(np.isfinite(a.data))
     ptr = a.indptr.tolist()
-    bh, bw = a.block_shape if isinstance(a, BSRMatrix) else (1, 1)
+    bh, bw = (1, 1) if isinstance(a, CSRMatrix) else a.block_shape
     mb, kb = -(-m // bh), -(-k // bw)
     assert len(ptr) == mb + 1 and ptr[0] == 0 and ptr[-1] == a.indices.size == a.data.shape[0]
     grid = np.zeros((mb * bh, kb * bw))
@@ -177,9 +206,29 @@ def _reference_dense(a) -> np.ndarray:
             c = int(a.indices[p])
             assert previous < c < kb, (i, p, c)
             previous = c
-            grid[i * bh:(i + 1) * bh, c * bw:(c + 1) * bw] = a.data[p]
+            if isinstance(a, VectorBlockMatrix):
+                grid[i * bh:(i + 1) * bh, c * bw:(c + 1) * bw] = _vector_block_tile(a, p)
+            else:
+                grid[i * bh:(i + 1) * bh, c * bw:(c + 1) * bw] = a.data[p]
     assert not np.any(grid[m:]) and not np.any(grid[:, k:]), "nonzero padding"
     return grid[:m, :k]
+
+
+def _vector_block_tile(a, p) -> np.ndarray:
+    """Block ``p`` of a vector ∧ block matrix as a dense ``bh × bw`` tile, read slot by slot and checked."""
+    bh, bw = a.block_shape
+    v = a.vector_size
+    assert bw % v == 0 and a.data.shape[1:3] == (bh, bw // v) and a.offsets.shape == a.data.shape
+    tile = np.zeros((bh, bw))
+    for r in range(bh):
+        for j in range(bw // v):
+            previous = -1
+            for s in range(a.data.shape[3]):
+                off = int(a.offsets[p, r, j, s])
+                assert previous < off < v, (p, r, j, s, off)
+                previous = off
+                tile[r, j * v + off] = a.data[p, r, j, s]
+    return tile
 
 
 def _good_rhs(x, k, tile) -> bool:
@@ -194,13 +243,19 @@ def run_case(case) -> str:
     """Build the matrix and run every kernel; return ``"rejected"``, ``"x rejected"`` or ``"ok"``."""
     from refimpl.sparse.formats import BSRMatrix, CSRMatrix
     from refimpl.sparse.kernels import ENGINES, bsr_spmm, csr_spmm, spmm
+    from refimpl.sparse.vector_block import VectorBlockMatrix
+    from refimpl.sparse.vector_block_spmm import vector_block_spmm
 
     arrays = {key: case[key] for key in ("shape", "data", "indices", "indptr")}
     try:
         if case["fmt"] == "csr":
             a, kernel = CSRMatrix(**arrays), csr_spmm
-        else:
+        elif case["fmt"] == "bsr":
             a, kernel = BSRMatrix(**arrays, block_shape=case["block_shape"]), bsr_spmm
+        else:
+            a = VectorBlockMatrix(**arrays, offsets=case["offsets"], block_shape=case["block_shape"],
+                                  vector_size=case["vector_size"])
+            kernel = vector_block_spmm
     except (ValueError, TypeError):
         return "rejected"
     if case["mutate_after"] is not None:  # the caller changes its arrays: the matrix must not notice
