@@ -1,0 +1,71 @@
+"""The weight-unification sweeps (issue 11): levels, seeds, block shapes, and equal storage as claimed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refimpl.engine.sweep import load_sweep
+from refimpl.metrics import weight_storage
+from refimpl.projections import project_unified
+
+SWEEPS = Path(__file__).resolve().parents[1] / "paper_repro" / "sweeps"
+
+
+def constraint(run):
+    (table,) = run.config.admm.constraints
+    assert table["structure"] == "unified" and table["params"] == ["conv2.weight", "fc1.weight"]
+    return table
+
+
+def test_unification_vs_pruning_vs_both_has_five_levels_and_two_seeds_each():
+    sweep = load_sweep(SWEEPS / "unify" / "unify_vs_prune.toml")
+    assert "30 runs x 8 epochs" in sweep.budget
+    levels: dict[str, set] = {}
+    for run in sweep.runs:
+        method = run.values["variant"].split("-")[0]
+        levels.setdefault(method, set()).add(run.values["variant"])
+        table = constraint(run)
+        assert tuple(table["block_shape"]) == (4, 4)
+        assert (table.get("prune") is None) == (method == "unify")
+        assert (table.get("unify") == 0.0) == (method == "prune")
+    assert {m: len(v) for m, v in levels.items()} == {"prune": 5, "unify": 5, "both": 5}
+    assert sorted({run.config.seed for run in sweep.runs}) == [0, 1]
+
+
+@pytest.mark.parametrize(
+    ("variant", "fraction"),
+    [
+        ("prune-0.7", 0.30),
+        ("unify-0.77", 0.30),
+        ("both-0.37", 0.29),
+        ("prune-0.95", 0.05),
+        ("unify-0.99", 0.10),
+        ("both-0.495", 0.06),
+    ],
+)
+def test_levels_meet_at_the_storage_the_file_states(variant, fraction):
+    # fc1's GEMM view (500 x 800, divisible by 4 x 4); the file's fractions leave out the 2-bit kind map.
+    sweep = load_sweep(SWEEPS / "unify" / "unify_vs_prune.toml")
+    table = constraint(next(r for r in sweep.runs if r.values["variant"] == variant))
+    w = np.random.default_rng(0).standard_normal((500, 800)).astype(np.float32)
+    z = project_unified(w, (4, 4), unify=table["unify"], prune=table.get("prune"))
+    s = weight_storage(z, (4, 4))
+    assert (s["bits"] - s["index_bits"]) / s["dense_bits"] == pytest.approx(fraction, abs=0.006)
+
+
+def test_block_shape_ablation_compares_three_shapes_of_sixteen_weights():
+    sweep = load_sweep(SWEEPS / "unify" / "block_shapes.toml")
+    assert "18 runs x 8 epochs" in sweep.budget
+    shapes = {tuple(constraint(run)["block_shape"]) for run in sweep.runs}
+    assert shapes == {(1, 16), (16, 1), (4, 4)}
+    assert sorted({constraint(run)["sparsity"] for run in sweep.runs}) == [0.77, 0.88, 0.95]
+    assert all("unify" not in constraint(run) for run in sweep.runs)
+
+
+def test_the_smoke_sweep_is_small():
+    sweep = load_sweep(SWEEPS / "smoke_unify_digits.toml")
+    assert [r.name for r in sweep.runs] == ["unify", "unify-prune"]
+    assert all(r.config.data.name == "digits" and r.config.retrain.epochs <= 2 for r in sweep.runs)
