@@ -16,6 +16,17 @@
 # %% [markdown]
 # # 1. Projections: the nearest sparse weight
 #
+# * **Objectives.** Know the projection onto each sparsity structure refimpl implements (unstructured,
+#   filters, channels, shapes, kernels, blocks, balanced, N:M; weight unification), read their masks on
+#   the GEMM view of a real layer, compare how much of the layer each keeps, and know why groups are
+#   ranked by the L2 norm and not the L1 norm.
+# * **Prerequisites.** [0. Pruning from scratch](00_from_scratch.ipynb) (magnitude pruning as a
+#   projection); the words *GEMM view*, *filter*, *shape*, *block* (`docs/GLOSSARY.md`).
+# * **Runtime.** About 15 seconds on a 2-core laptop (the conformance check at the end is most of it).
+# * **Reading order.** Second, after notebook 0; next [2. ADMM step by step](02_admm_step_by_step.ipynb)
+#   (see `docs/COURSE.md`). Exercise 1 of `notebooks/08_exercises` asks you to write one of these
+#   projections.
+#
 # Every pruning method in refimpl — ADMM's Z-step, the hard prune, magnitude pruning — ends in one
 # operation: the **Euclidean projection** of a weight $W$ onto a sparsity set $S$,
 #
@@ -29,7 +40,11 @@
 #
 # which is smallest when the dropped groups are those of smallest **L2** norm. The structures differ only
 # in what a group is (an entry, a filter = one row of the GEMM view $W_{F \times C K_H K_W}$, a channel,
-# a column, a kernel, a block) or in adding per-vector counts (balanced, N:M).
+# a column, a kernel, a block) or in adding per-vector counts (balanced, N:M). All of these projections
+# are exact. One structure below is **not**: vector∧block (Guo et al.) asks for a weight in the
+# *intersection* of a balanced set and a block set, whose nearest point has no cheap exact algorithm;
+# refimpl's `project_vector_block` is a documented **heuristic** (the vector mask first, then the blocks
+# ranked by what the vector mask kept; `refimpl/projections/blocks.py`).
 #
 # This chapter shows each structure's mask on one layer, how much of the layer's energy each keeps as
 # sparsity grows, and why ranking groups by the L1 norm — a bug in a public projection library — is wrong.
@@ -81,8 +96,9 @@ print(f"{source}: W {W.shape}, GEMM view {G.shape}, ||W||^2 = {np.sum(W**2):.3f}
 # channel-major, then kernel row and column). Filters remove rows, shapes remove columns, channels remove
 # bands of 25 columns, kernels remove $1 \times 25$ runs, blocks remove $5 \times 25$ tiles; balanced
 # (vector size 25) keeps the same count in every kernel, N:M keeps 1 of every 4 neighbours; the
-# vector∧block mask is the AND of a balanced and a block mask. Weight unification is shown by what each
-# $5 \times 25$ block becomes: copied (black), unified to one magnitude (grey) or pruned (white).
+# vector∧block mask is the AND of a balanced and a block mask (the heuristic above). Weight unification
+# is shown by what each $5 \times 25$ block becomes: copied (black), unified to one magnitude (grey) or
+# pruned (white).
 
 # %%
 SPARSITY = 0.75
@@ -123,11 +139,17 @@ plt.show()
 #
 # For a projection that only copies or zeroes entries, the share of the layer's energy it keeps is
 # $\|\Pi(W)\|^2 / \|W\|^2 = 1 - \|W - \Pi(W)\|^2 / \|W\|^2$. The second form also measures weight
-# unification, which changes values instead of zeroing them. Finer structures keep more energy at the
-# same sparsity — the price of structure that the accuracy curves of later chapters pay. Unifying a
-# share of the $5 \times 25$ blocks (dashed) keeps far more than pruning the same share of them: a unified
-# block still carries its mean magnitude and all its signs, so even with 95 % of the blocks unified two
-# thirds of the energy remain.
+# unification, which changes values instead of zeroing them.
+#
+# At high sparsity the finer structures keep more energy: unstructured pruning, which may pick any
+# entry, keeps the most, and whole filters or channels the least — the price of structure that the
+# accuracy curves of later chapters pay. Between the structured ones there is no fixed order at moderate
+# sparsity: the printout below gives every
+# curve at 50 % too, where on this trained layer whole filters can keep more than shapes or blocks, since
+# training leaves some filters much stronger than others. Unifying a share of the $5 \times 25$ blocks
+# (dashed) keeps far more than pruning the same share of them: a unified block still carries its mean
+# magnitude and all its signs, so even with 95 % of the blocks unified more than half of the energy
+# remains (printout).
 
 # %%
 levels = np.linspace(0.0, 0.95, 5 if SMOKE else 20)
@@ -155,8 +177,10 @@ ax.legend(fontsize=8)
 fig.savefig(FIG_DIR / "01_projections_energy.png", dpi=120)
 plt.show()
 
-for name, values in kept.items():
-    print(f"{name:30s} at sparsity {levels[-1]:.2f}: {values[-1]:.3f} of the energy kept")
+print(f"{'share of the energy kept':30s} {'at 50 %':>8s} {'at ' + format(levels[-1], '.0%'):>8s}")
+for name, fn in curves.items():
+    at_half = 1 - np.sum((W - fn(0.5)) ** 2) / energy
+    print(f"{name:30s} {at_half:8.3f} {kept[name][-1]:8.3f}")
 
 # %% [markdown]
 # ## Why L2 and not L1: a counterexample

@@ -16,6 +16,16 @@
 # %% [markdown]
 # # 4. Accuracy against sparsity — and against the retraining budget
 #
+# * **Objectives.** Compare pruning methods (ADMM, SSL group lasso, magnitude pruning) fairly: at equal
+#   training budget, with each method's hyperparameter chosen on a validation split; read accuracy
+#   right after the cut, after retraining, against the budget and against sparsity, with the spread
+#   over seeds.
+# * **Prerequisites.** [2. ADMM step by step](02_admm_step_by_step.ipynb); training, validation and test
+#   splits; the words *hard prune*, *masked retraining*, *budget* (`docs/GLOSSARY.md`).
+# * **Runtime.** Seconds on a 2-core laptop: it reads the results table and trains nothing. The sweeps
+#   that fill the table (`paper_repro/sweeps/curves/`) take hours.
+# * **Reading order.** Last of the main chapters, after notebook 3 (see `docs/COURSE.md`).
+#
 # StructADMM's claim is that training *towards* the sparsity set with ADMM before the hard cut loses less
 # accuracy than cutting a trained network by magnitude and retraining it (Zhang et al., ECCV 2018 / TNNLS
 # 2022), and that the structured sets (filters, channels, shapes) keep most of the accuracy while making
