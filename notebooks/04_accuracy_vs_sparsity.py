@@ -23,7 +23,8 @@
 # * **Prerequisites.** [2. ADMM step by step](02_admm_step_by_step.ipynb); training, validation and test
 #   splits; the words *hard prune*, *masked retraining*, *budget* (`docs/GLOSSARY.md`).
 # * **Runtime.** Seconds on a 2-core laptop: it reads the results table and trains nothing. The sweeps
-#   that fill the table (`paper_repro/sweeps/curves/`) take hours.
+#   that fill the table (`paper_repro/sweeps/curves/`) take minutes per run, tens of runs each; their
+#   budgets are in `paper_repro/README.md`.
 # * **Reading order.** Last of the main chapters, after notebook 3 (see `docs/COURSE.md`).
 #
 # StructADMM's claim is that training *towards* the sparsity set with ADMM before the hard cut loses less
