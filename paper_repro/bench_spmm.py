@@ -16,6 +16,12 @@ an im2col matrix ``X`` of 4608×1024 (float32, row-major). For each sparsity the
   left is the format, the rest of the gain is the panel tiling). Those are timed **interleaved** (one
   call of each in turn, ``--repeats`` rounds), so that a change in the machine's background load during
   the run affects them alike: their ratios are the ones to read on a shared machine.
+* ``vb4x4v4``    — :func:`refimpl.sparse.vector_block_spmm.vector_block_spmm` on Guo et al.'s vector ∧ block
+  mask at the same total sparsity (:func:`refimpl.projections.mask_vector_block`, 4×4 blocks, vectors of
+  ``V = 4``, the total split evenly in log density by ``vector_block_split``: both masks keep
+  ``sqrt(1 - s)``, rounded to whole counts); scipy's time is scipy's CSR of it. It is set against the same
+  matrices as balanced, interleaved (own CSR on the unstructured and on its own mask, own BSR 4×4, itself
+  with one panel) and against the balanced matrix of the row above.
 
 Each time is the median of ``--repeats`` runs after one warm-up run. Ratios are printed and written to
 ``paper_repro/results/spmm.json`` with the thread counts and the ideal ratio (dense FLOPs / sparse FLOPs,
@@ -40,11 +46,13 @@ from pathlib import Path
 import numba
 import numpy as np
 
-from refimpl.projections import mask_balanced
+from refimpl.projections import mask_balanced, mask_vector_block
 from refimpl.sparse.balanced import BalancedMatrix
 from refimpl.sparse.cost import spmm_cost
 from refimpl.sparse.formats import BSRMatrix, CSRMatrix
 from refimpl.sparse.kernels import DEFAULT_TILE, balanced_spmm, bsr_spmm, csr_spmm
+from refimpl.sparse.vector_block import VectorBlockMatrix
+from refimpl.sparse.vector_block_spmm import vector_block_spmm
 from refimpl.threads import thread_info
 from refimpl.timing import median_seconds
 
@@ -97,7 +105,36 @@ def balanced_vector_size(sparsity: float, smallest: int = 8) -> int:
 
 
 def _kernel(a):
-    return {CSRMatrix: csr_spmm, BSRMatrix: bsr_spmm, BalancedMatrix: balanced_spmm}[type(a)]
+    return {CSRMatrix: csr_spmm, BSRMatrix: bsr_spmm, BalancedMatrix: balanced_spmm,
+            VectorBlockMatrix: vector_block_spmm}[type(a)]
+
+
+def compare_interleaved(row: dict, a, matrices: dict, one_panel, x, repeats: int, tile: int) -> dict:
+    """Time ``a`` interleaved against own CSR (unstructured and on ``a``'s own mask), own BSR 4×4 and
+    ``a``'s kernel with a single panel; add the ratios to ``row`` (``over_own_csr`` ... > 1: ``a`` faster)."""
+    compared = {"self": a, "csr_same_mask": CSRMatrix.from_dense(a.toarray()), "csr": matrices["csr"]}
+    for name in ("bsr4x4", "balanced"):
+        if name in matrices:
+            compared[name] = matrices[name]
+    # Dense BLAS is left out of the rounds: OpenBLAS's threads keep spinning for a while after a GEMM
+    # and would slow whichever numba kernel came next (refimpl/threads.py); its ratio is the table's.
+    fns = {name: (lambda m=m: _kernel(m)(m, x, tile=tile)) for name, m in compared.items()}
+    # The same kernel with one panel: CSR's order on the format. What it gains over CSR without the panels
+    # is the format (1-byte offsets, no per-entry column index); with them, the tiling.
+    fns["one_panel"] = lambda: _kernel(a)(a, x, tile=tile, panel=one_panel)
+    t = interleaved_ms(fns, repeats)
+    row.update(interleaved_ms=t, over_own_csr=t["csr"] / t["self"],
+               over_own_csr_same_mask=t["csr_same_mask"] / t["self"])
+    for name in ("bsr4x4", "balanced"):
+        if name in t:
+            row[f"over_own_{name}"] = t[name] / t["self"]
+    print(f"{'':>8} {'':8} interleaved, {row['format']} {t['self']:.1f} ms: "
+          f"{row['over_own_csr']:.2f}x own CSR (unstructured), "
+          f"{row['over_own_csr_same_mask']:.2f}x own CSR of the same mask"
+          + (f", {row['over_own_bsr4x4']:.2f}x own BSR 4x4" if "over_own_bsr4x4" in row else "")
+          + (f", {row['over_own_balanced']:.2f}x balanced" if "over_own_balanced" in row else "")
+          + f"; one panel {t['one_panel']:.1f} ms", flush=True)
+    return t
 
 
 def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, seed: int) -> dict:
@@ -129,6 +166,9 @@ def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, see
         v = balanced_vector_size(s)
         balanced = BalancedMatrix.from_dense(w, mask_balanced(w, v, sparsity=s), vector_size=v)
         cases.append((f"bal{v}", balanced))
+        vb = VectorBlockMatrix.from_dense(w, mask_vector_block(w, 4, (4, 4), total_sparsity=s),
+                                          block_shape=(4, 4), vector_size=4)
+        cases.append(("vb4x4v4", vb))
         for name, a in cases:
             kernel = _kernel(a)
             scipy_a = a.to_scipy()  # converted once: only the product is timed
@@ -147,29 +187,14 @@ def run(m: int, k: int, n: int, sparsities, blocks, repeats: int, tile: int, see
             rows.append(row)
             print(f"{name:>8} {s:8.2f} {ideal:7.1f} {t_own:8.1f} {t_scipy:9.1f} {t_scipy / t_own:9.2f} "
                   f"{t_dense / t_own:9.2f} {t_dense / t_scipy:11.2f}", flush=True)
-        row = rows[-1]  # the balanced row: set it against the other formats of this sparsity, interleaved
-        same_mask = CSRMatrix.from_dense(balanced.toarray())
+        # The balanced and vector ∧ block rows: set against the other formats of this sparsity, interleaved.
         matrices = dict(cases)
-        compared = {"balanced": balanced, "csr_same_mask": same_mask, "csr": matrices["csr"]}
-        if "bsr4x4" in matrices:
-            compared["bsr4x4"] = matrices["bsr4x4"]
-        # Dense BLAS is left out of the rounds: OpenBLAS's threads keep spinning for a while after a GEMM
-        # and would slow whichever numba kernel came next (refimpl/threads.py); its ratio is the table's.
-        fns = {name: (lambda a=a: _kernel(a)(a, x, tile=tile)) for name, a in compared.items()}
-        # The same kernel with one panel of all vectors: CSR's order on the balanced format. What balanced
-        # gains over CSR without it is the format (1-byte offsets, no row pointers); with it, the tiling.
-        fns["balanced_one_panel"] = lambda b=balanced: balanced_spmm(b, x, tile=tile, panel=b.n_vectors)
-        t = interleaved_ms(fns, repeats)
-        row.update(vector_size=v, k=balanced.k, interleaved_ms=t,
-                   over_own_csr=t["csr"] / t["balanced"],
-                   over_own_csr_same_mask=t["csr_same_mask"] / t["balanced"])
-        if "bsr4x4" in t:
-            row["over_own_bsr4x4"] = t["bsr4x4"] / t["balanced"]
-        print(f"{'':>8} {'':8} interleaved, balanced V={v} k={balanced.k} {t['balanced']:.1f} ms: "
-              f"{row['over_own_csr']:.2f}x own CSR (unstructured), "
-              f"{row['over_own_csr_same_mask']:.2f}x own CSR of the same mask"
-              + (f", {row['over_own_bsr4x4']:.2f}x own BSR 4x4" if "over_own_bsr4x4" in row else "")
-              + f"; without panels (one panel) {t['balanced_one_panel']:.1f} ms", flush=True)
+        bal_row, vb_row = rows[-2], rows[-1]
+        bal_row.update(vector_size=v, k=balanced.k)
+        compare_interleaved(bal_row, balanced, matrices, balanced.n_vectors, x, repeats, tile)
+        vb_row.update(block_shape=[4, 4], vector_size=4, k=vb.k, block_density=vb.block_density)
+        compare_interleaved(vb_row, vb, {**matrices, "balanced": balanced}, vb.block_grid[1], x, repeats,
+                            tile)
     setting["load_average_1min_at_end"] = os.getloadavg()[0]
     print(f"load average (1 min) at start {setting['load_average_1min_at_start']:.1f}, "
           f"at end {setting['load_average_1min_at_end']:.1f} on {os.cpu_count()} cores")

@@ -113,8 +113,8 @@ __all__ = ["AUTO_MAC_COST", "BALANCED_MAX_PADDING", "InferenceModel", "LayerPlan
 #: ``balanced``: CSR's 2.6 times the median over the sparsities of balanced / own-CSR time on the same
 #: masks in ``paper_repro/bench_spmm.py`` (0.55 in ``results/spmm_balanced.json``; module notes).
 #: ``vector_block``: the same with the vector ∧ block kernel (4×4 blocks, ``V = 4``) / own CSR on the same
-#: masks: 0.78 at 90 % in a 5-round interleaved run on the 2 shared cores.
-AUTO_MAC_COST = {"compact": 1.0, "bsr": 2.2, "csr": 2.6, "balanced": 1.4, "vector_block": 2.0}
+#: masks: median 0.80 over the sparsities in ``results/spmm_vector_block.json`` (2 shared cores under load).
+AUTO_MAC_COST = {"compact": 1.0, "bsr": 2.2, "csr": 2.6, "balanced": 1.4, "vector_block": 2.1}
 
 #: The auto rule considers the balanced format for a layer only if it stores at most this share more slots
 #: than the layer has nonzeros (padding of vectors that keep fewer than the fullest one): balanced and N:M
