@@ -1,9 +1,10 @@
 """Autograd-free layers: each a ``X_forward(...) -> (out, cache)`` / ``X_backward(dout, cache)`` pair.
 
 Read a layer's module top to bottom: the forward pass with its math, the backward pass right under it, a
-naive loop twin (the definition, used by the tests), then a thin :class:`~refimpl.nn.module.Module` class
-that holds the parameters and calls the pair. Containers (:class:`Sequential`, :class:`Residual`,
-:class:`BasicBlock`) only chain their children; that is all backpropagation is.
+naive loop twin (the definition: the teaching version, and what the tests compare with), then a thin
+:class:`~refimpl.nn.module.Module` class that holds the parameters and calls the pair. Containers
+(:class:`Sequential`, :class:`Residual`, :class:`BasicBlock`) only chain their children; that is all
+backpropagation is.
 
 =================  ===================================================================================
 module             what it holds

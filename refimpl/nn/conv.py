@@ -16,6 +16,15 @@ of im2col:
           \frac{\partial L}{\partial x} = \mathrm{col2im}\!\left(W_g^T G_g\right),
 
 where ``G_g`` is the upstream gradient ``dout`` (N, F, OH, OW) rearranged to (F, N·OH·OW).
+
+**Reading order for students.** Start with the two *teaching versions* at the end of the module,
+:func:`conv2d_naive` and :func:`conv2d_backward_naive`: the formula above and its derivative written as
+loops over output pixels, one window at a time, without im2col or any tuning. They are public, they are
+the definition the tuned functions are tested against (``tests/test_nn_conv.py``), and exercise 2 of
+``notebooks/08_exercises`` asks for the backward pass. :func:`conv2d_forward` and
+:func:`conv2d_backward` compute the same numbers as one GEMM each; their docstrings explain the
+rearrangements, and the timings quoted in :func:`_weight_gradient` only justify how a sum is grouped for
+BLAS (they change the rounding, never the mathematics).
 """
 
 from __future__ import annotations
@@ -205,7 +214,16 @@ def _weight_gradient(dout: np.ndarray, cols: np.ndarray) -> np.ndarray:
 
 def conv2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
                  padding: int = 0) -> np.ndarray:
-    """Loop twin of :func:`conv2d_forward`: the definition, one output pixel at a time (tests only).
+    r"""Teaching version of :func:`conv2d_forward`: the definition, one output pixel at a time.
+
+    .. math:: y_{n f o_h o_w} = b_f + \sum_{c, i, j} W_{f c i j}\;
+              x^{\mathrm{pad}}_{n,\, c,\, s o_h + i,\, s o_w + j}
+
+    For every image ``n``, filter ``f`` and output pixel ``(o_h, o_w)``: take the ``C x KH x KW`` window
+    of the zero-padded input that starts at ``(s o_h, s o_w)``, multiply it entry by entry with the
+    filter and add the bias. Four nested loops and nothing else, so it is slow (use it on small inputs)
+    and easy to check by hand. It is the reference the fast im2col version is tested against
+    (``tests/test_nn_conv.py``, ``tests/test_sparse_engine.py``).
 
     Same arguments, checks and output as :func:`conv2d_forward` (without the cache).
     """
@@ -225,7 +243,20 @@ def conv2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int
 
 def conv2d_backward_naive(dout: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
                           stride: int = 1, padding: int = 0):
-    """Loop twin of :func:`conv2d_backward`: each output pixel sends its gradient back through its window.
+    r"""Teaching version of :func:`conv2d_backward`: each output pixel sends its gradient back to its window.
+
+    Differentiating the formula of :func:`conv2d_naive`, the output pixel :math:`y_{nfo_ho_w}` with upstream
+    gradient :math:`g = \partial L / \partial y_{nfo_ho_w}` contributes
+
+    .. math:: \frac{\partial L}{\partial W_f} \mathrel{+}= g \cdot x^{\mathrm{pad}}_{n,\,:,\,\text{window}},
+              \qquad
+              \frac{\partial L}{\partial x^{\mathrm{pad}}_{n,\,:,\,\text{window}}} \mathrel{+}= g \cdot W_f,
+              \qquad \frac{\partial L}{\partial b_f} \mathrel{+}= g .
+
+    Windows overlap when the stride is smaller than the kernel, so the input gradient *adds up* the
+    contributions of every window that read a pixel; the padding is cut off at the end. Loops only, for
+    reading and for testing the fast version (``tests/test_nn_conv.py`` checks both against finite
+    differences); exercise 2 of ``notebooks/08_exercises`` asks a student to derive it.
 
     Returns ``(dx, dw, db)`` like :func:`conv2d_backward` (``db`` is ``None`` when ``b`` is ``None``).
     """
