@@ -19,7 +19,7 @@
 # * **Objectives.** After this notebook you can explain why magnitude pruning *is* a Euclidean
 #   projection; why keeping whole rows (structured pruning) ranks rows by their L2 norm; what the three
 #   steps of ADMM do and how to check that ADMM works on a problem whose answer is known; and run the whole
-#   pipeline (train, ADMM, hard prune, masked retraining) on a 2-layer network — first in about 80 lines
+#   pipeline (train, ADMM, hard prune, masked retraining) on a 2-layer network — first in about 100 lines
 #   of plain NumPy, then with refimpl.
 # * **Prerequisites.** NumPy; gradient descent; the chain rule for a 2-layer network (softmax
 #   cross-entropy, ReLU).
