@@ -23,6 +23,10 @@ an im2col matrix ``X`` of 4608×1024 (float32, row-major). For each sparsity the
   matrices as balanced, interleaved (own CSR on the unstructured and on its own mask, own BSR 4×4, itself
   with one panel) and against the balanced matrix of the row above.
 
+``unified`` rows (``paper_repro/bench_unified.py``): weight unification's kernel
+(:func:`refimpl.sparse.unified.unified_spmm`, 4×4 blocks unified / pruned) against own CSR and BSR 4×4
+matrices of the **same storage in bytes**, interleaved, and against dense BLAS.
+
 Each time is the median of ``--repeats`` runs after one warm-up run. Ratios are printed and written to
 ``paper_repro/results/spmm.json`` with the thread counts and the ideal ratio (dense FLOPs / sparse FLOPs,
 from :func:`refimpl.sparse.cost.spmm_cost`) beside them.
@@ -247,6 +251,10 @@ def main(argv=None) -> None:
     else:
         m, k, n, sparsities, blocks = 512, 4608, 1024, [0.5, 0.7, 0.8, 0.9, 0.95, 0.99], [4, 8]
     report = run(m, k, n, sparsities, blocks, args.repeats, args.tile, args.seed)
+    from bench_unified import LEVELS, unified_rows  # this directory: the script's own sys.path entry
+
+    report["unified"] = unified_rows(m, k, n, LEVELS[1:2] + LEVELS[3:4] if args.smoke else LEVELS,
+                                     args.repeats, args.tile, args.seed, interleaved_ms)
     if args.tiles:
         report["tile_sweep_ms"] = tile_sweep(m, k, n, args.tiles, args.repeats, args.seed)
     if args.panels:
