@@ -5,6 +5,7 @@
     refimpl train --model lenet5 --dataset fashion-mnist --epochs 10 --out runs/lenet5-fmnist
     refimpl prune --config paper_repro/configs/smoke_digits.toml --out runs/smoke
     refimpl prune --config paper_repro/configs/smoke_digits.toml --out runs/smoke --resume
+    refimpl oracle generate golden/ && refimpl oracle check golden/ --results my_outputs/
 
 ``refimpl train`` and ``refimpl prune`` are the same engine (:func:`refimpl.engine.run_experiment`):
 ``train`` is an experiment with ``method = "none"`` whose command-line options set the ``pretrain``
@@ -375,9 +376,52 @@ def run_results_command(args: argparse.Namespace) -> int:
     return 0
 
 
+# --- refimpl oracle ----------------------------------------------------------------------------------
+
+
+def _add_oracle(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "oracle", help="golden vectors for other implementations: generate them, check results against them",
+        description="refimpl as a correctness oracle for any language (refimpl.testing.golden): 'generate' "
+                    "writes every golden case (projections, layers, an ADMM step, a compaction) as .npy "
+                    "files and one manifest.json; 'check' compares another implementation's outputs with "
+                    "them.",
+    )
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    generate = actions.add_parser("generate", help="write the golden cases into DIR (new or empty)")
+    generate.add_argument("dir", type=Path, metavar="DIR")
+    check = actions.add_parser(
+        "check", help="compare RESULTS/<case>/<output>.npy with the golden set in DIR",
+        description="Print one row per case (pass, or the first differing output: the property it violates, "
+                    "its worst entry, expected and got); exit code 1 if any case fails.")
+    check.add_argument("dir", type=Path, metavar="DIR", help="a golden set (with manifest.json)")
+    check.add_argument("--results", type=Path, required=True, metavar="RESULTS",
+                       help="the outputs of the implementation under test, RESULTS/<case>/<output>.npy")
+    for sub in (generate, check):  # --debug after the action too (refimpl oracle check DIR ... --debug)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                         help="on failure show the full traceback instead of the one-line error")
+    parser.set_defaults(func=run_oracle_command)
+
+
+def run_oracle_command(args: argparse.Namespace) -> int:
+    """Carry out ``refimpl oracle generate|check``."""
+    from refimpl.testing.golden import check_results, generate, load_manifest
+
+    try:
+        if args.action == "generate":
+            path = generate(args.dir)
+            print(f"wrote {len(load_manifest(args.dir)['cases'])} golden cases: {path}")
+            return 0
+        report = check_results(args.dir, args.results)
+    except (ValueError, TypeError) as err:
+        raise CommandError(str(err)) from err
+    print(report)
+    return 0 if report.passed else 1
+
+
 # --- the parser and the entry point ------------------------------------------------------------------
 
-SUBCOMMANDS = (_add_train, _add_prune, _add_demo, _add_sweep, _add_results)
+SUBCOMMANDS = (_add_train, _add_prune, _add_demo, _add_sweep, _add_results, _add_oracle)
 """One ``_add_<name>(subparsers)`` per subcommand, in the order ``refimpl --help`` lists them."""
 
 

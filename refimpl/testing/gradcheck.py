@@ -77,8 +77,10 @@ def check_gradient(f: Callable[[], float], x: np.ndarray, analytic: np.ndarray, 
                    h: float = 1e-6, name: str = "x", indices=None) -> float:
     """Assert that ``analytic`` matches the centred-difference gradient of ``f`` w.r.t. ``x``.
 
-    Returns the relative error; raises ``AssertionError`` naming ``name`` when it exceeds ``rtol``.
-    A common use: ``f = lambda: float(np.sum(forward(x) * g))`` for a random upstream gradient ``g``,
+    Returns the relative error; raises ``AssertionError`` naming ``name`` when it exceeds ``rtol``, with
+    the worst entry (the largest ``|analytic - numeric|``): its index into ``x``, the expected
+    (finite-difference) and the got (analytic) value. A common use:
+    ``f = lambda: float(np.sum(forward(x) * g))`` for a random upstream gradient ``g``,
     whose gradient is what ``backward(g)`` must return. With ``indices`` (flat indices, see
     :func:`numerical_gradient`) only those entries are compared: the sampled check for weights too large
     to difference in full; the relative error is then taken over the sampled entries.
@@ -91,5 +93,12 @@ def check_gradient(f: Callable[[], float], x: np.ndarray, analytic: np.ndarray, 
     err = relative_error(analytic, numeric)
     if not err < rtol:
         which = "" if indices is None else f" ({numeric.size} sampled entries)"
-        raise AssertionError(f"gradient of {name}{which}: relative error {err:.3e} >= {rtol:.1e}")
+        worst = int(np.argmax(np.abs(analytic - numeric)))
+        flat = worst if indices is None else int(np.asarray(indices).reshape(-1)[worst])
+        where = tuple(int(i) for i in np.unravel_index(flat, x.shape))
+        raise AssertionError(
+            f"gradient of {name}{which}: relative error {err:.3e} >= {rtol:.1e}; "
+            f"worst entry {name}{list(where)}: "
+            f"expected (finite differences) {float(numeric.reshape(-1)[worst])!r}, "
+            f"got (analytic) {float(analytic.reshape(-1)[worst])!r}")
     return err
