@@ -1,0 +1,166 @@
+"""Guo et al.'s comparison sweep files: regenerable, the runs claimed, equal budgets, constraints that build.
+
+The files in ``paper_repro/sweeps/guo/`` are written by ``paper_repro/guo_sweeps.py``; nothing here runs a
+training. Each run's constraints are expanded on LeNet-5 and projected once on random weights, so a level a
+structure cannot meet, a pattern that does not fit a layer, or a budget line that miscounts fails here.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from refimpl.engine import load_sweep
+from refimpl.models import lenet5
+from refimpl.prune import expand_constraints
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "paper_repro" / "sweeps" / "guo"
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("guo_sweeps", ROOT / "paper_repro" / "guo_sweeps.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+GUO = _script()
+MODEL = lenet5()
+WEIGHTS = {name: np.random.default_rng(0).standard_normal(p.shape) for name, p in MODEL.parameters().items()}
+# runs each file claims: select 3 + 3; per scope the levels of every structure x 2 seeds; ADMM 7 x 2 x 2 x 2
+CLAIMED = {"select.toml": 6, "gradual_conv2_fc1.toml": 2 * 36, "gradual_all.toml": 2 * 36, "admm.toml": 56}
+
+
+def test_the_files_are_the_script_s_output():
+    files = GUO.files()
+    assert sorted(files) == sorted(p.name for p in SWEEPS.glob("*.toml"))
+    for name, text in files.items():
+        assert (SWEEPS / name).read_text() == text, f"{name}: rerun python paper_repro/guo_sweeps.py"
+
+
+@pytest.fixture(scope="module")
+def sweeps():
+    return {name: load_sweep(SWEEPS / name) for name in CLAIMED}
+
+
+def _budget_runs(sweep) -> int:
+    return int(re.match(r"(\d+) runs x 4 epochs", sweep.budget).group(1))
+
+
+@pytest.mark.parametrize("name", sorted(CLAIMED))
+def test_each_file_expands_to_the_runs_it_claims(sweeps, name):
+    sweep = sweeps[name]
+    assert len(sweep.runs) == CLAIMED[name] == _budget_runs(sweep)
+    assert len({r.name for r in sweep.runs}) == len(sweep.runs)
+    seeds = Counter(r.config.seed for r in sweep.runs)
+    assert set(seeds) == ({0} if name == "select.toml" else {0, 1})
+    assert len(set(seeds.values())) == 1  # every variant at every seed
+
+
+def _epochs_after_dense(config) -> int:
+    before_cut = {"admm": config.admm.epochs, "gradual": config.gradual.epochs}[config.method]
+    return before_cut + config.retrain.epochs
+
+
+@pytest.mark.parametrize("name", sorted(CLAIMED))
+def test_same_budget_start_and_split_for_every_run(sweeps, name):
+    for run in sweeps[name].runs:
+        c = run.config
+        assert _epochs_after_dense(c) == 4, run.name
+        assert c.pretrain.epochs == 0 and c.pretrain.init_weights.endswith("curves_dense.npz")
+        assert c.data.name == "fashion-mnist" and c.data.val_fraction > 0 and c.data.split_seed == 0
+        assert c.model.name == "lenet5"
+        if c.method == "gradual":
+            g = c.gradual
+            assert (g.epochs, g.end_epoch, g.start_epoch, g.initial_sparsity) == (3, 2, 0.0, 0.0)
+            assert g.lr == c.retrain.lr and g.optimizer == c.retrain.optimizer == "sgd"
+    # within a comparison file only the constraints and the seed differ
+    if name != "select.toml":
+        settings = {
+            json.dumps(
+                {
+                    **run.config.to_dict(),
+                    "name": None,
+                    "seed": None,
+                    "admm": {**run.config.to_dict()["admm"], "constraints": None},
+                },
+                sort_keys=True,
+                default=str,
+            )
+            for run in sweeps[name].runs
+        }
+        assert len(settings) == 1
+
+
+def test_the_selection_gives_every_method_the_same_budget_on_validation(sweeps):
+    runs = sweeps["select.toml"].runs
+    per_method = Counter(r.config.method for r in runs)
+    assert per_method == {"gradual": 3, "admm": 3}
+    assert len({json.dumps(r.config.admm.constraints, sort_keys=True) for r in runs}) == 1
+    chosen = {
+        "gradual": {r.config.gradual.lr for r in runs if r.config.method == "gradual"},
+        "admm": {r.config.admm.rho for r in runs if r.config.method == "admm"},
+    }
+    assert chosen == {"gradual": set(GUO.GRADUAL_LRS), "admm": set(GUO.ADMM_RHOS)}
+    # the comparison files use one of the candidates
+    for name, method, value in (
+        ("gradual_conv2_fc1.toml", "gradual", lambda c: c.gradual.lr),
+        ("admm.toml", "admm", lambda c: c.admm.rho),
+    ):
+        assert {value(r.config) for r in sweeps[name].runs} <= chosen[method]
+
+
+def _achieved(constraints) -> dict[str, float]:
+    """Per weight, the sparsity of the constraint's mask on random weights (the structure's counting)."""
+    return {c.param: 1.0 - float(np.mean(c.mask(WEIGHTS[c.param]))) for c in constraints}
+
+
+def _level(run_name: str) -> float:
+    return float(re.search(r"-([0-9.]+)-s\d+$", run_name).group(1))
+
+
+@pytest.mark.parametrize("name", ["gradual_conv2_fc1.toml", "gradual_all.toml", "admm.toml"])
+def test_constraints_build_on_lenet5_and_meet_their_level(sweeps, name):
+    structures = Counter()
+    for run in sweeps[name].runs:
+        if run.config.seed:
+            continue
+        constraints = expand_constraints(run.config.admm.constraints, MODEL)
+        params = [c.param for c in constraints]
+        scope = "all" if "conv1.weight" in params else "conv2_fc1"
+        if name != "admm.toml":
+            assert scope == name[len("gradual_") : -len(".toml")]
+        assert sorted(params) == sorted(GUO.SCOPES[scope] + (["conv1.weight"] if scope == "all" else []))
+        assert len({c.structure for c in constraints}) == 1
+        structures[constraints[0].structure] += 1
+        level = _level(run.name)
+        achieved = _achieved(constraints)
+        for param, s in achieved.items():
+            target = GUO.CONV1_LEVEL if param == "conv1.weight" else level
+            # blocks and the vector ∧ block split round whole blocks / counts; edge vectors round too
+            assert abs(s - target) <= 0.012, (run.name, param, s, target)
+        sizes = {p: WEIGHTS[p].size for p in achieved}
+        total = sum(achieved[p] * sizes[p] for p in achieved) / sum(sizes.values())
+        assert abs(total - level) <= 0.01, (run.name, total)
+    assert set(structures) == {"unstructured", "blocks", "balanced", "nm", "vector_block"}
+
+
+def test_every_structure_has_at_least_five_levels_beyond_the_easy_region(sweeps):
+    for name in ("gradual_conv2_fc1.toml", "gradual_all.toml"):
+        levels = {}
+        for run in sweeps[name].runs:
+            label = run.name.rsplit("-", 2)[0]
+            levels.setdefault(label, set()).add(_level(run.name))
+        assert set(levels) == set(GUO.STRUCTURES)
+        assert all(len(lv) >= 5 for lv in levels.values()), levels
+        assert all(max(lv) >= 0.95 for lv in levels.values())
+        assert sum(max(lv) > 0.97 for lv in levels.values()) >= 6  # all but balanced V = 20 go past 97 %
