@@ -1,7 +1,7 @@
 """SpMM timings on a conv layer's GEMM: dense BLAS vs own / scipy CSR and BSR, against the ideal FLOP ratio.
 
-The setting (ALGORITHMS.md section 5): a 512×4608 float32 weight (512 filters of 512 channels × 3×3) times
-an im2col matrix ``X`` of 4608×1024 (float32, row-major). For each sparsity the script times
+The setting (docs/ALGORITHMS.md section 5): a 512×4608 float32 weight (512 filters of 512 channels × 3×3)
+times an im2col matrix ``X`` of 4608×1024 (float32, row-major). For each sparsity the script times
 
 * ``dense``      — ``W @ X`` with NumPy's BLAS (the zeros multiplied too);
 * ``own_csr``    — :func:`refimpl.sparse.kernels.csr_spmm` (numba) on an unstructured mask;
@@ -35,7 +35,7 @@ from :func:`refimpl.sparse.cost.spmm_cost`) beside them.
 the numba kernels run while BLAS is idle and vice versa (both pools default to all cores); nothing here
 runs the two at once. Set ``NUMBA_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` to change them.
 
-Run: ``python paper_repro/bench_spmm.py`` (about a minute on 2 cores); ``--smoke`` runs a tiny case.
+Run: ``python paper_repro/bench_spmm.py`` (a few minutes on 2 free cores); ``--smoke`` runs a tiny case.
 """
 
 from __future__ import annotations

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from test_sparse_balanced import _balanced_lenet as _lenet  # LeNet-5 (8x8) with conv2 / fc1 masked
+from test_sparse_balanced import _masked_outputs, assert_matmul_close
 
 from refimpl.projections import mask_balanced, mask_blocks, mask_vector_block
 from refimpl.sparse import check_format, spmm, spmm_cost
@@ -22,14 +24,6 @@ from refimpl.sparse.vector_block import VectorBlockMatrix, best_vector_block, ch
 from refimpl.sparse.vector_block_spmm import default_panel, vector_block_spmm
 
 TOL = {np.float32: 1e-5, np.float64: 1e-12}
-
-
-def assert_matmul_close(y, w, x, rtol):
-    """``y ≈ w @ x``, the reference in float64, the tolerance relative to ``|w| @ |x|``."""
-    ref = w.astype(np.float64) @ x.astype(np.float64)
-    scale = np.abs(w).astype(np.float64) @ np.abs(x).astype(np.float64)
-    assert y.shape == ref.shape
-    assert np.all(np.abs(y - ref) <= rtol * (scale + 1e-30)), np.max(np.abs(y - ref) - rtol * scale)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -377,24 +371,6 @@ def test_the_cost_model_by_hand():
 
 
 # --- the inference engine: compile picks the format where the masks have the structure ---------------------
-
-
-def _lenet(mask_of):
-    """LeNet-5 (8x8, float64) with conv2 / fc1 masked by ``mask_of(weight)``; conv1 dense."""
-    from refimpl.models import lenet5
-
-    net = lenet5(input_size=8, rng=np.random.default_rng(0), dtype=np.float64)
-    params = net.parameters()
-    masks = {name: mask_of(params[name]) for name in ("conv2.weight", "fc1.weight")}
-    return net, masks
-
-
-def _masked_outputs(net, masks, x):
-    from refimpl.prune.masking import apply_masks
-
-    reference = copy.deepcopy(net)
-    apply_masks(reference, masks)
-    return reference.eval().forward(x)
 
 
 def _vb_mask(w, v=4, block_shape=(4, 4), total=0.9):
