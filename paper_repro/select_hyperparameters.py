@@ -27,12 +27,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 SWEEPS = HERE / "sweeps" / "curves"
 RESULTS = HERE / "results" / "curves"
-STRUCTURES = ("unstructured", "filters", "channels", "shapes", "filters_shapes")
+#: LeNet-5's structures (conv2 + fc1), then LeNet-300-100 unstructured (every layer; ADMM-NN's Table 1).
+STRUCTURES = ("unstructured", "filters", "channels", "shapes", "filters_shapes", "lenet300_unstructured")
 #: Overrides every candidate of a selection sweep shares (the rest is what the candidate tries).
 _SHARED = ("method", "name", "seed", "admm.constraints")
 
 #: The curves' sparsity levels per structure: from "free" to "breaking" (accuracy drops > 2 points).
-LEVELS = {"unstructured": [0.5, 0.8, 0.9, 0.95, 0.98, 0.99]}
+LEVELS = {"unstructured": [0.5, 0.8, 0.9, 0.95, 0.98, 0.99],
+          "lenet300_unstructured": [0.5, 0.8, 0.9, 0.95, 0.98, 0.99]}
+TITLES = {"filters_shapes": "filters + shapes", "lenet300_unstructured": "LeNet-300-100 unstructured"}
+#: Minutes per 8-epoch run with 2 workers on 2 cores (measured), for the budget line of the curve sweeps.
+MINUTES_PER_RUN = {"lenet300_unstructured": 1.0}
 STRUCTURED_LEVELS = [0.3, 0.5, 0.7, 0.8, 0.9]
 SEEDS = [0, 1]
 
@@ -69,7 +74,9 @@ def curve_sweep(structure: str, selection: dict) -> str:
     import tomllib
 
     select_file = SWEEPS / f"select_{structure}.toml"
-    constraints = tomllib.loads(select_file.read_text())["set"]["admm.constraints"]
+    select_data = tomllib.loads(select_file.read_text())
+    constraints = select_data["set"]["admm.constraints"]
+    minutes = MINUTES_PER_RUN.get(structure, 4.5)
     levels = LEVELS.get(structure, STRUCTURED_LEVELS)
     methods = selection[structure]["methods"]
     runs = len(levels) * len(SEEDS) * len(methods)
@@ -77,23 +84,28 @@ def curve_sweep(structure: str, selection: dict) -> str:
         "{ " + ", ".join(f"{k} = {json.dumps(v)}" for k, v in t.items()) + " }"
         for t in constraints)
     lines = [
-        f"# Accuracy-sparsity curve, {structure.replace('_', ' + ')} (issue: StructADMM as curves).",
+        f"# Accuracy-sparsity curve, {TITLES.get(structure, structure)} (issue: StructADMM as curves).",
         "# WRITTEN BY paper_repro/select_hyperparameters.py --write-sweeps from paper_repro/results/curves/",
         "# selection.json: every method at the settings it won on the validation split "
         f"(select_{structure}.toml).",
         f"#   refimpl sweep paper_repro/sweeps/curves/{structure}.toml --out "
         f"paper_repro/results/curves/{structure} --workers 2",
         f'name = "curve-{structure.replace("_", "-")}"',
-        f'budget = "{runs} runs x 8 epochs on 54,000 images (~3 min each on one free core): '
-        f'~{runs * 3 // 2} min with 2 workers"',
-        'base = "../../configs/curves_base.toml"',
+        f'budget = "{runs} runs x 8 epochs on 54,000 images (~{minutes:g} min each with 2 workers on 2 '
+        f'cores): ~{round(runs * minutes / 2)} min"',
+        f'base = "{select_data["base"]}"',
+        "# Seed 0 at every level first, every method at a point next to each other: a sweep stopped part-way",
+        "# has whole seed-0 curves of every method.",
+        'order = "interleaved"',
+        'name_format = "{variant}-{sparsity}-s{seed}"',
         "",
         "[set]",
-        f'"admm.constraints" = [\n    {tables},\n]   # each run\'s level comes from the sparsity shortcut below',
+        f'"admm.constraints" = [\n    {tables},\n]'
+        "   # each run's level comes from the sparsity shortcut below",
         "",
         "[grid]",
-        f"sparsity = {json.dumps(levels)}",
         f"seed = {json.dumps(SEEDS)}",
+        f"sparsity = {json.dumps(levels)}",
     ]
     for method, entry in methods.items():
         settings = {"method": method, **entry["settings"]}

@@ -56,3 +56,41 @@ def test_curve_sweeps_use_the_selected_settings_and_are_regenerable(structure):
         for key, value in chosen.items():
             section, _, field = key.partition(".")
             assert getattr(getattr(run.config, section), field) == value, (run.name, key)
+
+
+def _epochs_after_dense(config) -> int:
+    """Training epochs a run spends after the dense model (every pruning step, every retraining)."""
+    if config.method == "magnitude_iterative":
+        return config.retrain.epochs  # the rounds share one-shot's retraining budget
+    steps = config.admm.steps if config.method == "admm" else 1
+    before_cut = {"admm": config.admm.epochs, "ssl": config.ssl.epochs}.get(config.method, 0)
+    return steps * (before_cut + config.retrain.epochs)
+
+
+def test_progressive_and_one_shot_spend_the_same_epochs_at_the_same_targets():
+    sweep = load_sweep(SWEEPS / "progressive.toml")
+    assert {_epochs_after_dense(r.config) for r in sweep.runs} == {8}
+    selection = json.loads((ROOT / "paper_repro" / "results" / "curves" / "selection.json").read_text())
+    for run in sweep.runs:
+        (table,) = run.config.admm.constraints
+        structure = table["structure"]
+        assert run.name.startswith(structure)
+        method = "magnitude" if run.config.method == "magnitude_iterative" else run.config.method
+        for key, value in selection[structure]["methods"][method]["settings"].items():
+            if key != "retrain.epochs":  # the multi-step runs split the same budget differently
+                section, _, field = key.partition(".")
+                assert getattr(getattr(run.config, section), field) == value, (run.name, key)
+    steps = Counter((r.config.method, r.config.admm.steps, r.config.magnitude.rounds) for r in sweep.runs)
+    assert steps == {("admm", 1, 3): 4, ("admm", 2, 3): 4, ("admm", 4, 3): 4,
+                     ("magnitude_iterative", 1, 4): 4}
+
+
+def test_admm_nn_rates_are_the_papers_kept_shares():
+    sweep = load_sweep(SWEEPS / "admm_nn_rates.toml")
+    kept = {"conv1.weight": 0.20, "conv2.weight": 0.08, "fc1.weight": 0.009, "fc2.weight": 0.07}
+    for run in sweep.runs:
+        tables = run.config.admm.constraints
+        assert {t["param"]: round(1 - t["sparsity"], 6) for t in tables} == kept
+        assert all(t["structure"] == "unstructured" for t in tables)
+        assert _epochs_after_dense(run.config) == 8
+    assert Counter(r.config.method for r in sweep.runs) == {"admm": 2, "magnitude": 2}

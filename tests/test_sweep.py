@@ -142,6 +142,53 @@ method = ["admm", "magnitude"]
         assert load_config(sweep.base, run.overrides) == run.config
 
 
+def test_interleaved_order_puts_every_variant_of_a_grid_point_together(tmp_path):
+    body = """
+budget = "tiny"
+base = "base.toml"
+order = "{order}"
+[grid]
+seed = [0, 1]
+"retrain.epochs" = [1, 2]
+[[variants]]
+name = "a"
+set = {{ method = "admm" }}
+[[variants]]
+name = "m"
+set = {{ method = "magnitude" }}
+"""
+    by_variant = load_sweep(sweep_file(tmp_path, body.format(order="variants")))
+    points = [(s, e) for s in (0, 1) for e in (1, 2)]
+    assert [r.name for r in by_variant.runs] == [f"{v}-s{s}-{e}" for v in "am" for s, e in points]
+    interleaved = load_sweep(sweep_file(tmp_path, body.format(order="interleaved")))
+    assert [r.name for r in interleaved.runs] == [f"{v}-s{s}-{e}" for s, e in points for v in "am"]
+    # the same runs, only their order differs
+    assert {r.name: r.config for r in interleaved.runs} == {r.name: r.config for r in by_variant.runs}
+
+
+def test_runs_start_in_the_sweeps_run_order(tmp_path):
+    path = sweep_file(tmp_path, """
+budget = "tiny"
+base = "base.toml"
+order = "interleaved"
+[grid]
+seed = [0, 1, 2]
+[[variants]]
+name = "dense"
+set = { method = "none" }
+[[variants]]
+name = "cut"
+set = { method = "magnitude" }
+""")
+    sweep = load_sweep(path)
+    out = tmp_path / "out"
+    assert run_sweep(sweep, out, workers=1, progress=False, echo=None).ok
+    # one worker runs one task at a time: the order in which the reports were written is the start order
+    finished = sorted(sweep.runs, key=lambda r: (out / "runs" / r.name / "report.json").stat().st_mtime_ns)
+    assert [r.name for r in finished] == [r.name for r in sweep.runs]
+    assert [r.name for r in sweep.runs][:2] == ["dense-s0", "cut-s0"]
+
+
 def test_toml_dotted_keys_and_set_tables_are_flattened(tmp_path):
     path = sweep_file(tmp_path, """
 budget = "tiny"
@@ -287,6 +334,8 @@ name = "v1"
      '[[variants]]\nname = "a"\nset = {seed = 3}', "set by both [grid] and variant 'a'"),
     ('budget = "x"\nbase = "base.toml"\n[[variants]]\nname = "a"\n[[variants]]\nname = "a"', "repeated: 'a'"),
     ('budget = "x"\nbase = "base.toml"\nname_format = "{method}"\n[grid]\nseed = [0]', "{method}"),
+    ('budget = "x"\nbase = "base.toml"\norder = "random"', "order in"),
+    ('budget = "x"\nbase = "base.toml"\norder = 1', "'order'"),
 ])
 def test_bad_sweep_files_are_one_line_errors_naming_key_and_file(tmp_path, body, message):
     path = sweep_file(tmp_path, body)

@@ -9,6 +9,7 @@ A sweep file names a base experiment config and what varies around it:
     base = "../configs/smoke_digits.toml"    # the experiment config (relative to this file)
     name = "smoke-digits"                     # optional (default: the file's stem)
     name_format = "{method}-s{seed}"          # optional (default below)
+    order = "variants"                        # optional: or "interleaved" (run order, below)
 
     [set]                                     # optional: fixed overrides, dotted config keys
     "retrain.epochs" = 1
@@ -34,7 +35,10 @@ File paths (``pretrain.init_weights``,
 Runs and their names
 --------------------
 Runs are ordered variant by variant, and within a variant by the grid's product with the *last* grid key
-varying fastest. A run's name is the variant's name followed by its grid values in file order, joined by
+varying fastest. ``order = "interleaved"`` puts every variant's run of a grid point next to each other
+instead (grid point by grid point, variants in file order): runs start in this order, so a sweep stopped
+part-way has compared every method at the points it reached. A run's name is the variant's name
+followed by its grid values in file order, joined by
 ``-``: the seed as ``s<seed>``, floats without trailing zeros (``1.0`` → ``1``), the items of lists and
 the values of tables joined by ``_``; characters outside ``[A-Za-z0-9._-]`` become ``_`` (and a leading
 ``.`` too), so ``admm-filters-0.75-s1``. ``name_format`` replaces that rule: a :meth:`str.format`
@@ -117,7 +121,9 @@ FAILURES_NAME = "failures.json"
 #: Sweep keys that set a field in every constraint table of a run's config.
 SHORTCUTS = ("structure", "sparsity")
 
-_TOP_KEYS = ("name", "budget", "base", "name_format", "set", "grid", "variants")
+_TOP_KEYS = ("name", "budget", "base", "name_format", "order", "set", "grid", "variants")
+#: Run orders of a sweep file's ``order`` key (module docstring, "Runs and their names").
+ORDERS = ("variants", "interleaved")
 _VARIANT_KEYS = ("name", "base", "set")
 _MAX_NAME = 200  # file systems allow 255 bytes per name; leave room for temporaries
 #: File paths a config names: relative to the file that names them (as load_config does for configs).
@@ -328,9 +334,12 @@ def _read_sweep_file(path: Path) -> dict:
     for key in data:
         if key not in _TOP_KEYS:
             raise ValueError(f"unknown key {key!r} in {path} (known keys: {', '.join(_TOP_KEYS)})")
-    for key in ("name", "budget", "base", "name_format"):
+    for key in ("name", "budget", "base", "name_format", "order"):
         if key in data and not isinstance(data[key], str):
             raise TypeError(f"{key!r} in {path} must be a string, got {data[key]!r}")
+    if data.get("order", "variants") not in ORDERS:
+        raise ValueError(f"order in {path} must be one of {', '.join(map(repr, ORDERS))}, got "
+                         f"{data['order']!r}")
     for key in ("set", "grid"):
         if key in data and not isinstance(data[key], Mapping):
             raise TypeError(f"{key!r} in {path} must be a table ([{key}]), got {data[key]!r}")
@@ -432,6 +441,9 @@ def load_sweep(path: str | os.PathLike) -> Sweep:
             if variant:
                 requested |= {k: (f"variant {variant.name!r}", v) for k, v in variant.settings.items()}
             runs.append(_expand_run(run_name, values, requested, (variant and variant.base) or base, path))
+    if data.get("order") == "interleaved" and variants:
+        points = len(runs) // len(variants)  # runs[v * points + p]: variant v at grid point p
+        runs = [runs[v * points + p] for p in range(points) for v in range(len(variants))]
     _check_unique(runs, path)
     return Sweep(name=name, budget=data["budget"], base=base, runs=runs, path=path, grid_keys=list(grid),
                  variants=[v.name for v in variants], name_format=name_format)
@@ -808,10 +820,11 @@ def _run_on_cluster(client, todo: list[SweepRun], out: Path, summary: SweepSumma
     events: queue.SimpleQueue = queue.SimpleQueue()
     client.subscribe_topic(topic, lambda event: events.put(event[1]))
     futures = {}
-    for run in todo:
+    for i, run in enumerate(todo):
         run_dir = out / "runs" / run.name
+        # dask starts higher priorities first: the runs start in the sweep's run order
         future = client.submit(execute_run, run.name, run.config.to_dict(), str(run_dir), topic,
-                               key=_task_key(run, run_dir), pure=False)
+                               key=_task_key(run, run_dir), pure=False, priority=len(todo) - i)
         futures[future] = run
     bar = tqdm(total=summary.total, initial=summary.skipped, unit="run", disable=not progress,
                desc="runs", dynamic_ncols=True)
