@@ -162,7 +162,7 @@ def compact_gemm_weights(w: np.ndarray) -> int:
     """Weights of the compact dense GEMM of a conv weight: kept filters (rows) × kept shapes (columns).
 
     After filter and shape pruning the GEMM view ``W.reshape(F, C*KH*KW)`` shrinks to its nonzero rows
-    and nonzero columns (ALGORITHMS.md §5); the compact model only removes whole channels, so this count
+    and nonzero columns (docs/ALGORITHMS.md §5); the compact model only removes whole channels, so this count
     is what the ≥ 10× conv reduction is measured in.
     """
     gemm = w.reshape(w.shape[0], -1) != 0
@@ -325,7 +325,7 @@ def markdown(result: dict) -> str:
                      f"magnitude {mag:.2f}% — {verdict}.")
     lines += ["", "Conv weights: 25,500 dense (conv1 500 + conv2 25,000). 'Compact GEMM' counts, per conv "
               "layer after unused-path removal, the filters (GEMM rows) times the shapes (GEMM columns) that "
-              "keep any nonzero weight (ALGORITHMS.md §5). In the unstructured runs this only drops the "
+              "keep any nonzero weight (docs/ALGORITHMS.md §5). In the unstructured runs this only drops the "
               "rows and columns that happen to be empty; their sparsity is in the nonzero count. The compact "
               "GEMM can hold fewer weights than the nonzero count: conv2 weights that read a dead conv1 "
               "channel (a constant map) are folded into conv2's bias by the unused-path removal. "

@@ -1,6 +1,6 @@
 r"""Model surgery after pruning: unused-path removal (:func:`compact`, lossless) and :func:`purify` (lossy).
 
-Both follow Ma et al., "ResNet can be pruned 60×" (section 4 of ALGORITHMS.md).
+Both follow Ma et al., "ResNet can be pruned 60×" (section 4 of docs/ALGORITHMS.md).
 
 **Unused-path removal** turns a *masked* network (dense arrays holding many zeros) into a *compact* one
 (smaller dense arrays) that computes the same function. Two observations drive it:

@@ -1,4 +1,4 @@
-"""Tests of refimpl.projections: STYLE.md's eight-point checklist for every structure, plus worked examples,
+"""Tests of refimpl.projections: docs/STYLE.md's checklist for every structure, plus worked examples,
 tie and rounding rules, errors, the L1-vs-L2 counterexample and cross-checks against torch.nn.utils.prune.
 
 The reference twins here (``naive_groups``, ``reference_group_mask``, ``reference_balanced_mask``) are

@@ -1,4 +1,4 @@
-"""Weight unification (refimpl.projections.unify): the STYLE.md projection checklist, adapted.
+"""Weight unification (refimpl.projections.unify): the docs/STYLE.md projection checklist, adapted.
 
 A unified block is not "kept or dropped" but replaced by ``sign+(v) * mean|v|``, so "kept entries equal the
 input" becomes "copied blocks equal the input, pruned blocks are exactly 0, unified blocks share one

@@ -2,7 +2,7 @@
 
 Each structure has a pure function ``project_<structure>(w, ...)`` returning the nearest point of the set
 (a new array, dtype and shape of ``w``) and a twin ``mask_<structure>(w, ...)`` returning the boolean keep
-mask. Common rules (ALGORITHMS.md section 2): ``sparsity`` prunes ``round(s * n)`` of ``n`` groups
+mask. Common rules (docs/ALGORITHMS.md section 2): ``sparsity`` prunes ``round(s * n)`` of ``n`` groups
 (round-half-to-even) or ``keep`` gives the kept count; ties keep the lower flat index; kept entries are
 copied unchanged, dropped ones are exactly 0; bad input raises ``ValueError`` naming the argument.
 

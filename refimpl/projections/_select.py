@@ -17,9 +17,10 @@ that neither overflow nor underflow can turn distinct scores into ties. On data 
 taken the two give the same float64 numbers, so the choice never changes a mask.
 
 Every group structure of the pruning literature is a tiling of the weight's **GEMM view**
-``W.reshape(F, -1)`` (see ALGORITHMS.md): a filter is a ``1 x K`` tile, a shape (column) an ``F x 1`` tile,
-a channel an ``F x (KH*KW)`` tile, a kernel a ``1 x (KH*KW)`` tile and a block a ``bh x bw`` tile (edge
-tiles smaller). :func:`tile_scores` therefore scores all of them, with a numba kernel and its NumPy twin.
+``W.reshape(F, -1)`` (see docs/ALGORITHMS.md): a filter is a ``1 x K`` tile, a shape (column) an
+``F x 1`` tile, a channel an ``F x (KH*KW)`` tile, a kernel a ``1 x (KH*KW)`` tile and a block a
+``bh x bw`` tile (edge tiles smaller). :func:`tile_scores` therefore scores all of them, with a numba
+kernel and its NumPy twin.
 """
 
 from __future__ import annotations

@@ -632,7 +632,7 @@ def project_vector_block(w, vector_size, block_shape, *, vector_sparsity=None, v
     References
     ----------
     .. [1] Guo et al., vector-wise AND block-wise mixed sparse masks without regularization, ISQED 2021
-       (as cited in refimpl's ALGORITHMS.md; the paper's text was not available, hence the choice).
+       (as cited in refimpl's docs/ALGORITHMS.md; the paper's text was not available, hence the choice).
     .. [2] Z. Yao et al., "Balanced sparsity for efficient DNN inference on GPU", AAAI 2019.
     .. [3] S. Narang et al., "Block-sparse recurrent neural networks", arXiv:1711.02782, 2017.
 

@@ -3,7 +3,7 @@ r"""The sparse inference engine: :func:`compile` a pruned network into a forward
 A pruned network is a dense network with zeros in it. :func:`compile` keeps its structure (the same
 ``Sequential``, ``BasicBlock``, pooling, ReLU ... objects, deep-copied) and swaps only the computation of
 each convolution and linear layer for a :class:`~refimpl.sparse.layers.GemmOperator` in one of four storage
-formats (ALGORITHMS.md section 5; :mod:`refimpl.sparse.layers` describes each):
+formats (docs/ALGORITHMS.md section 5; :mod:`refimpl.sparse.layers` describes each):
 
 ==========  =====================================================================================
 format      what a conv / linear layer computes

@@ -1,6 +1,6 @@
 r"""Forward-only convolution and linear layers whose GEMM runs in a chosen storage format.
 
-A convolution is one matrix product (ALGORITHMS.md section 5): with the *GEMM view*
+A convolution is one matrix product (docs/ALGORITHMS.md section 5): with the *GEMM view*
 ``W_g = W.reshape(F, C·KH·KW)`` and ``cols = im2col(x)`` of shape ``(C·KH·KW, N·OH·OW)``,
 
 .. math:: Y_g = W_g\,\mathrm{cols} + b\,\mathbf{1}^T \in \mathbb{R}^{F \times N \cdot OH \cdot OW},

@@ -32,7 +32,7 @@ read-only copies of the arrays and runs the full :func:`check_vector_block`, so 
 References
 ----------
 .. [1] Guo et al., vector-wise AND block-wise mixed sparse masks without regularization, ISQED 2021 (as
-   cited in refimpl's ALGORITHMS.md; see :func:`refimpl.projections.project_vector_block`).
+   cited in refimpl's docs/ALGORITHMS.md; see :func:`refimpl.projections.project_vector_block`).
 """
 
 from __future__ import annotations
