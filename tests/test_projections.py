@@ -141,8 +141,31 @@ def group_scores(w: np.ndarray, groups: list[np.ndarray]) -> np.ndarray:
 
 
 def first_k(scores, k: int) -> list[int]:
-    """The tie rule by definition: sort by (score descending, index ascending), take k."""
+    """The tie rule by definition: sort by (score descending, index ascending), take k.
+
+    The package's plain selection (:func:`refimpl.projections.reference.top_k`) is this rule;
+    ``test_naive_twins_agree_with_the_package_reference`` checks that the two agree.
+    """
     return sorted(range(len(scores)), key=lambda i: (-scores[i], i))[:k]
+
+
+@pytest.mark.parametrize("name", GROUP_STRUCTURES)
+@given(data=st.data())
+def test_naive_twins_agree_with_the_package_reference(name, data):
+    """The loops over the weight's axes here define the same groups, order and selection as
+    refimpl.projections.reference (group_ids, top_k), which the fast code and check_projection use."""
+    from refimpl.projections import reference
+
+    w, params, k = data.draw(group_case(name, values="integer"))
+    groups = naive_groups(name, w, params)
+    ids = reference.group_ids(name, w.shape, params.get("block_shape")).reshape(w.shape)
+    for index, mask in enumerate(groups):
+        assert np.all(ids[mask] == index)
+    scores = group_scores(w, groups)
+    assert list(reference.top_k(scores, k)) == first_k(scores, k)
+    args = (params["block_shape"],) if name == "blocks" else ()
+    plain = reference.REFERENCES[name](w, *args, keep=k)
+    assert np.array_equal(plain != 0, reference_group_mask(name, w, params, k) & (w != 0))
 
 
 def reference_group_mask(name, w, params, k) -> np.ndarray:
