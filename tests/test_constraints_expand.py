@@ -71,6 +71,31 @@ def test_shortcut_reports_the_weight_that_does_not_fit(net):
         expand_constraints([{"params": "conv", "structure": "filters", "keep": 30}], net)
 
 
+UNIFIED = {"param": "conv2.weight", "structure": "unified", "block_shape": [5, 5], "unify": 0.5}
+
+
+@pytest.mark.parametrize("other", [
+    {"param": "conv2.weight", "structure": "filters", "sparsity": 0.5},
+    {"params": "conv", "structure": "unstructured", "sparsity": 0.5},  # conv2 reached through a shortcut
+    {"param": "conv2.weight", "structure": "unified", "block_shape": [1, 5], "unify": 0.5},
+])
+def test_unified_must_be_its_weights_only_constraint(net, other):
+    # The hard prune unifies blocks only for a lone "unified" constraint (with others it only masks):
+    # refused when the tables are expanded, before any training, naming both tables.
+    match = (r"^admm\.constraints\[0\], admm\.constraints\[1\]: constraints on 'conv2\.weight': "
+             r"a 'unified' constraint must be the parameter's only one")
+    with pytest.raises(ValueError, match=match):
+        expand_constraints([UNIFIED, other], net)
+
+
+def test_unified_beside_constraints_on_other_weights(net):
+    constraints = expand_constraints([UNIFIED, FILTERS, {"params": "linear", "structure": "unified",
+                                                         "block_shape": [2, 2], "unify": 0.5}], net)
+    assert [(c.param, c.structure) for c in constraints] == [
+        ("conv2.weight", "unified"), ("conv1.weight", "filters"), ("fc1.weight", "unified"),
+        ("fc2.weight", "unified")]
+
+
 def test_patterns_pick_weights_only(net):
     # "fc1.*" also matches fc1.bias; a pattern selects among the convolution and linear weights.
     assert select_params("fc1.*", net) == ["fc1.weight"]

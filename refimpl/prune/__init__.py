@@ -36,6 +36,7 @@ from refimpl.prune.admm import (
 from refimpl.prune.constraints import (
     PARAM_SHORTCUTS,
     Constraint,
+    check_unified_alone,
     constraints_by_param,
     expand_constraints,
     parse_constraints,
@@ -90,6 +91,7 @@ __all__ = [
     "apply_masks",
     "augmented_loss",
     "combine_masks",
+    "check_unified_alone",
     "constraint_at",
     "constraints_by_param",
     "expand_constraints",

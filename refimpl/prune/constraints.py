@@ -44,6 +44,7 @@ from refimpl._validation import as_float_array, check_probability
 __all__ = [
     "PARAM_SHORTCUTS",
     "Constraint",
+    "check_unified_alone",
     "constraints_by_param",
     "expand_constraints",
     "parse_constraints",
@@ -257,6 +258,35 @@ def constraints_by_param(constraints: Iterable[Constraint]) -> dict[str, list[Co
     return groups
 
 
+def check_unified_alone(constraints: Iterable[Constraint], keys: Iterable[str] | None = None) -> None:
+    """Raise ``ValueError`` if a parameter has a ``"unified"`` constraint together with other constraints.
+
+    With several constraints on one weight the hard prune (:func:`~refimpl.prune.hard_prune`) only
+    intersects their masks, so no block would be unified and the retraining that keeps unified blocks
+    unified would have nothing to keep. :func:`expand_constraints` calls this before any training, and
+    :func:`~refimpl.prune.unified_retraining.hard_prune_unified` again for direct callers.
+
+    Parameters
+    ----------
+    constraints : iterable of Constraint
+    keys : iterable of str, optional
+        One label per constraint (the config key it came from), named in the message.
+    """
+    constraints = list(constraints)
+    labels = list(keys) if keys is not None else [None] * len(constraints)
+    sources: dict[str, list[str]] = {}
+    for c, label in zip(constraints, labels, strict=True):
+        sources.setdefault(c.param, []).append(label)
+    for name, cons in constraints_by_param(constraints).items():
+        if len(cons) > 1 and any(c.structure == "unified" for c in cons):
+            keys_of_name = [k for k in sources[name] if k is not None]
+            prefix = f"{', '.join(dict.fromkeys(keys_of_name))}: " if keys_of_name else ""
+            raise ValueError(
+                f"{prefix}constraints on {name!r}: a 'unified' constraint must be the parameter's only "
+                f"one (got {[c.structure for c in cons]}); the hard prune unifies blocks only then"
+            )
+
+
 # --- constraints from config tables, against a model -----------------------------------------------------
 
 def _weights_by_kind(model) -> dict[str, list[str]]:
@@ -359,11 +389,12 @@ def expand_constraints(specs: list[Mapping[str, Any]], model) -> list[Constraint
         parameter that is not a convolution or linear weight (a bias, a batch-norm scale), invalid
         constraint arguments, or a constraint that does not fit the weight's shape, e.g.
         ``admm.constraints[1]: structure 'filters' on conv1.weight (shape (20, 1, 5, 5)): keep must lie
-        in [0, 20] (the number of groups), got 60``.
+        in [0, 20] (the number of groups), got 60``; a ``"unified"`` constraint on a weight that
+        another constraint names too (:func:`check_unified_alone`, naming both tables' keys).
     """
     parameters = model.parameters()
     weights = _weights_by_kind(model)["all"]
-    out = []
+    out, keys = [], []
     for i, spec in enumerate(specs):
         key = f"admm.constraints[{i}]"
         if not isinstance(spec, Mapping):
@@ -393,4 +424,6 @@ def expand_constraints(specs: list[Mapping[str, Any]], model) -> list[Constraint
                 raise type(err)(f"{key}: {err}") from None
             _check_fits(constraint, parameters[name], key)
             out.append(constraint)
+            keys.append(key)
+    check_unified_alone(out, keys)
     return out

@@ -69,7 +69,12 @@ import numpy as np
 
 from refimpl._validation import check_block_shape
 from refimpl.projections.unify import COPY, PRUNE, UNIFY, unify_assignment
-from refimpl.prune.constraints import Constraint, constraints_by_param, parse_constraints
+from refimpl.prune.constraints import (
+    Constraint,
+    check_unified_alone,
+    constraints_by_param,
+    parse_constraints,
+)
 from refimpl.prune.masking import OPTIMIZER_STATE_KEYS, MaskedRetraining, _live_params, hard_prune
 
 __all__ = ["UnifiedBlocks", "UnifiedRetraining", "hard_prune_unified"]
@@ -321,16 +326,12 @@ def hard_prune_unified(
         only masks the weight (see :func:`~refimpl.prune.hard_prune`), so no block is unified.
     """
     constraints = parse_constraints(constraints)
+    check_unified_alone(constraints)  # expand_constraints checked a config's already, before training
     params = _live_params(model)
     kinds: dict[str, tuple[np.ndarray, tuple[int, int]]] = {}
     for name, cons in constraints_by_param(constraints).items():
         if not any(c.structure == "unified" for c in cons):
             continue
-        if len(cons) > 1:
-            raise ValueError(
-                f"constraints on {name!r}: a 'unified' constraint must be the parameter's only "
-                f"one (got {[c.structure for c in cons]}); the hard prune unifies blocks only then"
-            )
         if name not in params:
             raise KeyError(
                 f"constraint on {name!r}: the model has no such parameter (it has {sorted(params)})"
