@@ -117,8 +117,10 @@ def test_bad_arguments_of_the_product():
         unified_spmm(np.eye(2), np.ones(2))
     with pytest.raises(ValueError, match="engine"):
         unified_spmm(a, np.ones(5), engine="scipy")
-    with pytest.raises(ValueError, match=r"x must have shape \(5,\) or \(5, N\)"):
+    with pytest.raises(ValueError, match=r"x must have 5 rows \(the columns of a, shape \(3, 5\)\)"):
         unified_spmm(a, np.ones(4))
+    with pytest.raises(ValueError, match=r"x must have 1 or 2 dimensions"):
+        unified_spmm(a, np.ones((5, 1, 1)))
     with pytest.raises(TypeError, match="x must be a real numeric array"):
         unified_spmm(a, np.ones(5, complex))
     with pytest.raises(ValueError, match="tile must be a positive integer"):

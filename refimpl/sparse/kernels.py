@@ -61,11 +61,16 @@ DEFAULT_TILE = 512
 # --------------------------------------------------------------------------------------------------------
 
 
-def _prepare(a, x, engine: str, tile, kind: type):
-    """Validate the arguments; return ``(a_data, x2d, out_dtype, squeeze)`` ready for a kernel."""
+def _prepare_x(a, x, engine: str, tile, kind: type, engines=ENGINES):
+    """Validate the arguments of a product ``a @ x``; return ``(x2d, out_dtype, squeeze)`` for a kernel.
+
+    One check of ``a``'s type, ``engine`` (one of ``engines``), ``tile`` and ``x`` for the product of every
+    format (here, :mod:`~refimpl.sparse.vector_block_spmm`, :mod:`~refimpl.sparse.unified`), so the same
+    bad argument gets the same message.
+    """
     if not isinstance(a, kind):
         raise TypeError(f"a must be a {kind.__name__}, got {type(a).__name__}")
-    check_engine(engine, ENGINES)
+    check_engine(engine, engines)
     if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile!r}")
     x = np.asarray(x)
@@ -85,6 +90,12 @@ def _prepare(a, x, engine: str, tile, kind: type):
         out_dtype = np.dtype(np.float64)
     # The kernels read X row by row: make it C-contiguous in the output dtype (no copy when it already is).
     x2 = np.ascontiguousarray(x2, dtype=out_dtype)
+    return x2, out_dtype, squeeze
+
+
+def _prepare(a, x, engine: str, tile, kind: type):
+    """:func:`_prepare_x`, plus ``a.data`` in the output dtype: ``(a_data, x2d, out_dtype, squeeze)``."""
+    x2, out_dtype, squeeze = _prepare_x(a, x, engine, tile, kind)
     data = a.data if a.data.dtype == out_dtype else a.data.astype(out_dtype)
     return data, x2, out_dtype, squeeze
 

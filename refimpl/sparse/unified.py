@@ -35,13 +35,12 @@ the product with the numba kernel or its NumPy twin.
 from __future__ import annotations
 
 import math
-import numbers
 from dataclasses import dataclass
 
 import numpy as np
 from numba import njit, prange
 
-from refimpl._validation import check_block_shape, check_engine
+from refimpl._validation import check_block_shape
 from refimpl.sparse.formats import (
     _FLOAT_DTYPES,
     FormatReport,
@@ -315,24 +314,10 @@ def unified_spmm(a: UnifiedBlockMatrix, x, *, engine: str = "numba", tile: int =
     ndarray, shape (M, N) or (M,)
         Dtype ``result_type(a.dtype, x.dtype)`` (float32 or float64).
     """
-    if not isinstance(a, UnifiedBlockMatrix):
-        raise TypeError(f"a must be a UnifiedBlockMatrix, got {type(a).__name__}")
-    check_engine(engine, UNIFIED_ENGINES)
-    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
-        raise ValueError(f"tile must be a positive integer, got {tile!r}")
-    x = np.asarray(x)
-    real = np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)
-    if x.dtype == object or not real:
-        raise TypeError(f"x must be a real numeric array, got dtype {x.dtype}")
-    if x.ndim not in (1, 2) or x.shape[0] != a.shape[1]:
-        raise ValueError(
-            f"x must have shape ({a.shape[1]},) or ({a.shape[1]}, N) for a of shape {a.shape}, got {x.shape}"
-        )
-    squeeze = x.ndim == 1
-    dtype = np.result_type(a.dtype, x.dtype)
-    if dtype not in _FLOAT_DTYPES:
-        dtype = np.dtype(np.float64)
-    x2 = np.ascontiguousarray(x.reshape(x.shape[0], -1), dtype=dtype)
+    # Imported here: the kernels module imports the formats this module builds on.
+    from refimpl.sparse.kernels import _prepare_x
+
+    x2, dtype, squeeze = _prepare_x(a, x, engine, tile, UnifiedBlockMatrix, UNIFIED_ENGINES)
     magnitudes, free = a.magnitudes.astype(dtype), a.free_data.astype(dtype)
     m, n = a.shape[0], x2.shape[1]
     if engine == "numpy":
