@@ -19,7 +19,8 @@ The product of a block row :math:`I` is
 
 where :math:`X_{c}` are the ``bw`` rows of ``X`` of block column :math:`c`. :math:`S_p X_{c_p}` needs only
 additions and subtractions; each unified block costs **one multiplication per output row and column**
-instead of ``bw``, and its storage is one value plus ``bh·bw`` bits instead of ``bh·bw`` values.
+instead of ``bw`` (the NumPy twin's order; the numba kernel's count is in its notes), and its storage is
+one value plus ``bh·bw`` bits instead of ``bh·bw`` values.
 
 Shapes not divisible by the block shape are padded as in :mod:`refimpl.sparse.formats`: edge blocks
 extend past row ``M`` / column ``K``; their padding values (free) must be zero and their padding sign bits
@@ -303,9 +304,9 @@ def unified_spmm(a: UnifiedBlockMatrix, x, *, engine: str = "numba", tile: int =
     a : UnifiedBlockMatrix, shape (M, K)
     x : ndarray, shape (K, N) or (K,)
     engine : {"numba", "numpy"}
-        The parallel numba kernel (block rows over threads, ``X``'s columns in tiles; per unified block
-        row a signed sum of ``X``'s rows, then one multiplication by :math:`m_b`) or its NumPy twin (the
-        sign matrices unpacked, one tensor contraction per block row).
+        The parallel numba kernel (block rows over threads, ``X``'s columns in tiles; per row of a unified
+        block, signed sums of four of ``X``'s rows scaled by :math:`m_b`, see its notes) or its NumPy twin
+        (the sign matrices unpacked: :math:`S_p X_p` per block, then one scaling by :math:`m_p`).
     tile : int, default 512
         Columns of ``X`` per cache tile (numba engine only).
 
@@ -376,11 +377,13 @@ def _bit(signs, p, bit):  # pragma: no cover - compiled
 def _unified_spmm_numba(
     indptr, indices, magnitudes, signs, free_indptr, free_indices, free, bh, bw, x, y, tile
 ):  # pragma: no cover - compiled; tested against the twin and dense
-    r"""Block rows over threads; per unified block row ``r``: ``Y_r += m * (S_r X)``, four columns a sweep.
+    r"""Block rows over threads; per row ``r`` of a unified block ``p``: ``Y_r += m_p * (S_p[r] X_p)``.
 
-    The signs are applied as factors :math:`\pm 1` (exact, so the signed sum is the same as adding and
-    subtracting) inside one sweep over the tile per four block columns, as the BSR kernel does with its
-    values; the magnitude is one multiplication per output entry and block row.
+    The block's columns go four per sweep over the tile, as the BSR kernel does with its values. The signs
+    are applied as factors :math:`\pm 1` (exact: the same values as adding and subtracting, though the CPU
+    multiplies), and :math:`m_p` multiplies each output entry once per four columns: ``ceil(bw / 4)``
+    times per row of the block, once for ``bw <= 4`` (the count ``paper_repro/bench_unified.py`` reports);
+    the last ``bw mod 4`` columns fold :math:`m_p` into their factor.
     """
     mb = indptr.size - 1
     m = y.shape[0]
