@@ -124,6 +124,11 @@ def test_compare_arrays_forms():
     assert m.property == "values" and m.index == (1,)
     assert compare_arrays("z", np.array([1.0, np.nan]), np.array([1.0, np.nan])) is None
     assert compare_arrays("z", np.array([1.0]), np.array([1.0 + 1e-9]), rtol=1e-8) is None
+    # an infinity matches only the same infinity (inf - inf is NaN, which must not read as a mismatch)
+    assert compare_arrays("z", np.array([np.inf, -np.inf]), np.array([np.inf, -np.inf])) is None
+    m = compare_arrays("z", np.array([1.0, np.inf]), np.array([1.0, -np.inf]), rtol=1e-8)
+    assert m.property == "values" and m.index == (1,)
+    assert compare_arrays("z", np.array([np.inf]), np.array([1e308])).index == (0,)
 
 
 def test_docstring_examples_of_the_oracle_modules_run():

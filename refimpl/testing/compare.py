@@ -10,8 +10,8 @@ An entry is within tolerance when
 
 .. math:: |\mathrm{got} - \mathrm{expected}| \le \mathrm{atol} + \mathrm{rtol}\,|\mathrm{expected}|
 
-(``numpy.isclose``'s rule; NaN only matches NaN), and the *worst entry* is the one that exceeds its
-allowance the most.
+(``numpy.isclose``'s rule; NaN only matches NaN, an infinity only the same infinity), and the *worst
+entry* is the one that exceeds its allowance the most.
 """
 
 from __future__ import annotations
@@ -105,7 +105,8 @@ def compare_arrays(
             allowed = atol + rtol * np.abs(e)
             excess = np.abs(g - e) - allowed
             nan_mismatch = np.isnan(e) != np.isnan(g)
-            excess = np.where(np.isnan(e) & np.isnan(g), -1.0, excess)
+            # Equal values match whatever the tolerance: inf - inf is NaN, but inf is the right answer to inf.
+            excess = np.where((np.isnan(e) & np.isnan(g)) | (g == e), -1.0, excess)
             excess = np.where(nan_mismatch | np.isnan(excess), np.inf, excess)
         bad = excess > 0
     n_bad = int(np.count_nonzero(bad))
