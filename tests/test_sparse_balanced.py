@@ -301,6 +301,7 @@ def test_the_numba_kernel_and_its_numpy_twin_agree_on_a_large_layer():
 @pytest.mark.parametrize(("kwargs", "exc", "match"), [
     ({"engine": "cuda"}, ValueError, "engine"), ({"tile": 0}, ValueError, "tile"),
     ({"panel": 0}, ValueError, "panel"), ({"panel": 1.5}, ValueError, "panel"),
+    ({"panel": 2**63}, ValueError, r"panel must be a positive integer \(at most 2\*\*63 - 1\)"),
     ({"x": np.ones((4, 2))}, ValueError, "rows"), ({"x": np.ones((5, 2), dtype=complex)}, TypeError, "x"),
 ])
 def test_bad_kernel_arguments_name_themselves(kwargs, exc, match):

@@ -170,6 +170,9 @@ def test_kernels_reject_bad_arguments(kernel):
         kernel(a, x, engine="torch")
     with pytest.raises(ValueError, match="tile must be a positive integer"):
         kernel(a, x, tile=0)
+    with pytest.raises(ValueError, match=r"tile must be a positive integer \(at most 2\*\*63 - 1\)"):
+        kernel(a, x, tile=2**63)  # past int64: numba could not type the call
+    assert np.array_equal(kernel(a, x, tile=2**63 - 1), x)
     with pytest.raises(TypeError, match="a must be a"):
         kernel(w, x)
 

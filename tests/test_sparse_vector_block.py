@@ -342,6 +342,7 @@ def test_default_panel_fills_the_cache_budget_or_the_entry_minimum():
         ({"tile": 0}, ValueError, "tile"),
         ({"panel": 0}, ValueError, "panel"),
         ({"panel": 1.5}, ValueError, "panel"),
+        ({"panel": 2**63}, ValueError, r"panel must be a positive integer \(at most 2\*\*63 - 1\)"),
         ({"x": np.ones((4, 2))}, ValueError, "rows"),
         ({"x": np.ones((8, 2), dtype=complex)}, TypeError, "x"),
     ],

@@ -61,6 +61,14 @@ DEFAULT_TILE = 512
 # --------------------------------------------------------------------------------------------------------
 
 
+def _check_kernel_count(value, name: str) -> None:
+    """``ValueError`` unless ``value`` is an integer in ``[1, 2**63 - 1]`` (a numba kernel's int64)."""
+    # Past int64 numba fails to type the call (a long TypingError), though any size is meaningful here.
+    bad = isinstance(value, bool) or not isinstance(value, numbers.Integral)
+    if bad or not 1 <= value <= np.iinfo(np.int64).max:
+        raise ValueError(f"{name} must be a positive integer (at most 2**63 - 1), got {value!r}")
+
+
 def _prepare_x(a, x, engine: str, tile, kind: type, engines=ENGINES):
     """Validate the arguments of a product ``a @ x``; return ``(x2d, out_dtype, squeeze)`` for a kernel.
 
@@ -71,8 +79,7 @@ def _prepare_x(a, x, engine: str, tile, kind: type, engines=ENGINES):
     if not isinstance(a, kind):
         raise TypeError(f"a must be a {kind.__name__}, got {type(a).__name__}")
     check_engine(engine, engines)
-    if isinstance(tile, bool) or not isinstance(tile, numbers.Integral) or tile < 1:
-        raise ValueError(f"tile must be a positive integer, got {tile!r}")
+    _check_kernel_count(tile, "tile")
     x = np.asarray(x)
     real = np.issubdtype(x.dtype, np.number) and not np.issubdtype(x.dtype, np.complexfloating)
     if x.dtype == object or not real:
@@ -379,9 +386,8 @@ def balanced_spmm(a: BalancedMatrix, x: np.ndarray, *, engine: str = "numba", ti
     ``V <= 256`` and the column is ``jV + offset``, one multiply-add per entry. The same order in CSR
     would need a pointer per row and panel.
     """
-    bad_panel = isinstance(panel, bool) or not isinstance(panel, numbers.Integral) or panel < 1
-    if panel is not None and bad_panel:
-        raise ValueError(f"panel must be a positive integer, got {panel!r}")
+    if panel is not None:
+        _check_kernel_count(panel, "panel")
     data, x2, out_dtype, squeeze = _prepare(a, x, engine, tile, BalancedMatrix)
     m, k_cols = a.shape
     n = x2.shape[1]

@@ -20,12 +20,16 @@ block column (``K mod bw > 0``) is a last pass with a bounds check, so the main 
 
 from __future__ import annotations
 
-import numbers
-
 import numpy as np
 from numba import njit, prange
 
-from refimpl.sparse.kernels import DEFAULT_TILE, PANEL_BYTES, PANEL_MIN_ENTRIES, _prepare
+from refimpl.sparse.kernels import (
+    DEFAULT_TILE,
+    PANEL_BYTES,
+    PANEL_MIN_ENTRIES,
+    _check_kernel_count,
+    _prepare,
+)
 from refimpl.sparse.vector_block import VectorBlockMatrix
 
 __all__ = ["vector_block_spmm"]
@@ -87,9 +91,8 @@ def vector_block_spmm(
     array([[3.],
            [7.]])
     """
-    bad_panel = isinstance(panel, bool) or not isinstance(panel, numbers.Integral) or panel < 1
-    if panel is not None and bad_panel:
-        raise ValueError(f"panel must be a positive integer, got {panel!r}")
+    if panel is not None:
+        _check_kernel_count(panel, "panel")
     data, x2, out_dtype, squeeze = _prepare(a, x, engine, tile, VectorBlockMatrix)
     m = a.shape[0]
     n = x2.shape[1]
