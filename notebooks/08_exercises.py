@@ -29,8 +29,8 @@
 # the `raise` with your code and run the cell below it: the grader calls your function on many inputs and
 # prints either `PASSED` or the **smallest counterexample** it found — the input, what was expected and
 # what your function returned — so that you can redo it by hand. The graders are in
-# `refimpl/course/grading.py`; they use refimpl's public checkers `refimpl.testing.check_projection` and
-# `refimpl.testing.check_gradient`, which other implementations use too.
+# `refimpl/course/grading.py`; they use the checkers refimpl offers other implementations as an oracle,
+# `refimpl.testing.check_projection`, `check_layer` and `check_admm_step`.
 #
 # The reference answers are in `refimpl/course/solutions.py` (for teachers; CI runs this notebook with
 # them by setting `REFIMPL_EXERCISES=solutions`). Try first.
@@ -84,8 +84,10 @@ print(grade_1)
 # $x^\text{pad}$; windows overlap, so the contributions to `dx` **add up**. Compute the gradient with
 # respect to $x^\text{pad}$ and cut the padding off at the end. Loops are fine (readable first); the
 # library's loop version is `conv2d_backward_naive` in `refimpl/nn/conv.py` — do not peek before trying.
-# The grader compares with finite differences of $L = \sum y \odot G$ for strides 1 and 2 and paddings 0
-# and 1.
+# The grader is the oracle's layer check, `refimpl.testing.check_layer`: your `dx`, `dw` and `db` must
+# equal refimpl's on its convolution cases (stride and padding variants, a $1 \times 1$ kernel, a kernel
+# as large as the input), whose inputs are multiples of 1/8 so that every sum is exact in any order. On a
+# wrong answer it prints the smallest case that shows the mistake, in full.
 
 # %% tags=["exercise-2"]
 def conv2d_backward(dout, x, w, b, stride=1, padding=0):
@@ -107,7 +109,9 @@ print(grade_2)
 # $$Z^{k+1} = \Pi_S\!\left(W^{k+1} + U^k\right), \qquad U^{k+1} = U^k + W^{k+1} - Z^{k+1} .$$
 #
 # Write `admm_update(W, Z, U, project)` returning `(Z_new, U_new)`, where `project` is $\Pi_S$ (a
-# function of one array). Do not modify `W`, `Z` or `U`.
+# function of one array). Do not modify `W`, `Z` or `U`. The grader is the oracle's ADMM check,
+# `refimpl.testing.check_admm_step`: one iteration with refimpl's W-step and your Z- and U-steps, compared
+# with refimpl's, smallest weight first.
 #
 # Question to think about once it passes: why does the Z-step project $W + U$ and not $W$ alone? (Chapter
 # 2, "Why is the primal residual about 1 at first?")

@@ -79,8 +79,8 @@ def _admm_in_place(W, Z, U, project):
     (grade_project_filters, _filters_by_l1, ("optimal",)),
     # the checker hands fn a read-only input: writing into it raises, or is reported as a mutation
     (grade_project_filters, _filters_in_place, ("mutated", "read-only")),
-    (grade_conv2d_backward, _conv_flipped_dw, ("gradient of dw",)),
-    (grade_conv2d_backward, _conv_overwrites_dx, ("gradient of dx",)),
+    (grade_conv2d_backward, _conv_flipped_dw, ("dw: values",)),
+    (grade_conv2d_backward, _conv_overwrites_dx, ("dx: values",)),
     (grade_admm_update, _admm_projects_w_alone, ("Z_new is wrong",)),
     (grade_admm_update, _admm_in_place, ("was modified",)),
 ])
@@ -88,6 +88,23 @@ def test_wrong_answers_are_reported_with_a_counterexample(grader, wrong, says):
     grade = grader(wrong)
     assert not grade.passed and grade.done
     assert "FAILED" in str(grade) and any(s in str(grade) for s in says), str(grade)
+    if grader is grade_conv2d_backward:  # the oracle's verdict, then the smallest case in full
+        assert "check_layer('conv2d'): FAILED" in str(grade)
+        assert "smallest counterexample: x (1, 1, 3, 3), w (1, 1, 2, 2), stride 1, padding 0" in str(grade)
+        assert "expected d" in str(grade) and "got d" in str(grade) and "dout =" in str(grade)
+    if grader is grade_admm_update:  # the smallest shape, with the inputs of the failing example
+        assert "shape (2, 2), example 0" in str(grade) and "U =" in str(grade)
+
+
+def _conv_ignores_padding_beyond_one(dout, x, w, b, stride=1, padding=0):
+    """Right on the small cases (padding 0 or 1), wrong on the oracle's padding-2 case."""
+    return solutions.conv2d_backward(dout, x, w, b, stride, min(padding, 1))
+
+
+def test_a_mistake_only_the_oracle_cases_show_is_reported():
+    grade = grade_conv2d_backward(_conv_ignores_padding_beyond_one)
+    assert not grade.passed and "case 's1-p2-1x1'" in str(grade), str(grade)
+    assert "smallest counterexample: x (1, 2, 4, 5), w (3, 2, 1, 1), stride 1, padding 2" in str(grade)
 
 
 def test_a_template_is_not_done_yet():

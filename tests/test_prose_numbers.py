@@ -120,6 +120,12 @@ GIVENS: dict[str, list[Given]] = {
         Given("one index per 16 weights", A + "4x4 tiles", code=("mask_blocks(w, (4, 4), s)",),
               equals=(("16", "4 * 4"),)),
     ],
+    "08_exercises": [
+        Given(r"a $1 \times 1$ kernel", S + "a case of the oracle's layer check",
+              code=('refimpl/testing/layers.py::"s1-p2-1x1"',)),
+        Given("multiples of 1/8", S + "the oracle's dyadic inputs",
+              code=("refimpl/testing/layers.py::multiples of 1/8",)),
+    ],
 }
 
 
