@@ -196,7 +196,8 @@ class PurifyConfig:
 
     enabled: bool = False               # run purification after the last retraining
     eta: float = 0.9                    # a filter with a share of zero weights above eta...
-    sigma: float = 0.1                  # ...and relative L2 norm below which the filter is removed
+    sigma: float = 0.1                  # ...and relative L2 norm below sigma is removed (heuristic
+                                        # defaults, not tuned: refimpl.compact.purify, Notes)
     epochs: int = 2                     # masked retraining after purification (retrain's optimizer settings)
 
 
