@@ -339,8 +339,9 @@ def test_bad_gradual_settings_are_one_line_errors_naming_the_key(extra, match):
 
 
 def test_every_structure_can_be_configured_for_gradual():
-    specs = [{"param": "conv2.weight", "structure": s, **{k: list(v) if isinstance(v, tuple) else v
-                                                          for k, v in kw.items()}}
+    # "unified" on a weight of its own: it must be its weight's only constraint (check_unified_alone).
+    specs = [{"param": "fc1.weight" if s == "unified" else "conv2.weight", "structure": s,
+              **{k: list(v) if isinstance(v, tuple) else v for k, v in kw.items()}}
              for s, kw in STRUCTURES.items()]
     config = load_config(None, {**GRADUAL, "admm.constraints": specs})
     assert len(expand_constraints(config.admm.constraints, lenet5(num_classes=4, input_size=8))) == len(specs)
