@@ -94,3 +94,18 @@ def test_admm_nn_rates_are_the_papers_kept_shares():
         assert all(t["structure"] == "unstructured" for t in tables)
         assert _epochs_after_dense(run.config) == 8
     assert Counter(r.config.method for r in sweep.runs) == {"admm": 2, "magnitude": 2}
+
+
+def test_decisive_seeds_are_the_curves_runs_with_another_seed():
+    extra = load_sweep(SWEEPS / "decisive_seeds.toml")
+    curves: dict = {}
+    for run in extra.runs:
+        curve_name, _, method = run.values["variant"].rpartition("-")
+        assert run.config.method == method
+        if curve_name not in curves:
+            curves[curve_name] = load_sweep(SWEEPS / f"{curve_name}.toml")
+        twin = next(r for r in curves[curve_name].runs
+                    if r.config.method == method and r.values["sparsity"] == run.values["sparsity"])
+        differs = {k for k, v in run.config.to_dict().items() if twin.config.to_dict()[k] != v}
+        assert differs == {"seed", "name"}, (run.name, twin.name, differs)
+        assert run.config.seed not in {r.config.seed for r in curves[curve_name].runs}
