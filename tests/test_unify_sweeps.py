@@ -69,3 +69,16 @@ def test_the_smoke_sweep_is_small():
     sweep = load_sweep(SWEEPS / "smoke_unify_digits.toml")
     assert [r.name for r in sweep.runs] == ["unify", "unify-prune"]
     assert all(r.config.data.name == "digits" and r.config.retrain.epochs <= 2 for r in sweep.runs)
+
+
+def test_the_sweeps_use_the_rho_chosen_on_validation():
+    from refimpl.engine import load_results
+
+    select = load_sweep(SWEEPS / "unify" / "select.toml")
+    rows = {r["run"]: r for r in load_results(SWEEPS.parent / "results" / "unify" / "select")}
+    if any(rows.get(run.name, {}).get("status") != "finished" for run in select.runs):
+        pytest.skip("the selection sweep paper_repro/sweeps/unify/select.toml has not finished")
+    best = max(select.runs, key=lambda run: rows[run.name]["accuracy.val_final"])  # first of equals wins
+    for name in ("unify_vs_prune.toml", "block_shapes.toml"):
+        rhos = {run.config.admm.rho for run in load_sweep(SWEEPS / "unify" / name).runs}
+        assert rhos == {best.config.admm.rho}, name
