@@ -182,8 +182,8 @@ for fmt in layer:
 # * CSR has to load an index for every weight and then a row of $X$ picked by that index. There is no
 #   register tile to reuse: every multiply-add costs a load and a store of $Y$. Its time per stored MAC is
 #   several times BLAS's, so CSR only wins once the density is below roughly the inverse of that factor —
-#   the breakeven this machine shows (`docs/ALGORITHMS.md` quotes ~95% for scipy's CSR on the 512×4608
-#   layer).
+#   the breakeven this machine shows (the README's sparse-kernel table, from `paper_repro/bench_spmm.py`,
+#   puts scipy's CSR just above 95% on the 512×4608 layer).
 # * BSR pays one index per 16 weights and multiplies small dense tiles: closer to BLAS per MAC, but the
 #   ideal is now set by the *blocks*, and it still cannot reuse a register tile as BLAS does.
 # * The compact matrix **is** a dense matrix: the same BLAS kernel on a smaller problem. Its time per MAC
