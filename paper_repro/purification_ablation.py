@@ -7,7 +7,8 @@ StructADMM's P-RM step (network purification + unused-path removal) removes filt
 reading). This script applies that rule to the masked networks of finished runs, without retraining, and
 reports per run
 
-* the filters removed per layer (and the largest ``eta_f`` seen, which shows whether the rule could act),
+* the filters removed per layer, and the largest ``eta_f`` among the filters that still keep a weight
+  (the rule can only act where it exceeds ``eta``),
 * the compact network's parameters before and after (unused-path removal on both mask sets),
 * the test accuracy before and right after purification (no retraining: the "+ retrain" numbers come from
   runs with ``purify.enabled = true``).
@@ -62,6 +63,12 @@ def _test_split(config, cache: dict):
     return cache[key]
 
 
+def _max_kept_emptiness(layer, mask: np.ndarray) -> float:
+    """The largest zero share eta_f among the filters that keep at least one weight (0 if none does)."""
+    kept = mask.reshape(mask.shape[0], -1).any(axis=1)
+    return float(np.max(layer.emptiness[kept])) if kept.any() else 0.0
+
+
 def ablate_run(run_dir: Path, *, eta: float, sigma: float, data_cache: dict) -> dict:
     """Purify one finished run's masked network (no retraining) and compare it with the unpurified one."""
     from refimpl.compact import compact, purify
@@ -80,8 +87,9 @@ def ablate_run(run_dir: Path, *, eta: float, sigma: float, data_cache: dict) -> 
         "run": run_dir.name,
         "sweep": run_dir.parent.parent.name,
         "removed": {layer.name: int(layer.removed.size) for layer in report.layers},
-        # the rule can only act on a layer whose emptiest filter is emptier than eta
-        "max_emptiness": {layer.name: float(np.max(layer.emptiness)) for layer in report.layers},
+        # the rule can only act where a filter that still keeps a weight is emptier than eta
+        "max_emptiness_kept": {layer.name: _max_kept_emptiness(layer, masks[layer.name])
+                               for layer in report.layers},
         "params_compact_before": compact_before.params_after,
         "params_compact_after": compact_after.params_after,
         "test_acc_before": before,

@@ -78,6 +78,7 @@ def test_removes_what_the_engines_purify_phase_removes(runs):
 def test_structured_masks_leave_nothing_to_purify(runs):
     row = _script().ablate_run(runs["filters"], eta=0.9, sigma=0.1, data_cache={})
     assert sum(row["removed"].values()) == 0
+    assert set(row["max_emptiness_kept"].values()) == {0.0}  # every filter that is kept is kept whole
     assert row["params_compact_after"] == row["params_compact_before"]
     assert row["test_acc_after_purify"] == row["test_acc_before"]
 
