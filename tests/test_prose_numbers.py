@@ -121,6 +121,16 @@ GIVENS: dict[str, list[Given]] = {
         Given("one index per 16 weights", A + "4x4 tiles", code=("mask_blocks(w, (4, 4), s)",),
               equals=(("16", "4 * 4"),)),
     ],
+    "06_weight_unification": [
+        Given("arXiv:2106.08301", F + "the arXiv identifier (References of refimpl/projections/unify.py)",
+              code=("refimpl/projections/unify.py::arXiv:2106.08301",)),
+        Given("with 42 % of the 4×4 blocks of conv2 and fc1 unified and 42 % pruned",
+              S + "the level of the rho_0 selection sweep, which section 3 also projects",
+              code=("paper_repro/sweeps/unify/select.toml::block_shape = [4, 4], unify = 0.42, prune = 0.42",
+                    "unify=0.42, prune=0.42")),
+        Given("a few images in 6,000", F + "the validation split of the unification runs",
+              code=("paper_repro/configs/unify_base.toml::6,000 images held out",)),
+    ],
     "08_exercises": [
         Given(r"a $1 \times 1$ kernel", S + "a case of the oracle's layer check",
               code=('refimpl/testing/layers.py::"s1-p2-1x1"',)),
