@@ -30,6 +30,9 @@ PATH_RE = re.compile(r"(?<![\w./-])(?:%s)/[\w./<>*-]*[\w/>*]" % "|".join(re.esca
 GENERATED = {
     "paper_repro/results/lenet5_fashion_dense.npz":
         "weights written by paper_repro/lenet5_fashion_dense.py; notebook 01 falls back to a random layer",
+    "paper_repro/results/guo":
+        "written by the sweeps of paper_repro/sweeps/guo when they run; notebook 05 reads what has finished "
+        "and prints the commands otherwise",
 }
 
 

@@ -121,6 +121,48 @@ GIVENS: dict[str, list[Given]] = {
         Given("one index per 16 weights", A + "4x4 tiles", code=("mask_blocks(w, (4, 4), s)",),
               equals=(("16", "4 * 4"),)),
     ],
+    "05_vector_block_vs_block_vs_balanced": [
+        Given("About 15 seconds on a 2-core laptop", F + "the header's runtime: 13 s with numba's cache "
+              "empty, 3.4 s with it warm (nbclient), on 2 cores"),
+        Given("at **90 % sparsity**", S + "LEVEL", code=("LEVEL = 0.9",)),
+        Given(r"blocks of $5 \times 5$ and $10 \times 10$, balanced vectors of $V = 20$ and $V = 100$, "
+              r"N:M at 1:10, and vector ∧ block with $10 \times 10$ blocks and $V = 10$",
+              S + "the masks of section 1",
+              code=("mask_blocks(G, (5, 5)", "mask_blocks(G, (10, 10)", "mask_balanced(G, 20,",
+                    "mask_balanced(G, 100,", "mask_nm(G, 1, 10)", "mask_vector_block(G, 10, (10, 10),")),
+        Given("The panels show the first 100 columns", S + "the crop", code=("mask[:, :100]",)),
+        Given("run balanced $V = 20$ at 50, 75, 80, 90 and 95 % instead of the common levels 98 and 99 %",
+              S + "the sweeps' levels (paper_repro/guo_sweeps.py)",
+              code=('paper_repro/guo_sweeps.py::"balanced20": ("balanced", {"vector_size": 20}, '
+                    '(0.5, 0.75, 0.8, 0.9, 0.95))',
+                    "paper_repro/guo_sweeps.py::LEVELS = (0.75, 0.9, 0.95, 0.98, 0.99)")),
+        Given("(`vector_share`, default 0.5)", S + "vector_block_split's default",
+              code=("refimpl/projections/blocks.py::n_blocks, vector_share=0.5)",)),
+        Given("ramps from 0 to the level over the first 2 of 3 epochs with an update every 100 optimizer "
+              "steps",
+              S + "the sweeps' gradual phase, as the schedule cell sets it",
+              code=("END, EVERY = 2 * STEPS_PER_EPOCH, 100", "steps = np.arange(0, 3 * STEPS_PER_EPOCH + 1)",
+                    'paper_repro/sweeps/guo/gradual_conv2_fc1.toml::"gradual.epochs" = 3',
+                    'paper_repro/sweeps/guo/gradual_conv2_fc1.toml::"gradual.end_epoch" = 2',
+                    'paper_repro/sweeps/guo/gradual_conv2_fc1.toml::"gradual.update_every" = 100')),
+        Given("Gaussian noise of 30 % of the weights' RMS", S + "the drift", code=("0.3 * rms",)),
+        Given("The comparison itself (issue 10;", F + "the issue's number (`issues show 10`)"),
+        Given("(3 epochs, the ramp over the first 2, then the hard prune and 1 epoch of masked retraining), "
+              "2 seeds", S + "the comparison's sweep files",
+              code=('paper_repro/sweeps/guo/gradual_conv2_fc1.toml::"gradual.epochs" = 3',
+                    'paper_repro/sweeps/guo/gradual_conv2_fc1.toml::"gradual.end_epoch" = 2',
+                    'paper_repro/sweeps/guo/gradual_conv2_fc1.toml::"retrain.epochs" = 1',
+                    "paper_repro/sweeps/guo/gradual_conv2_fc1.toml::seed = [0, 1]")),
+        Given("at the same budget of 4 epochs", A + "gradual 3 + retraining 1 = ADMM 2 + retraining 2",
+              code=('paper_repro/sweeps/guo/admm.toml::"admm.epochs" = 2',
+                    'paper_repro/sweeps/guo/admm.toml::"retrain.epochs" = 2'),
+              equals=(("4", "3 + 1"),)),
+        Given("at unstructured 95 % on conv2 + fc1", S + "the selection level",
+              code=('paper_repro/sweeps/guo/select.toml::structure = "unstructured", sparsity = 0.95',)),
+        Given("An independent calibration at 75–97 % on conv2 + fc1", F + "issue 10, also stated in "
+              "paper_repro/guo_sweeps.py",
+              code=("paper_repro/guo_sweeps.py::calibration at 75-97 % on conv2",)),
+    ],
     "06_weight_unification": [
         Given("arXiv:2106.08301", F + "the arXiv identifier (References of refimpl/projections/unify.py)",
               code=("refimpl/projections/unify.py::arXiv:2106.08301",)),
