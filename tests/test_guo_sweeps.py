@@ -164,3 +164,23 @@ def test_every_structure_has_at_least_five_levels_beyond_the_easy_region(sweeps)
         assert all(len(lv) >= 5 for lv in levels.values()), levels
         assert all(max(lv) >= 0.95 for lv in levels.values())
         assert sum(max(lv) > 0.97 for lv in levels.values()) >= 6  # all but balanced V = 20 go past 97 %
+
+
+def test_the_comparison_uses_the_values_chosen_on_validation():
+    from refimpl.engine import load_results
+
+    select = load_sweep(SWEEPS / "select.toml")
+    rows = {r["run"]: r for r in load_results(ROOT / "paper_repro" / "results" / "guo" / "select")}
+    if any(rows.get(run.name, {}).get("status") != "finished" for run in select.runs):
+        pytest.skip("the selection sweep paper_repro/sweeps/guo/select.toml has not finished")
+    best = {}
+    for run in select.runs:  # in file order: the first of equals wins
+        method = run.config.method
+        val = rows[run.name]["accuracy.val_final"]
+        if method not in best or val > rows[best[method].name]["accuracy.val_final"]:
+            best[method] = run
+    assert GUO.DEFAULTS == {"gradual_lr": best["gradual"].config.gradual.lr,
+                            "admm_rho": best["admm"].config.admm.rho}
+    for name in ("gradual_conv2_fc1.toml", "gradual_all.toml"):
+        assert {r.config.gradual.lr for r in load_sweep(SWEEPS / name).runs} == {GUO.DEFAULTS["gradual_lr"]}
+    assert {r.config.admm.rho for r in load_sweep(SWEEPS / "admm.toml").runs} == {GUO.DEFAULTS["admm_rho"]}
