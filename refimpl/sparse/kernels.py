@@ -100,6 +100,12 @@ def _prepare_x(a, x, engine: str, tile, kind: type, engines=ENGINES):
     return x2, out_dtype, squeeze
 
 
+
+def _scipy_matrix(a, out_dtype):
+    """Return ``a`` as a scipy.sparse matrix of ``out_dtype`` (every format's ``"scipy"`` engine)."""
+    sa = a.to_scipy()
+    return sa if sa.dtype == out_dtype else sa.astype(out_dtype)
+
 def _prepare(a, x, engine: str, tile, kind: type):
     """:func:`_prepare_x`, plus ``a.data`` in the output dtype: ``(a_data, x2d, out_dtype, squeeze)``."""
     x2, out_dtype, squeeze = _prepare_x(a, x, engine, tile, kind)
@@ -144,10 +150,7 @@ def csr_spmm(a: CSRMatrix, x: np.ndarray, *, engine: str = "numba", tile: int = 
     m = a.shape[0]
     n = x2.shape[1]
     if engine == "scipy":
-        sa = a.to_scipy()
-        if sa.dtype != out_dtype:
-            sa = sa.astype(out_dtype)
-        y = np.asarray(sa @ x2, dtype=out_dtype)
+        y = np.asarray(_scipy_matrix(a, out_dtype) @ x2, dtype=out_dtype)
     elif engine == "numpy":
         y = _csr_spmm_numpy(a.indptr, a.indices, data, x2)
     else:
@@ -242,9 +245,7 @@ def bsr_spmm(a: BSRMatrix, x: np.ndarray, *, engine: str = "numba", tile: int = 
     m, k = a.shape
     n = x2.shape[1]
     if engine == "scipy":
-        sa = a.to_scipy()
-        if sa.dtype != out_dtype:
-            sa = sa.astype(out_dtype)
+        sa = _scipy_matrix(a, out_dtype)
         kp = a.padded_shape[1]
         xp = x2 if kp == k else np.concatenate([x2, np.zeros((kp - k, n), dtype=out_dtype)])
         y = np.ascontiguousarray(np.asarray(sa @ xp, dtype=out_dtype)[:m])
@@ -392,10 +393,7 @@ def balanced_spmm(a: BalancedMatrix, x: np.ndarray, *, engine: str = "numba", ti
     m, k_cols = a.shape
     n = x2.shape[1]
     if engine == "scipy":
-        sa = a.to_scipy()
-        if sa.dtype != out_dtype:
-            sa = sa.astype(out_dtype)
-        y = np.asarray(sa @ x2, dtype=out_dtype)
+        y = np.asarray(_scipy_matrix(a, out_dtype) @ x2, dtype=out_dtype)
     elif engine == "numpy":
         y = _balanced_spmm_numpy(data, a.offsets, a.vector_size, x2)
     else:

@@ -29,6 +29,7 @@ from refimpl.sparse.kernels import (
     PANEL_MIN_ENTRIES,
     _check_kernel_count,
     _prepare,
+    _scipy_matrix,
 )
 from refimpl.sparse.vector_block import VectorBlockMatrix
 
@@ -97,10 +98,7 @@ def vector_block_spmm(
     m = a.shape[0]
     n = x2.shape[1]
     if engine == "scipy":
-        sa = a.to_scipy()
-        if sa.dtype != out_dtype:
-            sa = sa.astype(out_dtype)
-        y = np.asarray(sa @ x2, dtype=out_dtype)
+        y = np.asarray(_scipy_matrix(a, out_dtype) @ x2, dtype=out_dtype)
     elif engine == "numpy":
         y = _vector_block_spmm_numpy(a.indptr, a.indices, data, a.offsets, a.vector_size, x2, m)
     else:
