@@ -344,9 +344,9 @@ for sweep in dict.fromkeys(r["sweep"] for r in ablation["rows"]):
 #   pruning's cut leaves 0.15, 8 epochs of retraining bring it to only 0.47, while ADMM ends at 0.83. The
 #   papers' claim holds here exactly where retraining alone cannot recover, and is invisible elsewhere.
 # * The LeNet-5 filters curve (section 4; so far two seeds up to 70 %, the seeds printed above at 80 % and
-#   90 %) looks like the LeNet-300-100 curve below its breaking point: ADMM's cut keeps 0.8657 at 90 % where magnitude
+#   90 %) looks like the LeNet-300-100 curve below its breaking point: ADMM's cut keeps 0.8656 at 90 % where magnitude
 #   pruning's falls to 0.1880, yet after the budget the three methods end within a few tenths of a point
-#   (90 %: ADMM 0.8902, magnitude 0.8897, SSL 0.8869; 80 %: 0.9023, 0.9015, 0.9014). Filters at 90 %
+#   (90 %: ADMM 0.8912, magnitude 0.8897, SSL 0.8869; 80 %: 0.9023, 0.9015, 0.9004). Filters at 90 %
 #   do not yet break LeNet-5 under this budget.
 # * Purification (section 8) finds nothing to remove after filter or channel pruning with its default
 #   thresholds — after filter pruning no kept filter is close to empty, after channel pruning every
