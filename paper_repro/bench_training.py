@@ -63,15 +63,17 @@ import copy  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import time  # noqa: E402
-from collections import OrderedDict  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refimpl.data import load_dataset  # noqa: E402
-from refimpl.models import lenet5, set_engine  # noqa: E402
+from refimpl.models import lenet5, resnet_small, set_engine, vgg_small  # noqa: E402
+from refimpl.nn import parallel  # noqa: E402
 from refimpl.nn.loss import softmax_cross_entropy  # noqa: E402
+from refimpl.testing.torch_twin import torch_twin  # noqa: E402
+from refimpl.threads import thread_limit  # noqa: E402
 from refimpl.train.optim import SGD  # noqa: E402
 from refimpl.train.trainer import input_gradient_skipped  # noqa: E402
 
@@ -79,26 +81,6 @@ RESULTS = Path(__file__).resolve().parent / "results" / "bench_training.json"
 
 
 # --- the two networks ---------------------------------------------------------------------------------
-
-def build_refimpl(seed: int, engine: str):
-    """LeNet-5 from refimpl, float32, with the kernels of ``engine``."""
-    model = lenet5(rng=np.random.default_rng(seed), dtype=np.float32)
-    set_engine(model, engine)
-    return model
-
-
-def build_torch(torch, state: dict[str, np.ndarray]):
-    """The same architecture in PyTorch with the same layer names, loaded with refimpl's initial weights."""
-    nn = torch.nn
-    model = nn.Sequential(OrderedDict([
-        ("conv1", nn.Conv2d(1, 20, 5)), ("relu1", nn.ReLU()), ("pool1", nn.MaxPool2d(2)),
-        ("conv2", nn.Conv2d(20, 50, 5)), ("relu2", nn.ReLU()), ("pool2", nn.MaxPool2d(2)),
-        ("flatten", nn.Flatten()), ("fc1", nn.Linear(800, 500)), ("relu3", nn.ReLU()),
-        ("fc2", nn.Linear(500, 10)),
-    ]))
-    model.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in state.items()})
-    return model.float()
-
 
 def refimpl_trainer(model, lr: float, momentum: float):
     """Return ``step(x, y) -> loss``: forward, loss, backward, SGD update."""
@@ -130,17 +112,6 @@ def torch_trainer(torch, model, lr: float, momentum: float):
 
 
 # --- timing -------------------------------------------------------------------------------------------
-
-def set_threads(torch, threads: int) -> None:
-    """Give PyTorch, numba and the BLAS/OpenMP pools the same number of threads."""
-    torch.set_num_threads(threads)
-    numba.set_num_threads(threads)
-    try:
-        from threadpoolctl import threadpool_limits
-    except ImportError:  # scikit-learn depends on it, so this is rare; OPENBLAS_NUM_THREADS still works
-        return
-    threadpool_limits(limits=threads)
-
 
 def train_epoch_interleaved(steps: dict, x, y, batches, chunk: int):
     """Train each framework in ``steps`` on ``batches`` in alternating chunks; return times and losses."""
@@ -197,10 +168,29 @@ def profile_layers(model, optimizer_step, x, y, batches, repeats: int):
 
 # --- main ---------------------------------------------------------------------------------------------
 
+MODELS = {
+    # name: (builder for 28x28 grey images, default images per timed epoch)
+    "lenet5": (lambda seed: lenet5(rng=np.random.default_rng(seed), dtype=np.float32), None),
+    "vgg_small": (lambda seed: vgg_small(in_channels=1, input_size=28, rng=np.random.default_rng(seed),
+                                         dtype=np.float32), 3200),
+    "resnet_small": (lambda seed: resnet_small(depth=20, in_channels=1, input_size=28,
+                                               rng=np.random.default_rng(seed), dtype=np.float32), 3200),
+}
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--limit", type=int, default=None, help="train on the first N images of the order")
-    parser.add_argument("--threads", type=int, default=2, help="threads for both frameworks (default 2)")
+    parser.add_argument("--model", nargs="+", choices=sorted(MODELS), default=["lenet5"],
+                        help="networks to time (default lenet5)")
+    parser.add_argument("--threads", type=int, nargs="+", default=[2],
+                        help="thread counts, each timed in turn for both frameworks (default 2)")
+    parser.add_argument("--gemm", nargs="+", choices=("auto", "blas", "split"), default=["auto"],
+                        help="how refimpl's GEMMs use the threads: BLAS's own threading, split into one "
+                             "piece per thread (refimpl.nn.parallel), or refimpl's default (auto)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="train on the first N images of the order (default: all 60,000 for lenet5, "
+                             "3,200 for the deeper networks)")
+    parser.add_argument("--eval-limit", type=int, default=None, help="time inference on N test images")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--momentum", type=float, default=0.9)
@@ -208,6 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--chunk", type=int, default=25, help="batches per alternating timing chunk")
     parser.add_argument("--eval-batch", type=int, default=1000, help="batch size of the inference timing")
     parser.add_argument("--engine", choices=("numba", "numpy"), default="numba", help="refimpl kernels")
+    parser.add_argument("--data-root", type=Path, default=None,
+                        help="directory with the Fashion-MNIST files (default: the usual places)")
     parser.add_argument("--profile", action="store_true", help="also time refimpl layer by layer")
     parser.add_argument("--output", type=Path, default=RESULTS)
     parser.add_argument("--no-save", action="store_true", help="print only, write no JSON")
@@ -215,74 +207,100 @@ def main(argv: list[str] | None = None) -> dict:
 
     import torch  # imported here so that `--help` works without it
 
-    set_threads(torch, args.threads)
-    data = load_dataset("fashion-mnist", download=False, dtype=np.float32)
-    x_train, y_train = np.ascontiguousarray(data.x_train), data.y_train.astype(np.int64)
-    x_test, y_test = np.ascontiguousarray(data.x_test), data.y_test.astype(np.int64)
-    order = np.random.default_rng(args.seed).permutation(len(x_train))
-    if args.limit is not None:
-        order = order[:args.limit]
-    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
-
-    ours = build_refimpl(args.seed, args.engine)
-    theirs = build_torch(torch, ours.state_dict())
-
-    # warm-up on throw-away copies: numba compilation (or cache loading), PyTorch's kernel choice
-    warm_model = copy.deepcopy(ours)
-    warm = {"refimpl": refimpl_trainer(warm_model, args.lr, args.momentum),
-            "pytorch": torch_trainer(torch, copy.deepcopy(theirs), args.lr, args.momentum)}
-    with input_gradient_skipped(warm_model):
-        train_epoch_interleaved(warm, x_train, y_train, batches[:3], chunk=3)
-
-    load_before = os.getloadavg()
-    steps = {"refimpl": refimpl_trainer(ours, args.lr, args.momentum),
-             "pytorch": torch_trainer(torch, theirs, args.lr, args.momentum)}
-    with input_gradient_skipped(ours):  # as Trainer.fit does
-        times, losses = train_epoch_interleaved(steps, x_train, y_train, batches, args.chunk)
-
-    # dense inference on the test set, forward only; twice each (interleaved) and keep the faster run
-    ours.eval()
-    theirs.eval()
-
-    def predict_torch(xb):
-        with torch.inference_mode():
-            return theirs(torch.from_numpy(xb)).numpy()
-
-    inference = {"refimpl": [], "pytorch": []}
-    for _ in range(2):
-        inference["refimpl"].append(evaluate(ours.forward, x_test, y_test, args.eval_batch))
-        inference["pytorch"].append(evaluate(predict_torch, x_test, y_test, args.eval_batch))
-    load_after = os.getloadavg()
-
-    profile = None
-    if args.profile:
-        ours.train()
-        sgd = SGD(ours.parameters(), lr=0.0)  # lr 0: timing the update without moving the trained weights
-        with input_gradient_skipped(ours):
-            profile = profile_layers(ours, sgd.step, x_train, y_train, batches, repeats=min(50, len(batches)))
-
+    data = load_dataset("fashion-mnist", root=args.data_root, download=False, dtype=np.float32)
     result = {
         "setting": {
-            "model": "lenet5 (20-50-500-10)", "dataset": "fashion-mnist", "dtype": "float32",
-            "train_images": int(len(order)), "batches": len(batches), "batch_size": args.batch_size,
+            "dataset": "fashion-mnist", "dtype": "float32", "batch_size": args.batch_size,
             "optimizer": f"SGD lr={args.lr} momentum={args.momentum}", "seed": args.seed,
-            "threads": args.threads, "chunk": args.chunk, "engine": args.engine,
-            "eval_images": int(len(x_test)), "eval_batch": args.eval_batch,
+            "chunk": args.chunk, "engine": args.engine, "eval_batch": args.eval_batch,
         },
         "machine": {
             "cpu_count": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version(),
             "numpy": np.__version__, "numba": numba.__version__, "torch": torch.__version__,
-            "numba_threading_layer": numba.threading_layer(),
             "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
             "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
-            "loadavg_before": [round(v, 2) for v in load_before],
-            "loadavg_after": [round(v, 2) for v in load_after],
+            "split_from_threads": parallel.SPLIT_FROM_THREADS,
         },
-        "frameworks": {},
+        "rows": [],
     }
+    for model_name in args.model:
+        for threads in args.threads:
+            for gemm in args.gemm:
+                if gemm == "split" and threads == 1:
+                    continue  # one thread: nothing to split, the same as "blas"
+                row = time_one(torch, data, model_name, threads, gemm, args)
+                result["rows"].append(row)
+                report_row(row)
+    result["machine"]["numba_threading_layer"] = numba.threading_layer()
+    if not args.no_save:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"\nwrote {args.output}")
+    return result
+
+
+def time_one(torch, data, model_name: str, threads: int, gemm: str, args) -> dict:
+    """One row of the table: ``model_name`` trained and evaluated by both frameworks at ``threads``."""
+    build, default_limit = MODELS[model_name]
+    x_train, y_train = np.ascontiguousarray(data.x_train), data.y_train.astype(np.int64)
+    x_test, y_test = np.ascontiguousarray(data.x_test), data.y_test.astype(np.int64)
+    if args.eval_limit is not None:
+        x_test, y_test = x_test[:args.eval_limit], y_test[:args.eval_limit]
+    order = np.random.default_rng(args.seed).permutation(len(x_train))
+    limit = args.limit if args.limit is not None else default_limit
+    if limit is not None:
+        order = order[:limit]
+    batches = [order[i:i + args.batch_size] for i in range(0, len(order), args.batch_size)]
+
+    ours = build(args.seed)
+    set_engine(ours, args.engine)
+    theirs = torch_twin(ours)
+    split = {"auto": None, "blas": False, "split": True}[gemm]
+    torch.set_num_threads(threads)
+    with thread_limit(threads, split=split):
+        split_used = parallel.split_workers() > 1
+        # warm-up on throw-away copies: numba compilation (or cache loading), PyTorch's kernel choice
+        warm_model = copy.deepcopy(ours)
+        warm = {"refimpl": refimpl_trainer(warm_model, args.lr, args.momentum),
+                "pytorch": torch_trainer(torch, copy.deepcopy(theirs), args.lr, args.momentum)}
+        with input_gradient_skipped(warm_model):
+            train_epoch_interleaved(warm, x_train, y_train, batches[:3], chunk=3)
+
+        load_before = os.getloadavg()
+        steps = {"refimpl": refimpl_trainer(ours, args.lr, args.momentum),
+                 "pytorch": torch_trainer(torch, theirs, args.lr, args.momentum)}
+        with input_gradient_skipped(ours):  # as Trainer.fit does
+            times, losses = train_epoch_interleaved(steps, x_train, y_train, batches, args.chunk)
+
+        # dense inference on the test set, forward only; twice each (interleaved) and keep the faster run
+        ours.eval()
+        theirs.eval()
+
+        def predict_torch(xb):
+            with torch.inference_mode():
+                return theirs(torch.from_numpy(xb)).numpy()
+
+        inference = {"refimpl": [], "pytorch": []}
+        for _ in range(2):
+            inference["refimpl"].append(evaluate(ours.forward, x_test, y_test, args.eval_batch))
+            inference["pytorch"].append(evaluate(predict_torch, x_test, y_test, args.eval_batch))
+        load_after = os.getloadavg()
+
+        profile = None
+        if args.profile:
+            ours.train()
+            sgd = SGD(ours.parameters(), lr=0.0)  # lr 0: timing the update without moving the trained weights
+            with input_gradient_skipped(ours):
+                profile = profile_layers(ours, sgd.step, x_train, y_train, batches,
+                                         repeats=min(50, len(batches)))
+
+    row = {"model": model_name, "threads": threads, "gemm": gemm, "gemm_split": split_used,
+           "train_images": int(len(order)), "batches": len(batches), "eval_images": int(len(x_test)),
+           "loadavg_before": [round(v, 2) for v in load_before],
+           "loadavg_after": [round(v, 2) for v in load_after], "frameworks": {}}
     for name in steps:
         seconds, accuracy = min(inference[name])[0], inference[name][0][1]
-        result["frameworks"][name] = {
+        row["frameworks"][name] = {
             "epoch_seconds": float(np.sum(times[name])),
             "median_batch_ms": 1e3 * float(np.median(times[name])),
             "min_batch_ms": 1e3 * float(np.min(times[name])),
@@ -291,43 +309,32 @@ def main(argv: list[str] | None = None) -> dict:
             "inference_seconds": seconds,
             "inference_images_per_second": len(x_test) / seconds,
         }
-    ref, pt = result["frameworks"]["refimpl"], result["frameworks"]["pytorch"]
-    result["ratio_epoch_refimpl_over_pytorch"] = ref["epoch_seconds"] / pt["epoch_seconds"]
-    result["ratio_median_batch_refimpl_over_pytorch"] = ref["median_batch_ms"] / pt["median_batch_ms"]
-    result["ratio_inference_refimpl_over_pytorch"] = ref["inference_seconds"] / pt["inference_seconds"]
+    ref, pt = row["frameworks"]["refimpl"], row["frameworks"]["pytorch"]
+    row["ratio_epoch_refimpl_over_pytorch"] = ref["epoch_seconds"] / pt["epoch_seconds"]
+    row["ratio_median_batch_refimpl_over_pytorch"] = ref["median_batch_ms"] / pt["median_batch_ms"]
+    row["ratio_inference_refimpl_over_pytorch"] = ref["inference_seconds"] / pt["inference_seconds"]
     if profile is not None:
-        result["refimpl_layer_profile_ms"] = profile
-
-    report(result)
-    if not args.no_save:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
-        print(f"\nwrote {args.output}")
-    return result
+        row["refimpl_layer_profile_ms"] = profile
+    return row
 
 
-def report(result: dict) -> None:
-    """Print the comparison table (and the per-layer profile when present)."""
-    s = result["setting"]
-    print(f"LeNet-5 on Fashion-MNIST: {s['train_images']} images, batch {s['batch_size']}, float32, "
-          f"{s['threads']} threads, refimpl engine {s['engine']}")
-    print(f"numba threading layer {result['machine']['numba_threading_layer']}, "
-          f"GOMP_SPINCOUNT={result['machine'].get('gomp_spincount')}, "
-          f"OPENBLAS_THREAD_TIMEOUT={result['machine']['openblas_thread_timeout']}")
-    print(f"load average before/after: {result['machine']['loadavg_before']} / "
-          f"{result['machine']['loadavg_after']}")
-    print(f"\n{'':10s} {'epoch s':>9s} {'median ms/batch':>16s} {'train loss':>11s} {'test acc':>9s} "
+def report_row(row: dict) -> None:
+    """Print one row: the two frameworks side by side (and the per-layer profile when present)."""
+    print(f"\n== {row['model']}, {row['threads']} threads, GEMMs {row['gemm']} "
+          f"(split: {row['gemm_split']}), {row['train_images']} images; load "
+          f"{row['loadavg_before']} -> {row['loadavg_after']}")
+    print(f"{'':10s} {'epoch s':>9s} {'median ms/batch':>16s} {'train loss':>11s} {'test acc':>9s} "
           f"{'infer img/s':>12s}")
-    for name, r in result["frameworks"].items():
+    for name, r in row["frameworks"].items():
         print(f"{name:10s} {r['epoch_seconds']:9.2f} {r['median_batch_ms']:16.2f} "
               f"{r['final_train_loss']:11.4f} {r['test_accuracy']:9.4f} "
               f"{r['inference_images_per_second']:12.0f}")
-    print(f"\nratio refimpl / PyTorch: epoch {result['ratio_epoch_refimpl_over_pytorch']:.3f}, "
-          f"median batch {result['ratio_median_batch_refimpl_over_pytorch']:.3f}, "
-          f"inference {result['ratio_inference_refimpl_over_pytorch']:.3f}")
-    profile = result.get("refimpl_layer_profile_ms")
+    print(f"ratio refimpl / PyTorch: epoch {row['ratio_epoch_refimpl_over_pytorch']:.3f}, "
+          f"median batch {row['ratio_median_batch_refimpl_over_pytorch']:.3f}, "
+          f"inference {row['ratio_inference_refimpl_over_pytorch']:.3f}")
+    profile = row.get("refimpl_layer_profile_ms")
     if profile:
-        print(f"\nrefimpl per layer (median ms over the profiled batches)\n{'layer':10s} {'forward':>9s} "
+        print(f"refimpl per layer (median ms over the profiled batches)\n{'layer':10s} {'forward':>9s} "
               f"{'backward':>9s}")
         for name, t in profile.items():
             print(f"{name:10s} {t['forward_ms']:9.3f} {t['backward_ms']:9.3f}")

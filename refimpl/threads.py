@@ -23,6 +23,9 @@ no slowdown of the GEMM that follows). Two measures follow:
   warning** (choice: not refused, so a config written on a large machine still runs on a laptop; not
   obeyed, since ``threads=100000`` made OpenBLAS start 64 threads on 2 cores and run 3.9× slower). The
   CPU count is the number of CPUs this process may run on (:func:`available_cpus`).
+* ``thread_limit(threads, split=True)`` also makes the network layers **split their GEMMs** into one
+  single-threaded piece per thread (:func:`refimpl.nn.parallel.split_gemms`); off by default, as
+  measured (the module docstring there has the numbers).
 """
 
 from __future__ import annotations
@@ -57,12 +60,15 @@ def available_cpus() -> int:
 
 
 @contextlib.contextmanager
-def thread_limit(threads: int) -> Iterator[None]:
+def thread_limit(threads: int, *, split: bool | None = None) -> Iterator[None]:
     """Limit numba's and the BLAS library's threads to ``threads`` inside the block (0: no change).
 
     The previous settings are restored on exit. ``threads`` above :func:`available_cpus` is capped at it
     with a ``RuntimeWarning`` (more threads than cores only oversubscribe them); numba's pool is also
-    never asked for more threads than it has.
+    never asked for more threads than it has. ``split`` chooses how the layers' GEMMs use the threads:
+    ``True`` splits them into one single-threaded piece per thread
+    (:func:`refimpl.nn.parallel.split_gemms`), ``False`` leaves them to BLAS's own threading, ``None``
+    (default) splits from :data:`refimpl.nn.parallel.SPLIT_FROM_THREADS` threads on (default 0: never).
     """
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
         raise ValueError(f"threads must be an integer >= 0 (0 = library defaults), got {threads!r}")
@@ -77,10 +83,14 @@ def thread_limit(threads: int) -> Iterator[None]:
     import numba
     from threadpoolctl import threadpool_limits
 
+    from refimpl.nn import parallel
+
+    if split is None:
+        split = 0 < parallel.SPLIT_FROM_THREADS <= threads
     previous = numba.get_num_threads()
     numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
     try:
-        with threadpool_limits(limits=threads):
+        with threadpool_limits(limits=threads), parallel.split_gemms(threads if split else 1):
             yield
     finally:
         numba.set_num_threads(previous)

@@ -34,6 +34,7 @@ import numbers
 import numpy as np
 
 from refimpl._validation import check_allocation, check_positive_int
+from refimpl.nn import parallel
 from refimpl.nn._kernels import check_engine, check_float_array, col2im, conv_output_size, im2col, pair
 from refimpl.nn.init import uniform_fan_in
 from refimpl.nn.module import Module
@@ -119,12 +120,13 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: i
         # into NCHW order: no transpose copy. LeNet-5's conv1 (R=25, OH*OW=576), float32, 2 threads:
         # 0.38 ms, against 0.43 ms GEMM + 0.09 ms transpose alone, and 1-3 ms in a training step, where
         # the two large fresh arrays of that path also cost page faults.
-        out = np.matmul(w_gemm, cols.reshape(r, n, oh * ow).transpose(1, 0, 2))  # (N, F, OH*OW)
+        cols_per_image = cols.reshape(r, n, oh * ow).transpose(1, 0, 2)
+        out = parallel.matmul(w_gemm, cols_per_image, split="batch")  # (N, F, OH*OW)
         if b is not None:
             out += b[:, None]
         out = out.reshape(n, f, oh, ow)
     else:
-        out_gemm = w_gemm @ cols  # (F, N*OH*OW): one BLAS call for the whole batch
+        out_gemm = parallel.matmul(w_gemm, cols, split="cols")  # (F, N*OH*OW), one call (or one per thread)
         if b is not None:
             out_gemm += b[:, None]
         # (F, N, OH, OW) -> (N, F, OH, OW); the copy is small next to the GEMM and keeps NCHW contiguous
@@ -171,7 +173,7 @@ def conv2d_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
     if input_grad:
         # dcols^T = G_g^T W_g, with G_g^T = dout as (N*OH*OW, F): "rows last", see col2im(transposed=True)
         dout_rows = np.ascontiguousarray(dout.transpose(0, 2, 3, 1)).reshape(-1, f)
-        dcols_t = dout_rows @ w.reshape(f, -1)
+        dcols_t = parallel.matmul(dout_rows, w.reshape(f, -1), split="rows")
         dx = col2im(dcols_t, x_shape, kh, kw, stride, padding, transposed=True, engine=engine)
     return dx, dw, db
 
@@ -206,10 +208,10 @@ def _weight_gradient(dout: np.ndarray, cols: np.ndarray) -> np.ndarray:
     if _per_image(oh, ow, r):
         cols_per_image = cols.reshape(r, n, oh * ow).transpose(1, 2, 0)  # (N, OH*OW, R), a view
         dout_per_image = np.ascontiguousarray(dout).reshape(n, f, oh * ow)
-        return np.matmul(dout_per_image, cols_per_image).sum(axis=0)
+        return parallel.matmul(dout_per_image, cols_per_image, split="batch").sum(axis=0)
     # (N, F, OH, OW) -> (F, N*OH*OW), the column order of cols
     dout_gemm = np.ascontiguousarray(dout.transpose(1, 0, 2, 3)).reshape(f, -1)
-    return (cols @ dout_gemm.T).T
+    return parallel.matmul(cols, dout_gemm.T, split="rows").T
 
 
 def conv2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,

@@ -7,6 +7,7 @@ import numbers
 import numpy as np
 
 from refimpl._validation import check_positive_int
+from refimpl.nn import parallel
 from refimpl.nn._kernels import check_float_array
 from refimpl.nn.init import uniform_fan_in
 from refimpl.nn.module import Module
@@ -57,7 +58,7 @@ def linear_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None):
         Arrays that are not float32/float64.
     """
     x, w, b = _check_linear_args(x, w, b)
-    out = x @ w.T
+    out = parallel.matmul(x, w.T, split="rows")
     if b is not None:
         out += b
     return out, (x, w, b is not None)
@@ -76,8 +77,8 @@ def linear_backward(dout: np.ndarray, cache):
     if dout.shape != (x.shape[0], w.shape[0]):
         raise ValueError(f"dout must have the forward output's shape {(x.shape[0], w.shape[0])}, "
                          f"got {dout.shape}")
-    dx = dout @ w
-    dw = dout.T @ x
+    dx = parallel.matmul(dout, w, split="rows")
+    dw = parallel.matmul(dout.T, x, split="rows")
     db = dout.sum(axis=0) if has_bias else None
     return dx, dw, db
 
