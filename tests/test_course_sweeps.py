@@ -1,4 +1,4 @@
-"""Notebook 02's sweeps (issue 15, written, not run): the base config is the notebook's run, the files
+"""Notebook 02's sweeps (issue 15): the base config is the notebook's run, the files
 expand to the runs they claim at equal budgets, and the cached-results loader the notebook will use reads
 a results table and averages the seeds."""
 
