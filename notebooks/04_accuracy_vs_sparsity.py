@@ -343,11 +343,12 @@ for sweep in dict.fromkeys(r["sweep"] for r in ablation["rows"]):
 #   98 % ADMM ends about half a point ahead (0.8689 vs 0.8633, three seeds each); at 99 % magnitude
 #   pruning's cut leaves 0.15, 8 epochs of retraining bring it to only 0.47, while ADMM ends at 0.83. The
 #   papers' claim holds here exactly where retraining alone cannot recover, and is invisible elsewhere.
-# * The LeNet-5 filters curve (section 4; so far two seeds up to 70 %, the seeds printed above at 80 % and
-#   90 %) looks like the LeNet-300-100 curve below its breaking point: ADMM's cut keeps 0.8656 at 90 % where magnitude
-#   pruning's falls to 0.1880, yet after the budget the three methods end within a few tenths of a point
-#   (90 %: ADMM 0.8912, magnitude 0.8897, SSL 0.8869; 80 %: 0.9023, 0.9015, 0.9004). Filters at 90 %
-#   do not yet break LeNet-5 under this budget.
+# * The LeNet-5 filters curve (section 4, two seeds at every level) looks like the LeNet-300-100 curve
+#   below its breaking point: ADMM's cut keeps 0.8656 at 90 % where magnitude pruning's falls to 0.1880,
+#   yet after the budget the three methods end within a few tenths of a point up to 80 % (ADMM 0.9023,
+#   magnitude 0.9015, SSL 0.9004). At 90 % ADMM ends ahead with the seeds' ranges apart (0.8912 against
+#   magnitude 0.8886 and SSL 0.8846): where the head start begins to count. Filters at 90 % do not yet
+#   break LeNet-5 under this budget.
 # * Purification (section 8) finds nothing to remove after filter or channel pruning with its default
 #   thresholds — after filter pruning no kept filter is close to empty, after channel pruning every
 #   filter has the same zero share, the level itself — and after unstructured pruning it removes a few per
@@ -357,6 +358,6 @@ for sweep in dict.fromkeys(r["sweep"] for r in ablation["rows"]):
 #   moved more but ended lower on validation. Three log-spaced candidates are too coarse for SSL here —
 #   a finding about the selection grid, not yet about SSL.
 # * Still to come from the sweeps (the code above plots them as they finish): the rest of the LeNet-5
-#   curves (section 4: filters' last seeds, then unstructured, channels, shapes, filters + shapes), the ADMM-NN per-layer rates (section 6) and progressive against one-shot ADMM
+#   curves (section 4: unstructured, channels, shapes, filters + shapes), the ADMM-NN per-layer rates (section 6) and progressive against one-shot ADMM
 #   (section 7). This is LeNet-5 and LeNet-300-100 on Fashion-MNIST with 8 epochs after the dense model;
 #   the papers used longer schedules, other networks and data.

@@ -34,9 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 NOTEBOOK_DIR = ROOT / "notebooks"
 
 #: Notebooks whose prose is not checked yet, with the reason.
-PENDING = {
-    "04_accuracy_vs_sparsity": "being rewritten (issue 15); its prose will quote the curve sweeps' results",
-}
+PENDING: dict[str, str] = {}
 
 
 @dataclass(frozen=True)
@@ -120,6 +118,59 @@ GIVENS: dict[str, list[Given]] = {
               code=("README.md::512×4608 weight @ 4608×1024", "README.md::| 95 % | 3.28× | 3.7× |")),
         Given("one index per 16 weights", A + "4x4 tiles", code=("mask_blocks(w, (4, 4), s)",),
               equals=(("16", "4 * 4"),)),
+    ],
+    "04_accuracy_vs_sparsity": [
+        Given("then spends the same **8 epochs**: ADMM 4 + retraining 4, SSL group lasso 4 + retraining 4, "
+              "or magnitude pruning's 8 epochs of retraining", S + "the curve sweeps' base config",
+              code=("paper_repro/configs/curves_base.toml::epochs = 4",
+                    'paper_repro/sweeps/curves/select_filters.toml::"retrain.epochs" = 8',
+                    'paper_repro/sweeps/curves/select_filters.toml::"ssl.epochs" = 4')),
+        Given("a **validation split** of 6,000 training images", S + "val_fraction 0.1 of 60,000",
+              code=("paper_repro/configs/curves_base.toml::6,000 images held out",)),
+        Given("`conv2` (25,000 weights) and `fc1` (400,000)", A + "LeNet-5's 50x20x5x5 and 500x800 weights",
+              equals=(("25,000", "50 * 20 * 5 * 5"), ("400,000", "500 * 800"))),
+        Given("at one level (95 % for unstructured, 70 % for the structured sets)",
+              S + "the selection sweeps",
+              code=('paper_repro/sweeps/curves/select_unstructured.toml::structure = "unstructured", '
+                    'sparsity = 0.95',
+                    'paper_repro/sweeps/curves/select_filters.toml::structure = "filters", sparsity = 0.7')),
+        Given("chosen on validation at 95 % (`select_lenet300_unstructured`)", S + "its selection sweep",
+              code=('paper_repro/sweeps/curves/select_lenet300_unstructured.toml::structure = "unstructured",'
+                    ' sparsity = 0.95',)),
+        Given("the same 8-epoch budget, two seeds per level and a third at 98 % and 99 %",
+              S + "the LeNet-300-100 curve and its decisive seeds",
+              code=("paper_repro/sweeps/curves/decisive_seeds.toml::sparsity = [0.98, 0.99]",
+                    'paper_repro/sweeps/curves/decisive_seeds.toml::"retrain.epochs" = 8')),
+        Given("ADMM-NN keeps 20 % of conv1, 8 % of conv2, 0.9 % of fc1 and 7 % of fc2 (71.2× fewer weights "
+              "on its LeNet-5)", F + "ADMM-NN's Table (the paper's LeNet-5); the sweep file sets the shares",
+              code=('paper_repro/sweeps/curves/admm_nn_rates.toml::param = "conv1.weight", structure = '
+                    '"unstructured", sparsity = 0.8',
+                    'paper_repro/sweeps/curves/admm_nn_rates.toml::sparsity = 0.991')),
+        Given("At an equal budget of 8 epochs", S + "the progressive sweep",
+              code=("paper_repro/sweeps/curves/progressive.toml::Every run spends 8 epochs",)),
+        Given("iterative magnitude pruning in four rounds sharing 8 retraining epochs, at unstructured 95 % "
+              "and filters 80 %", S + "the progressive sweep",
+              code=('paper_repro/sweeps/curves/progressive.toml::"magnitude.rounds" = 4',
+                    'paper_repro/sweeps/curves/progressive.toml::structure = "filters", sparsity = 0.8 }]')),
+        Given("up to 95 % both methods", S + "levels of the LeNet-300-100 curve",
+              code=("paper_repro/sweeps/curves/lenet300_unstructured.toml::"
+                    "sparsity = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99]",)),
+        Given("at 98 % ADMM ends", S + "a level of the LeNet-300-100 curve",
+              code=("paper_repro/sweeps/curves/lenet300_unstructured.toml::"
+                    "sparsity = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99]",)),
+        Given("at 99 % magnitude pruning's cut leaves 0.15, 8 epochs of retraining",
+              S + "a level and the budget",
+              code=("paper_repro/sweeps/curves/decisive_seeds.toml::sparsity = [0.98, 0.99]",)),
+        Given("ADMM's cut keeps 0.8656 at 90 %", S + "a level of the filters curve (0.8656 is printed)",
+              code=("paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+        Given("within a few tenths of a point up to 80 %", S + "a level of the filters curve",
+              code=("paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+        Given("At 90 % ADMM ends ahead", S + "a level of the filters curve",
+              code=("paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+        Given("Filters at 90 % do not yet break", S + "a level of the filters curve",
+              code=("paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+        Given("on Fashion-MNIST with 8 epochs after the dense model", S + "the curves' budget",
+              code=("paper_repro/configs/curves_base.toml::the same budget of 8 epochs",)),
     ],
     "05_vector_block_vs_block_vs_balanced": [
         Given("About 15 seconds on a 2-core laptop", F + "the header's runtime: 13 s with numba's cache "
