@@ -8,7 +8,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refimpl.nn._kernels import col2im, im2col
-from refimpl.nn.conv import Conv2d, conv2d_backward, conv2d_backward_naive, conv2d_forward, conv2d_naive
+from refimpl.nn.conv import (
+    Conv2d,
+    conv2d_backward,
+    conv2d_backward_gemm,
+    conv2d_backward_naive,
+    conv2d_forward,
+    conv2d_forward_gemm,
+    conv2d_forward_naive,
+)
 from refimpl.testing.gradcheck import check_gradient
 
 # (N, C, H, W, F, KH, KW, stride, padding, bias): 1x1, 3x3, 5x5, non-square input and kernel, stride 1 and 2,
@@ -189,11 +197,11 @@ def test_conv2d_backward_naive_gradients(case, rng):
     # the loop twin of the backward pass is checked against finite differences of the loop twin forward
     n, c, h, w, f, kh, kw, stride, padding, bias = case
     x, weight, b = _random_conv(rng, n, c, h, w, f, kh, kw, bias)
-    g = rng.standard_normal(conv2d_naive(x, weight, b, stride, padding).shape)
+    g = rng.standard_normal(conv2d_forward_naive(x, weight, b, stride, padding).shape)
     dx, dw, db = conv2d_backward_naive(g, x, weight, b, stride, padding)
 
     def loss():
-        return float(np.sum(conv2d_naive(x, weight, b, stride, padding) * g))
+        return float(np.sum(conv2d_forward_naive(x, weight, b, stride, padding) * g))
 
     check_gradient(loss, x, dx, name="x")
     check_gradient(loss, weight, dw, name="w")
@@ -207,7 +215,7 @@ def test_conv2d_matches_naive(geometry):
     g = geometry
     rng = np.random.default_rng(g["seed"])
     x, weight, b = _random_conv(rng, g["n"], g["c"], g["h"], g["w"], g["f"], g["kh"], g["kw"], g["bias"])
-    expected = conv2d_naive(x, weight, b, g["stride"], g["padding"])
+    expected = conv2d_forward_naive(x, weight, b, g["stride"], g["padding"])
     dout = rng.standard_normal(expected.shape)
     naive_grads = conv2d_backward_naive(dout, x, weight, b, g["stride"], g["padding"])
     results = {}
@@ -230,12 +238,12 @@ def test_conv2d_matches_naive(geometry):
 def test_conv2d_naive_worked_examples():
     x = np.arange(16.0).reshape(1, 1, 4, 4)
     # a 2x2 box filter with stride 2 sums each 2x2 block
-    out = conv2d_naive(x, np.ones((1, 1, 2, 2)), None, stride=2)
+    out = conv2d_forward_naive(x, np.ones((1, 1, 2, 2)), None, stride=2)
     np.testing.assert_array_equal(out, [[[[10.0, 18.0], [42.0, 50.0]]]])
     # a 3x3 kernel with a single 1 at (i, j) shifts the (padded) image; the bias is added everywhere
     w = np.zeros((1, 1, 3, 3))
     w[0, 0, 0, 2] = 1.0
-    out = conv2d_naive(x, w, np.array([0.5]), stride=1, padding=1)
+    out = conv2d_forward_naive(x, w, np.array([0.5]), stride=1, padding=1)
     shifted = np.zeros((4, 4))
     shifted[1:, :3] = x[0, 0, :3, 1:]
     np.testing.assert_array_equal(out[0, 0], shifted + 0.5)
@@ -243,7 +251,7 @@ def test_conv2d_naive_worked_examples():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((2, 3, 4, 5))
     w = rng.standard_normal((2, 3, 1, 1))
-    np.testing.assert_allclose(conv2d_naive(x, w, None), np.einsum("fc,nchw->nfhw", w[:, :, 0, 0], x))
+    np.testing.assert_allclose(conv2d_forward_naive(x, w, None), np.einsum("fc,nchw->nfhw", w[:, :, 0, 0], x))
 
 
 def test_conv2d_float32_in_float32_out(engine, rng):
@@ -254,7 +262,8 @@ def test_conv2d_float32_in_float32_out(engine, rng):
     assert out.dtype == np.float32 and out.flags.c_contiguous
     dx, dw, db = conv2d_backward(np.ones_like(out), cache)
     assert dx.dtype == dw.dtype == db.dtype == np.float32
-    np.testing.assert_allclose(out, conv2d_naive(x.astype(float), w.astype(float), b.astype(float), 1, 1),
+    np.testing.assert_allclose(out,
+                               conv2d_forward_naive(x.astype(float), w.astype(float), b.astype(float), 1, 1),
                                rtol=1e-4, atol=1e-4)
 
 
@@ -268,7 +277,7 @@ def test_conv2d_both_groupings_of_the_gemms(c, h, k, engine, rng):
     out, cache = conv2d_forward(x, w, b, engine=engine)
     assert (out.shape[2] * out.shape[3] >= c * k * k) == (c == 1)
     assert out.flags.c_contiguous
-    np.testing.assert_allclose(out, conv2d_naive(x, w, b), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, conv2d_forward_naive(x, w, b), rtol=1e-12, atol=1e-12)
     g = rng.standard_normal(out.shape)
     dx, dw, db = conv2d_backward(g, cache)
     ndx, ndw, ndb = conv2d_backward_naive(g, x, w, b)
@@ -293,7 +302,8 @@ def test_conv2d_non_contiguous_input(engine, rng):
     x = rng.standard_normal((3, 5, 6, 2)).transpose(0, 3, 1, 2)  # (3, 2, 5, 6), not C-contiguous
     w = rng.standard_normal((2, 2, 3, 3))
     out, _ = conv2d_forward(x, w, None, engine=engine)
-    np.testing.assert_allclose(out, conv2d_naive(np.ascontiguousarray(x), w, None), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(out, conv2d_forward_naive(np.ascontiguousarray(x), w, None),
+                               rtol=1e-12, atol=1e-12)
 
 
 # --- conv2d: bad arguments ------------------------------------------------------------------------------
@@ -317,7 +327,7 @@ def test_conv2d_bad_arguments(x_shape, w_shape, b_shape, kwargs, exc, match):
         conv2d_forward(x, w, b, **kwargs)
     if "engine" not in kwargs:
         with pytest.raises(exc, match=match):
-            conv2d_naive(x, w, b, **kwargs)
+            conv2d_forward_naive(x, w, b, **kwargs)
 
 
 def test_conv2d_rejects_integer_input_and_bad_dout():
@@ -395,3 +405,36 @@ def test_conv2d_matches_torch(case, engine, rng, torch):
     np.testing.assert_allclose(dw, tw.grad.numpy(), rtol=1e-10, atol=1e-10)
     if bias:
         np.testing.assert_allclose(db, tb.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+# --- the textbook GEMM versions (the middle step of the reading order) ------------------------------------
+
+@pytest.mark.parametrize("n, c, h, w_, f, k, stride, padding, bias", [
+    (2, 3, 7, 6, 4, 3, 1, 0, True),
+    (1, 2, 8, 8, 3, 3, 2, 1, False),
+    (3, 1, 5, 9, 2, (2, 4), 1, 2, True),
+])
+def test_gemm_versions_equal_the_loops_and_the_tuned_ones(rng, n, c, h, w_, f, k, stride, padding, bias):
+    kh, kw = (k, k) if isinstance(k, int) else k
+    x = rng.standard_normal((n, c, h, w_))
+    w = rng.standard_normal((f, c, kh, kw))
+    b = rng.standard_normal(f) if bias else None
+    out = conv2d_forward_gemm(x, w, b, stride, padding)
+    np.testing.assert_allclose(out, conv2d_forward_naive(x, w, b, stride, padding), rtol=1e-12, atol=1e-12)
+    tuned, cache = conv2d_forward(x, w, b, stride, padding)
+    np.testing.assert_allclose(out, tuned, rtol=1e-12, atol=1e-12)
+    assert out.flags.c_contiguous and out.dtype == tuned.dtype
+    dout = rng.standard_normal(out.shape)
+    got = conv2d_backward_gemm(dout, x, w, b, stride, padding)
+    for expected in (conv2d_backward_naive(dout, x, w, b, stride, padding), conv2d_backward(dout, cache)):
+        for a, e in zip(got, expected, strict=True):
+            if e is None:
+                assert a is None
+            else:
+                np.testing.assert_allclose(a, e, rtol=1e-11, atol=1e-11)
+
+
+def test_gemm_backward_rejects_a_dout_of_the_wrong_shape(rng):
+    x, w = rng.standard_normal((1, 1, 4, 4)), rng.standard_normal((2, 1, 3, 3))
+    with pytest.raises(ValueError, match="dout must have shape"):
+        conv2d_backward_gemm(np.zeros((1, 2, 3, 3)), x, w, None)

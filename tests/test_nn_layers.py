@@ -6,13 +6,13 @@ import numpy as np
 import pytest
 
 from refimpl.models import set_engine
-from refimpl.nn.activation import ReLU, relu_backward, relu_forward, relu_naive
+from refimpl.nn.activation import ReLU, relu_backward, relu_forward, relu_forward_naive
 from refimpl.nn.batchnorm import (
     BatchNorm2d,
     batchnorm2d_backward,
+    batchnorm2d_backward_naive,
     batchnorm2d_forward,
-    batchnorm2d_naive,
-    batchnorm2d_naive_backward,
+    batchnorm2d_forward_naive,
 )
 from refimpl.nn.dropout import Dropout, dropout_backward, dropout_forward
 from refimpl.nn.flatten import Flatten, flatten_backward, flatten_forward
@@ -70,8 +70,8 @@ def test_relu_backward_bad_arguments(rng):
 
 def test_relu_naive_matches_fast(rng):
     x = rng.standard_normal((3, 4, 5, 2))
-    np.testing.assert_array_equal(relu_naive(x), relu_forward(x)[0])
-    np.testing.assert_array_equal(relu_naive(np.array([-1.0, 2.0])), [0.0, 2.0])
+    np.testing.assert_array_equal(relu_forward_naive(x), relu_forward(x)[0])
+    np.testing.assert_array_equal(relu_forward_naive(np.array([-1.0, 2.0])), [0.0, 2.0])
 
 
 def test_relu_gradcheck(rng, engine):
@@ -143,7 +143,7 @@ def test_bn_naive_forward_matches_fast(rng, training):
     x, gamma, beta, rm, rv = _bn_setup(rng, (3, 2, 3, 4))
     rm2, rv2 = rm.copy(), rv.copy()
     out, _ = batchnorm2d_forward(x, gamma, beta, rm, rv, training, momentum=0.3, eps=1e-4)
-    out_naive = batchnorm2d_naive(x, gamma, beta, rm2, rv2, training, momentum=0.3, eps=1e-4)
+    out_naive = batchnorm2d_forward_naive(x, gamma, beta, rm2, rv2, training, momentum=0.3, eps=1e-4)
     np.testing.assert_allclose(out_naive, out, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(rm2, rm, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(rv2, rv, rtol=1e-12)
@@ -154,7 +154,7 @@ def test_bn_naive_backward_matches_fast(rng):
     g = rng.standard_normal(x.shape)
     _, cache = batchnorm2d_forward(x, gamma, beta, rm, rv, True, eps=1e-3)
     fast = batchnorm2d_backward(g, cache)
-    naive = batchnorm2d_naive_backward(g, x, gamma, eps=1e-3)
+    naive = batchnorm2d_backward_naive(g, x, gamma, eps=1e-3)
     for a, b in zip(fast, naive, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
 
@@ -457,3 +457,14 @@ def test_basic_block_gradcheck(rng, in_channels, out_channels, stride):
         names += ["shortcut.0.weight", "shortcut.1.weight"]
     for name in names:
         check_gradient(f, params[name], grads[name], rtol=TOL, name=name)
+
+
+def test_every_layer_refuses_backward_before_forward():
+    from refimpl.models import lenet5, resnet_small, vgg_small
+
+    for model in (lenet5(), vgg_small(width=4, dropout=0.5), resnet_small(depth=8, width=4)):
+        for name, layer in model.named_modules():
+            if not name or not layer.__class__.__name__[0].isupper() or list(layer.children()):
+                continue
+            with pytest.raises(RuntimeError, match=f"{type(layer).__name__}.backward called before forward"):
+                layer.backward(np.zeros((1, 1)))

@@ -13,13 +13,14 @@ from refimpl.nn.pool import (
     MaxPool2d,
     avgpool2d_backward,
     avgpool2d_forward,
-    avgpool2d_naive,
+    avgpool2d_forward_naive,
     global_avgpool_backward,
     global_avgpool_forward,
-    global_avgpool_naive,
+    global_avgpool_forward_naive,
     maxpool2d_backward,
+    maxpool2d_backward_naive,
     maxpool2d_forward,
-    maxpool2d_naive,
+    maxpool2d_forward_naive,
 )
 from refimpl.testing.gradcheck import check_gradient
 
@@ -61,7 +62,7 @@ def test_maxpool_matches_naive_and_engines_agree(geometry):
     rng = np.random.default_rng(geometry["seed"])
     x = rng.standard_normal(geometry["shape"])
     k, s = geometry["kernel_size"], geometry["stride"]
-    expected = maxpool2d_naive(x, k, s)
+    expected = maxpool2d_forward_naive(x, k, s)
     out_np, cache_np = maxpool2d_forward(x, k, s, engine="numpy")
     out_nb, cache_nb = maxpool2d_forward(x, k, s, engine="numba")
     np.testing.assert_array_equal(out_np, expected)
@@ -78,9 +79,9 @@ def test_maxpool_naive_worked_example():
                   [3.0, 4.0, 8.0, 1.0],
                   [0.0, 0.0, -1.0, -2.0],
                   [7.0, 6.0, -3.0, -4.0]])[None, None]
-    np.testing.assert_array_equal(maxpool2d_naive(x, 2), [[[[5.0, 8.0], [7.0, -1.0]]]])
-    np.testing.assert_array_equal(maxpool2d_naive(x, 3, 1), [[[[8.0, 8.0], [8.0, 8.0]]]])
-    np.testing.assert_array_equal(maxpool2d_naive(x, (2, 4), 2), [[[[8.0], [7.0]]]])
+    np.testing.assert_array_equal(maxpool2d_forward_naive(x, 2), [[[[5.0, 8.0], [7.0, -1.0]]]])
+    np.testing.assert_array_equal(maxpool2d_forward_naive(x, 3, 1), [[[[8.0, 8.0], [8.0, 8.0]]]])
+    np.testing.assert_array_equal(maxpool2d_forward_naive(x, (2, 4), 2), [[[[8.0], [7.0]]]])
 
 
 def test_maxpool_tie_goes_to_first_maximum(engine):
@@ -141,7 +142,7 @@ def test_maxpool_2x2_special_case_matches_general_kernel(shape, dtype, rng):
         out, argmax = maxpool2d_forward_kernel(x, 2, 2, 2, 2, engine)
         np.testing.assert_array_equal(out, out_general)
         np.testing.assert_array_equal(argmax, argmax_general)
-    np.testing.assert_array_equal(out_general, maxpool2d_naive(x, 2))
+    np.testing.assert_array_equal(out_general, maxpool2d_forward_naive(x, 2))
 
 
 @pytest.mark.torch
@@ -160,7 +161,7 @@ def test_maxpool_float32_and_layer(engine, rng):
     layer.engine = engine
     out = layer(x)
     assert out.dtype == np.float32 and out.shape == (2, 3, 3, 3)
-    np.testing.assert_array_equal(out, maxpool2d_naive(x, 2))
+    np.testing.assert_array_equal(out, maxpool2d_forward_naive(x, 2))
     dx = layer.backward(np.ones_like(out))
     assert dx.dtype == np.float32 and dx.shape == x.shape
     assert dx.sum() == out.size  # non-overlapping windows: one winner each
@@ -205,7 +206,7 @@ def test_maxpool_kernel_without_argmax(engine, rng):
     out, argmax = maxpool2d_forward_kernel(x, 2, 2, 2, 2, engine, record_argmax=False)
     assert argmax is None
     np.testing.assert_array_equal(out, maxpool2d_forward_kernel(x, 2, 2, 2, 2, engine)[0])
-    np.testing.assert_array_equal(out, maxpool2d_naive(x, 2))
+    np.testing.assert_array_equal(out, maxpool2d_forward_naive(x, 2))
 
 
 # --- average pooling ------------------------------------------------------------------------------------
@@ -224,13 +225,13 @@ def test_avgpool_gradient(case, rng):
 def test_avgpool_matches_naive(geometry):
     x = np.random.default_rng(geometry["seed"]).standard_normal(geometry["shape"])
     out, _ = avgpool2d_forward(x, geometry["kernel_size"], geometry["stride"])
-    np.testing.assert_allclose(out, avgpool2d_naive(x, geometry["kernel_size"], geometry["stride"]),
+    np.testing.assert_allclose(out, avgpool2d_forward_naive(x, geometry["kernel_size"], geometry["stride"]),
                                rtol=1e-12, atol=1e-12)
 
 
 def test_avgpool_naive_worked_example_and_layer():
     x = np.arange(16.0).reshape(1, 1, 4, 4)
-    np.testing.assert_array_equal(avgpool2d_naive(x, 2), [[[[2.5, 4.5], [10.5, 12.5]]]])
+    np.testing.assert_array_equal(avgpool2d_forward_naive(x, 2), [[[[2.5, 4.5], [10.5, 12.5]]]])
     layer = AvgPool2d(2)
     np.testing.assert_array_equal(layer(x), [[[[2.5, 4.5], [10.5, 12.5]]]])
     # every input entry lies in exactly one window: it receives a quarter of that window's gradient
@@ -244,7 +245,7 @@ def test_global_avgpool_gradient_and_naive(rng):
     x = rng.standard_normal((3, 4, 5, 2))
     out, cache = global_avgpool_forward(x)
     assert out.shape == (3, 4)
-    np.testing.assert_allclose(out, global_avgpool_naive(x), rtol=1e-12)
+    np.testing.assert_allclose(out, global_avgpool_forward_naive(x), rtol=1e-12)
     g = rng.standard_normal(out.shape)
     dx = global_avgpool_backward(g, cache)
     assert dx.flags.writeable
@@ -253,7 +254,7 @@ def test_global_avgpool_gradient_and_naive(rng):
 
 def test_global_avgpool_worked_example_and_layer():
     x = np.arange(8.0).reshape(1, 2, 2, 2)
-    np.testing.assert_array_equal(global_avgpool_naive(x), [[1.5, 5.5]])
+    np.testing.assert_array_equal(global_avgpool_forward_naive(x), [[1.5, 5.5]])
     layer = GlobalAvgPool2d()
     np.testing.assert_array_equal(layer(x), [[1.5, 5.5]])
     np.testing.assert_array_equal(layer.backward(np.array([[4.0, 8.0]])),
@@ -262,7 +263,8 @@ def test_global_avgpool_worked_example_and_layer():
 
 # --- bad arguments --------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("forward", [maxpool2d_forward, avgpool2d_forward, maxpool2d_naive, avgpool2d_naive])
+@pytest.mark.parametrize("forward", [maxpool2d_forward, avgpool2d_forward, maxpool2d_forward_naive,
+                                     avgpool2d_forward_naive])
 @pytest.mark.parametrize("x_shape, kwargs, exc, match", [
     ((4, 4), dict(kernel_size=2), ValueError, "x must have 4 dimensions"),
     ((1, 1, 4, 4), dict(kernel_size=0), ValueError, "kernel_size"),
@@ -333,3 +335,23 @@ def test_global_avgpool_matches_torch(rng, torch):
     tout.backward(torch.tensor(g))
     np.testing.assert_allclose(out, tout.detach().numpy(), rtol=1e-10, atol=1e-10)
     np.testing.assert_allclose(global_avgpool_backward(g, cache), tx.grad.numpy(), rtol=1e-10, atol=1e-10)
+
+
+# --- the loop twin of the max-pool backward pass ------------------------------------------------------------
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+@pytest.mark.parametrize("kernel, stride", [(2, None), (3, 1), (3, 2), ((2, 3), (1, 2))])
+def test_maxpool_backward_equals_its_loop_twin(rng, engine, kernel, stride):
+    # integers in a small range: many ties inside windows, so the tie rule is exercised, with a NaN too
+    x = rng.integers(0, 4, (2, 3, 7, 8)).astype(np.float64)
+    x[0, 1, 2, 3] = np.nan
+    out, cache = maxpool2d_forward(x, kernel, stride, engine=engine)
+    dout = rng.standard_normal(out.shape)
+    expected = maxpool2d_backward_naive(dout, x, kernel, stride)
+    np.testing.assert_allclose(maxpool2d_backward(dout, cache), expected, rtol=1e-12, atol=1e-12)
+
+
+def test_maxpool_backward_naive_by_hand():
+    x = np.array([[[[1.0, 3.0], [3.0, 0.0]]]])  # a tie: the first 3 in row-major order wins
+    np.testing.assert_array_equal(maxpool2d_backward_naive(np.array([[[[5.0]]]]), x, 2),
+                                  [[[[0.0, 5.0], [0.0, 0.0]]]])

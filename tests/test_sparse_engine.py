@@ -14,8 +14,8 @@ import pytest
 
 from refimpl.models import layer_table, lenet5, resnet_small, vgg_small
 from refimpl.nn.batchnorm import BatchNorm2d
-from refimpl.nn.conv import Conv2d, conv2d_naive
-from refimpl.nn.linear import linear_naive
+from refimpl.nn.conv import Conv2d, conv2d_forward_naive
+from refimpl.nn.linear import linear_forward_naive
 from refimpl.prune.masking import apply_masks
 from refimpl.sparse import compile as sparse_compile
 from refimpl.sparse.engine import InferenceModel, fold_batchnorm
@@ -186,7 +186,7 @@ def test_shape_pruned_conv_builds_only_kept_im2col_rows(rng, engine):
     op = make_operator(w.reshape(5, 27), "compact")
     np.testing.assert_array_equal(op.input_rows, np.flatnonzero(~dead_cols))
     out = sparse_conv2d_forward(x, op, b, (3, 3), stride=2, padding=1, engine=engine)
-    np.testing.assert_allclose(out, conv2d_naive(x, w, b, stride=2, padding=1), rtol=1e-12)
+    np.testing.assert_allclose(out, conv2d_forward_naive(x, w, b, stride=2, padding=1), rtol=1e-12)
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
@@ -197,7 +197,7 @@ def test_conv_and_linear_forward_match_the_naive_loops(fmt, rng, engine):
     x = rng.standard_normal((3, 2, 5, 6))
     op = make_operator(w.reshape(4, -1), fmt, block_shape=(3, 2), engine=engine)
     out = sparse_conv2d_forward(x, op, b, (3, 2), stride=1, padding=1, engine=engine)
-    np.testing.assert_allclose(out, conv2d_naive(x, w, b, stride=1, padding=1), rtol=1e-12)
+    np.testing.assert_allclose(out, conv2d_forward_naive(x, w, b, stride=1, padding=1), rtol=1e-12)
     np.testing.assert_allclose(out[:, 1], np.broadcast_to(b[1], out[:, 1].shape))
 
     wl = rng.standard_normal((6, 8)) * (rng.random((6, 8)) > 0.5)
@@ -205,7 +205,7 @@ def test_conv_and_linear_forward_match_the_naive_loops(fmt, rng, engine):
     xl = rng.standard_normal((4, 8))
     opl = make_operator(wl, fmt, block_shape=(4, 4), engine=engine)
     np.testing.assert_allclose(sparse_linear_forward(xl, opl, b[:1].repeat(6)),
-                               linear_naive(xl, wl, b[:1].repeat(6)), rtol=1e-12)
+                               linear_forward_naive(xl, wl, b[:1].repeat(6)), rtol=1e-12)
 
 
 def test_layers_are_forward_only(rng):
@@ -370,4 +370,4 @@ def test_batch_chunks_give_the_same_result(fmt, rng, monkeypatch):
     whole = sparse_conv2d_forward(x, op, None, (3, 3), padding=1)
     monkeypatch.setattr(layers, "IM2COL_CHUNK_BYTES", 1)  # one image per chunk
     np.testing.assert_array_equal(sparse_conv2d_forward(x, op, None, (3, 3), padding=1), whole)
-    np.testing.assert_allclose(whole, conv2d_naive(x, w, None, padding=1), rtol=1e-12)
+    np.testing.assert_allclose(whole, conv2d_forward_naive(x, w, None, padding=1), rtol=1e-12)

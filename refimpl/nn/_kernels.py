@@ -20,10 +20,13 @@ the output has spatial size
 
 rows ordered ``(c, i, j)`` row-major (the order of ``W.reshape(F, C*KH*KW)``, the *GEMM view* of a conv
 weight) and columns ordered ``(n, o_h, o_w)``. A convolution is then one matrix product,
-``W.reshape(F, -1) @ cols`` of shape ``(F, N*OH*OW)``. Putting the batch in the columns (rather than one GEMM
-per image) gives BLAS one large product, which is what makes it fast on small images such as LeNet's
-(measured: per-image GEMMs via a batched ``np.matmul`` are each threaded by OpenBLAS separately, and on a
-busy 2-core machine that made a LeNet-5 training step 2.5x slower).
+``W.reshape(F, -1) @ cols`` of shape ``(F, N*OH*OW)`` (:func:`refimpl.nn.conv.conv2d_forward_gemm`). Putting
+the batch in the columns gives BLAS one large product. Whether that or one product per image (a batched
+``np.matmul`` over strided views of the same ``cols``) is faster depends on the layer: the conv module
+chooses per layer, image by image when a window set is longer than a GEMM row (``OH·OW >= C·KH·KW``, a
+first layer such as LeNet-5's conv1), where the batched products measured 2-3x faster (see
+:func:`refimpl.nn.conv._per_image`). An earlier note here called the batched products 2.5x slower: that
+was measured on a busy machine before the threading defaults of :mod:`refimpl.threads` and no longer held.
 
 A shape-pruned layer keeps only some GEMM columns of ``W`` (some ``(c, i, j)`` positions), so it needs only
 those rows of ``cols``: ``im2col(..., rows=kept)`` builds exactly the rows listed, in the order listed.

@@ -7,7 +7,7 @@ import numpy as np
 from refimpl.nn._kernels import check_engine, relu_backward_kernel
 from refimpl.nn.module import Module
 
-__all__ = ["ReLU", "relu_backward", "relu_forward", "relu_naive"]
+__all__ = ["ReLU", "relu_backward", "relu_forward", "relu_forward_naive"]
 
 
 def relu_forward(x: np.ndarray):
@@ -60,7 +60,7 @@ def relu_backward(dout: np.ndarray, cache, *, engine: str = "numba") -> np.ndarr
     return relu_backward_kernel(dout, mask, engine)
 
 
-def relu_naive(x: np.ndarray) -> np.ndarray:
+def relu_forward_naive(x: np.ndarray) -> np.ndarray:
     """Loop twin of :func:`relu_forward` (one entry at a time; tests only)."""
     out = np.empty_like(x)
     flat_in, flat_out = x.reshape(-1), out.reshape(-1)
@@ -87,6 +87,4 @@ class ReLU(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Pass the gradient where the input was positive, 0 elsewhere."""
-        if self._cache is None:
-            raise RuntimeError("ReLU.backward called before forward")
-        return relu_backward(dout, self._cache, engine=self.engine)
+        return relu_backward(dout, self._saved(), engine=self.engine)

@@ -17,8 +17,8 @@ __all__ = [
     "BatchNorm2d",
     "batchnorm2d_backward",
     "batchnorm2d_forward",
-    "batchnorm2d_naive",
-    "batchnorm2d_naive_backward",
+    "batchnorm2d_forward_naive",
+    "batchnorm2d_backward_naive",
 ]
 
 _AXES = (0, 2, 3)  # every axis but the channel axis: the statistics are per channel
@@ -141,7 +141,7 @@ def batchnorm2d_backward(dout: np.ndarray, cache):
     return dx, dgamma, dbeta
 
 
-def batchnorm2d_naive(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
+def batchnorm2d_forward_naive(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
                       running_var: np.ndarray, training: bool, momentum: float = 0.1,
                       eps: float = 1e-5) -> np.ndarray:
     """Loop twin of :func:`batchnorm2d_forward` (explicit sums, one channel at a time; tests only).
@@ -176,7 +176,7 @@ def batchnorm2d_naive(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, runnin
     return out
 
 
-def batchnorm2d_naive_backward(dout: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float = 1e-5):
+def batchnorm2d_backward_naive(dout: np.ndarray, x: np.ndarray, gamma: np.ndarray, eps: float = 1e-5):
     r"""Training-mode backward by the chain rule through each stage of the graph (tests only).
 
     The forward graph per channel is ``mu = mean(x)``, ``d = x - mu``, ``var = mean(d**2)``,
@@ -238,9 +238,7 @@ class BatchNorm2d(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Write ``grads['weight']`` and ``grads['bias']``; return dL/dx (mode as in the last forward)."""
-        if self._cache is None:
-            raise RuntimeError("BatchNorm2d.backward called before forward")
-        dx, dgamma, dbeta = batchnorm2d_backward(dout, self._cache)
+        dx, dgamma, dbeta = batchnorm2d_backward(dout, self._saved())
         self.grads["weight"][...] = dgamma
         self.grads["bias"][...] = dbeta
         return dx

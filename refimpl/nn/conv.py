@@ -17,14 +17,18 @@ of im2col:
 
 where ``G_g`` is the upstream gradient ``dout`` (N, F, OH, OW) rearranged to (F, N·OH·OW).
 
-**Reading order for students.** Start with the two *teaching versions* at the end of the module,
-:func:`conv2d_naive` and :func:`conv2d_backward_naive`: the formula above and its derivative written as
-loops over output pixels, one window at a time, without im2col or any tuning. They are public, they are
-the definition the tuned functions are tested against (``tests/test_nn_conv.py``), and exercise 2 of
-``notebooks/08_exercises`` asks for the backward pass. :func:`conv2d_forward` and
-:func:`conv2d_backward` compute the same numbers as one GEMM each; their docstrings explain the
-rearrangements, and the timings quoted in :func:`_weight_gradient` only justify how a sum is grouped for
-BLAS (they change the rounding, never the mathematics).
+**Reading order for students**, three steps, all public and all tested equal (``tests/test_nn_conv.py``):
+
+1. the *loop versions* at the end of the module, :func:`conv2d_forward_naive` and
+   :func:`conv2d_backward_naive`: the formula above and its derivative, one window at a time; the
+   definition everything else is tested against (exercise 2 of ``notebooks/08_exercises`` asks for the
+   backward pass);
+2. the *textbook GEMM versions*, :func:`conv2d_forward_gemm` and :func:`conv2d_backward_gemm`: the three
+   formulas above written literally, im2col + one matrix product (+ col2im), a few lines each;
+3. the *tuned versions* :func:`conv2d_forward` and :func:`conv2d_backward`: the same products, grouped
+   for BLAS (image by image for a first layer, operand order, a transposed col2im) with numba kernels.
+   Their docstrings explain the rearrangements; the timings quoted in :func:`_weight_gradient` only
+   justify how a sum is grouped (they change the rounding, never the mathematics).
 """
 
 from __future__ import annotations
@@ -39,7 +43,8 @@ from refimpl.nn._kernels import check_engine, check_float_array, col2im, conv_ou
 from refimpl.nn.init import uniform_fan_in
 from refimpl.nn.module import Module
 
-__all__ = ["Conv2d", "conv2d_backward", "conv2d_backward_naive", "conv2d_forward", "conv2d_naive"]
+__all__ = ["Conv2d", "conv2d_backward", "conv2d_backward_gemm", "conv2d_backward_naive", "conv2d_forward",
+           "conv2d_forward_gemm", "conv2d_forward_naive"]
 
 
 def _check_conv_args(x, w, b, stride, padding):
@@ -69,7 +74,10 @@ def _check_conv_args(x, w, b, stride, padding):
 
 def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1, padding: int = 0,
                    engine: str = "numba"):
-    r"""Convolve a batch of images with a bank of filters (one im2col GEMM).
+    r"""Convolve a batch of images with a bank of filters (one im2col GEMM), tuned.
+
+    The same numbers as the textbook :func:`conv2d_forward_gemm` (read that first), with the product
+    grouped for BLAS and numba's im2col.
 
     Parameters
     ----------
@@ -136,7 +144,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: i
 
 
 def conv2d_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
-    r"""Gradients of :func:`conv2d_forward` with respect to ``x``, ``w`` and ``b``.
+    r"""Gradients of :func:`conv2d_forward` with respect to ``x``, ``w`` and ``b``, tuned.
+
+    The same numbers as the textbook :func:`conv2d_backward_gemm` (read that first), grouped for BLAS.
 
     Parameters
     ----------
@@ -214,8 +224,53 @@ def _weight_gradient(dout: np.ndarray, cols: np.ndarray) -> np.ndarray:
     return parallel.matmul(cols, dout_gemm.T, split="rows").T
 
 
-def conv2d_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
-                 padding: int = 0) -> np.ndarray:
+def conv2d_forward_gemm(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
+                        padding: int = 0) -> np.ndarray:
+    r"""Textbook version of :func:`conv2d_forward`: im2col, one matrix product, back to NCHW.
+
+    The middle step between the loops of :func:`conv2d_forward_naive` and the tuned
+    :func:`conv2d_forward`: unfold every window into a column (:func:`~refimpl.nn._kernels.im2col`), and
+    the convolution becomes :math:`Y_g = W_g\, \mathrm{cols} + b` with the GEMM view
+    :math:`W_g` = ``w.reshape(F, C·KH·KW)``; the columns of :math:`Y_g` (F, N·OH·OW) are ordered
+    ``(n, o_h, o_w)``, so a reshape and a transpose give (N, F, OH, OW). Same arguments, checks and
+    output as :func:`conv2d_forward` (without the cache).
+    """
+    x, w, b, stride, padding, oh, ow = _check_conv_args(x, w, b, stride, padding)
+    n, f = x.shape[0], w.shape[0]
+    cols = im2col(x, w.shape[2], w.shape[3], stride, padding, engine="numpy")  # (C·KH·KW, N·OH·OW)
+    y_gemm = w.reshape(f, -1) @ cols                                             # (F, N·OH·OW)
+    if b is not None:
+        y_gemm = y_gemm + b[:, None]
+    return np.ascontiguousarray(y_gemm.reshape(f, n, oh, ow).transpose(1, 0, 2, 3))
+
+
+def conv2d_backward_gemm(dout: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.ndarray | None,
+                         stride: int = 1, padding: int = 0):
+    r"""Textbook version of :func:`conv2d_backward`: the three products of the module docstring, literally.
+
+    With :math:`G_g` = ``dout`` rearranged to (F, N·OH·OW) (the layout of :math:`Y_g`):
+    :math:`\partial L/\partial W_g = G_g\, \mathrm{cols}^T`, :math:`\partial L/\partial b = G_g \mathbf 1`,
+    :math:`\partial L/\partial x = \mathrm{col2im}(W_g^T G_g)` (col2im, the adjoint of im2col, adds up
+    what overlapping windows share). Returns ``(dx, dw, db)`` like :func:`conv2d_backward_naive` (same
+    arguments; ``db`` is ``None`` when ``b`` is ``None``).
+    """
+    x, w, b, stride, padding, oh, ow = _check_conv_args(x, w, b, stride, padding)
+    n, f = x.shape[0], w.shape[0]
+    kh, kw = w.shape[2:]
+    dout = check_float_array(dout, "dout", 4)
+    if dout.shape != (n, f, oh, ow):
+        raise ValueError(f"dout must have shape {(n, f, oh, ow)}, got {dout.shape}")
+    cols = im2col(x, kh, kw, stride, padding, engine="numpy")       # (C·KH·KW, N·OH·OW)
+    g = dout.transpose(1, 0, 2, 3).reshape(f, -1)                    # G_g: (F, N·OH·OW)
+    w_gemm = w.reshape(f, -1)                                        # W_g: (F, C·KH·KW)
+    dw = (g @ cols.T).reshape(w.shape)
+    db = g.sum(axis=1) if b is not None else None
+    dx = col2im(w_gemm.T @ g, x.shape, kh, kw, stride, padding, engine="numpy")
+    return dx, dw, db
+
+
+def conv2d_forward_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: int = 1,
+                         padding: int = 0) -> np.ndarray:
     r"""Teaching version of :func:`conv2d_forward`: the definition, one output pixel at a time.
 
     .. math:: y_{n f o_h o_w} = b_f + \sum_{c, i, j} W_{f c i j}\;
@@ -247,7 +302,8 @@ def conv2d_backward_naive(dout: np.ndarray, x: np.ndarray, w: np.ndarray, b: np.
                           stride: int = 1, padding: int = 0):
     r"""Teaching version of :func:`conv2d_backward`: each output pixel sends its gradient back to its window.
 
-    Differentiating the formula of :func:`conv2d_naive`, the output pixel :math:`y_{nfo_ho_w}` with upstream
+    Differentiating the formula of :func:`conv2d_forward_naive`, the output pixel :math:`y_{nfo_ho_w}` with
+    upstream
     gradient :math:`g = \partial L / \partial y_{nfo_ho_w}` contributes
 
     .. math:: \frac{\partial L}{\partial W_f} \mathrel{+}= g \cdot x^{\mathrm{pad}}_{n,\,:,\,\text{window}},
@@ -337,9 +393,7 @@ class Conv2d(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:
         """Write ``grads['weight']`` (and ``grads['bias']``); return dL/dx (None unless input_grad)."""
-        if self._cache is None:
-            raise RuntimeError("backward called before forward")
-        dx, dw, db = conv2d_backward(dout, self._cache, input_grad=self.input_grad)
+        dx, dw, db = conv2d_backward(dout, self._saved(), input_grad=self.input_grad)
         self.grads["weight"][...] = dw
         if db is not None:
             self.grads["bias"][...] = db

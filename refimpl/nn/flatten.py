@@ -46,6 +46,4 @@ class Flatten(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Reshape the gradient back to the input's shape."""
-        if self._cache is None:
-            raise RuntimeError("Flatten.backward called before forward")
-        return flatten_backward(dout, self._cache)
+        return flatten_backward(dout, self._saved())

@@ -12,7 +12,7 @@ from refimpl.nn._kernels import check_float_array
 from refimpl.nn.init import uniform_fan_in
 from refimpl.nn.module import Module
 
-__all__ = ["Linear", "linear_backward", "linear_forward", "linear_naive"]
+__all__ = ["Linear", "linear_backward", "linear_forward", "linear_forward_naive"]
 
 
 def _check_linear_args(x, w, b):
@@ -83,7 +83,7 @@ def linear_backward(dout: np.ndarray, cache):
     return dx, dw, db
 
 
-def linear_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
+def linear_forward_naive(x: np.ndarray, w: np.ndarray, b: np.ndarray | None) -> np.ndarray:
     """Loop twin of :func:`linear_forward` (the definition, one output at a time; tests only)."""
     x, w, b = _check_linear_args(x, w, b)
     n, _ = x.shape
@@ -125,7 +125,7 @@ class Linear(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Write ``grads['weight']`` (and ``grads['bias']``); return dL/dx."""
-        dx, dw, db = linear_backward(dout, self._cache)
+        dx, dw, db = linear_backward(dout, self._saved())
         self.grads["weight"][...] = dw
         if db is not None:
             self.grads["bias"][...] = db

@@ -45,6 +45,18 @@ class Module:
         """Given dL/d(output), write dL/d(param) into ``self.grads`` and return dL/d(input)."""
         raise NotImplementedError
 
+    def _saved(self, attribute: str = "_cache"):
+        """Return what :meth:`forward` kept for :meth:`backward` (``self.<attribute>``).
+
+        The one place of the guard every layer needs: a backward pass before any forward pass raises
+        ``RuntimeError("<Layer>.backward called before forward")`` instead of failing somewhere inside the
+        layer's arithmetic (e.g. unpacking ``None``).
+        """
+        value = getattr(self, attribute, None)
+        if value is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+        return value
+
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run :meth:`forward` (modules are callable, as in PyTorch)."""
         return self.forward(x)

@@ -29,13 +29,14 @@ __all__ = [
     "MaxPool2d",
     "avgpool2d_backward",
     "avgpool2d_forward",
-    "avgpool2d_naive",
+    "avgpool2d_forward_naive",
     "global_avgpool_backward",
     "global_avgpool_forward",
-    "global_avgpool_naive",
+    "global_avgpool_forward_naive",
     "maxpool2d_backward",
+    "maxpool2d_backward_naive",
     "maxpool2d_forward",
-    "maxpool2d_naive",
+    "maxpool2d_forward_naive",
 ]
 
 
@@ -140,9 +141,32 @@ def maxpool2d_backward(dout: np.ndarray, cache) -> np.ndarray:
     return maxpool2d_backward_kernel(dout, argmax, x_shape, kh, kw, sh, sw, engine)
 
 
-def maxpool2d_naive(x: np.ndarray, kernel_size, stride=None) -> np.ndarray:
+def maxpool2d_forward_naive(x: np.ndarray, kernel_size, stride=None) -> np.ndarray:
     """Loop twin of :func:`maxpool2d_forward` (the definition, one window at a time; tests only)."""
     return _pool_naive(x, kernel_size, stride, np.max)
+
+
+def maxpool2d_backward_naive(dout: np.ndarray, x: np.ndarray, kernel_size, stride=None) -> np.ndarray:
+    """Loop twin of :func:`maxpool2d_backward`: every window sends its gradient to its winner.
+
+    The winner is the tie rule of :func:`maxpool2d_forward` written out: the first maximum in row-major
+    order, except that a NaN wins (the last NaN, since each NaN replaces the current winner); windows
+    that overlap add their gradients into a shared input entry. One window at a time, for reading and
+    for testing the numba and NumPy kernels (``tests/test_nn_pool.py``).
+    """
+    x, (kh, kw), (sh, sw), (oh, ow) = _pool_geometry(x, kernel_size, stride)
+    dout = _check_dout(dout, (*x.shape[:2], oh, ow))
+    dx = np.zeros(x.shape, dtype=dout.dtype)
+    for n in range(x.shape[0]):
+        for c in range(x.shape[1]):
+            for r in range(oh):
+                for q in range(ow):
+                    window = x[n, c, r * sh:r * sh + kh, q * sw:q * sw + kw].ravel()
+                    nans = np.flatnonzero(np.isnan(window))
+                    winner = nans[-1] if nans.size else int(np.argmax(window))  # argmax: the first maximum
+                    i, j = divmod(int(winner), kw)
+                    dx[n, c, r * sh + i, q * sw + j] += dout[n, c, r, q]
+    return dx
 
 
 class MaxPool2d(_WindowPool2d):
@@ -170,9 +194,7 @@ class MaxPool2d(_WindowPool2d):
         if self._eval_forward:
             raise RuntimeError("backward called after an eval-mode forward: MaxPool2d records the window "
                                "winners only in training mode; call model.train() and forward again")
-        if self._cache is None:
-            raise RuntimeError("backward called before forward")
-        return maxpool2d_backward(dout, self._cache)
+        return maxpool2d_backward(dout, self._saved())
 
 
 # --- average pooling ----------------------------------------------------------------------------------
@@ -229,7 +251,7 @@ def avgpool2d_backward(dout: np.ndarray, cache) -> np.ndarray:
     return dx
 
 
-def avgpool2d_naive(x: np.ndarray, kernel_size, stride=None) -> np.ndarray:
+def avgpool2d_forward_naive(x: np.ndarray, kernel_size, stride=None) -> np.ndarray:
     """Loop twin of :func:`avgpool2d_forward` (one window at a time; tests only)."""
     return _pool_naive(x, kernel_size, stride, np.mean)
 
@@ -244,9 +266,7 @@ class AvgPool2d(_WindowPool2d):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Return dL/dx."""
-        if self._cache is None:
-            raise RuntimeError("backward called before forward")
-        return avgpool2d_backward(dout, self._cache)
+        return avgpool2d_backward(dout, self._saved())
 
 
 # --- global average pooling ---------------------------------------------------------------------------
@@ -276,7 +296,7 @@ def global_avgpool_backward(dout: np.ndarray, cache) -> np.ndarray:
     return dx
 
 
-def global_avgpool_naive(x: np.ndarray) -> np.ndarray:
+def global_avgpool_forward_naive(x: np.ndarray) -> np.ndarray:
     """Loop twin of :func:`global_avgpool_forward` (tests only)."""
     x = check_float_array(x, "x", 4)
     out = np.zeros(x.shape[:2], dtype=x.dtype)
@@ -300,6 +320,4 @@ class GlobalAvgPool2d(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Return dL/dx."""
-        if self._cache is None:
-            raise RuntimeError("backward called before forward")
-        return global_avgpool_backward(dout, self._cache)
+        return global_avgpool_backward(dout, self._saved())

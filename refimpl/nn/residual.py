@@ -121,9 +121,7 @@ class BasicBlock(Module):
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Backpropagate through the final ReLU, then both branches; sum their input gradients."""
-        if self._relu2_cache is None:
-            raise RuntimeError("BasicBlock.backward called before forward")
-        d_sum = relu_backward(dout, self._relu2_cache)
+        d_sum = relu_backward(dout, self._saved("_relu2_cache"))
         dx_shortcut = d_sum if self.shortcut is None else self.shortcut.backward(d_sum)
         dh = self.conv2.backward(self.bn2.backward(d_sum))
         dh = relu_backward(dh, self._relu1_cache)
