@@ -115,22 +115,22 @@ def _bn_setup(rng, shape=(4, 3, 5, 6)):
     return x, gamma, beta, running_mean, running_var
 
 
-def test_bn_train_normalises_each_channel(rng):
+def test_bn_train_normalises_each_channel(rng, engine):
     x, gamma, beta, rm, rv = _bn_setup(rng)
-    out, _ = batchnorm2d_forward(x, np.ones(3), np.zeros(3), rm, rv, training=True, eps=1e-12)
+    out, _ = batchnorm2d_forward(x, np.ones(3), np.zeros(3), rm, rv, training=True, eps=1e-12, engine=engine)
     np.testing.assert_allclose(out.mean(axis=(0, 2, 3)), 0.0, atol=1e-12)
     np.testing.assert_allclose(out.var(axis=(0, 2, 3)), 1.0, rtol=1e-10)
 
 
-def test_bn_running_stats_use_unbiased_variance(rng):
+def test_bn_running_stats_use_unbiased_variance(rng, engine):
     x, gamma, beta, rm, rv = _bn_setup(rng)
     rm0, rv0 = rm.copy(), rv.copy()
-    batchnorm2d_forward(x, gamma, beta, rm, rv, training=True, momentum=0.25)
+    batchnorm2d_forward(x, gamma, beta, rm, rv, training=True, momentum=0.25, engine=engine)
     np.testing.assert_allclose(rm, 0.75 * rm0 + 0.25 * x.mean(axis=(0, 2, 3)), rtol=1e-13)
     np.testing.assert_allclose(rv, 0.75 * rv0 + 0.25 * x.var(axis=(0, 2, 3), ddof=1), rtol=1e-13)
     # evaluation mode reads the running statistics and leaves them alone
     rm1, rv1 = rm.copy(), rv.copy()
-    out, _ = batchnorm2d_forward(x, gamma, beta, rm, rv, training=False)
+    out, _ = batchnorm2d_forward(x, gamma, beta, rm, rv, training=False, engine=engine)
     np.testing.assert_array_equal(rm, rm1)
     np.testing.assert_array_equal(rv, rv1)
     expected = gamma[None, :, None, None] * (x - rm[None, :, None, None]) / np.sqrt(
@@ -139,20 +139,20 @@ def test_bn_running_stats_use_unbiased_variance(rng):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_bn_naive_forward_matches_fast(rng, training):
+def test_bn_naive_forward_matches_fast(rng, training, engine):
     x, gamma, beta, rm, rv = _bn_setup(rng, (3, 2, 3, 4))
     rm2, rv2 = rm.copy(), rv.copy()
-    out, _ = batchnorm2d_forward(x, gamma, beta, rm, rv, training, momentum=0.3, eps=1e-4)
+    out, _ = batchnorm2d_forward(x, gamma, beta, rm, rv, training, momentum=0.3, eps=1e-4, engine=engine)
     out_naive = batchnorm2d_forward_naive(x, gamma, beta, rm2, rv2, training, momentum=0.3, eps=1e-4)
     np.testing.assert_allclose(out_naive, out, rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(rm2, rm, rtol=1e-12, atol=1e-15)
     np.testing.assert_allclose(rv2, rv, rtol=1e-12)
 
 
-def test_bn_naive_backward_matches_fast(rng):
+def test_bn_naive_backward_matches_fast(rng, engine):
     x, gamma, beta, rm, rv = _bn_setup(rng, (3, 2, 3, 4))
     g = rng.standard_normal(x.shape)
-    _, cache = batchnorm2d_forward(x, gamma, beta, rm, rv, True, eps=1e-3)
+    _, cache = batchnorm2d_forward(x, gamma, beta, rm, rv, True, eps=1e-3, engine=engine)
     fast = batchnorm2d_backward(g, cache)
     naive = batchnorm2d_backward_naive(g, x, gamma, eps=1e-3)
     for a, b in zip(fast, naive, strict=True):
@@ -160,35 +160,37 @@ def test_bn_naive_backward_matches_fast(rng):
 
 
 @pytest.mark.parametrize("training", [True, False])
-def test_bn_gradcheck(rng, training):
+def test_bn_gradcheck(rng, training, engine):
     x, gamma, beta, rm, rv = _bn_setup(rng, (3, 2, 4, 3))
     g = rng.standard_normal(x.shape)
 
     def f():
         # copies: training mode must not drift the statistics the evaluation-mode check reads
-        return float(np.sum(batchnorm2d_forward(x, gamma, beta, rm.copy(), rv.copy(), training)[0] * g))
+        out = batchnorm2d_forward(x, gamma, beta, rm.copy(), rv.copy(), training, engine=engine)[0]
+        return float(np.sum(out * g))
 
-    _, cache = batchnorm2d_forward(x, gamma, beta, rm.copy(), rv.copy(), training)
+    _, cache = batchnorm2d_forward(x, gamma, beta, rm.copy(), rv.copy(), training, engine=engine)
     dx, dgamma, dbeta = batchnorm2d_backward(g, cache)
     check_gradient(f, x, dx, rtol=TOL, name="x")
     check_gradient(f, gamma, dgamma, rtol=TOL, name="gamma")
     check_gradient(f, beta, dbeta, rtol=TOL, name="beta")
 
 
-def test_bn_rejects_bad_input(rng):
+def test_bn_rejects_bad_input(rng, engine):
     x, gamma, beta, rm, rv = _bn_setup(rng)
     with pytest.raises(ValueError, match="x must have 4 dimensions"):
-        batchnorm2d_forward(x[0], gamma, beta, rm, rv, True)
+        batchnorm2d_forward(x[0], gamma, beta, rm, rv, True, engine=engine)
     with pytest.raises(ValueError, match="gamma must have shape"):
-        batchnorm2d_forward(x, gamma[:2], beta, rm, rv, True)
+        batchnorm2d_forward(x, gamma[:2], beta, rm, rv, True, engine=engine)
     with pytest.raises(ValueError, match="momentum"):
-        batchnorm2d_forward(x, gamma, beta, rm, rv, True, momentum=1.5)
+        batchnorm2d_forward(x, gamma, beta, rm, rv, True, momentum=1.5, engine=engine)
     with pytest.raises(ValueError, match="eps"):
-        batchnorm2d_forward(x, gamma, beta, rm, rv, True, eps=0.0)
+        batchnorm2d_forward(x, gamma, beta, rm, rv, True, eps=0.0, engine=engine)
     with pytest.raises(ValueError, match="more than one value per channel"):
-        batchnorm2d_forward(x[:1, :, :1, :1], gamma, beta, rm, rv, True)
+        batchnorm2d_forward(x[:1, :, :1, :1], gamma, beta, rm, rv, True, engine=engine)
     # one value per channel is fine in evaluation mode
-    assert batchnorm2d_forward(x[:1, :, :1, :1], gamma, beta, rm, rv, False)[0].shape == (1, 3, 1, 1)
+    out = batchnorm2d_forward(x[:1, :, :1, :1], gamma, beta, rm, rv, False, engine=engine)[0]
+    assert out.shape == (1, 3, 1, 1)
 
 
 def test_bn_module_names_and_modes(rng):
@@ -468,3 +470,20 @@ def test_every_layer_refuses_backward_before_forward():
                 continue
             with pytest.raises(RuntimeError, match=f"{type(layer).__name__}.backward called before forward"):
                 layer.backward(np.zeros((1, 1)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("training", [True, False])
+def test_bn_engines_agree(rng, training, dtype):
+    x = (3.0 + 2.0 * rng.standard_normal((4, 5, 6, 7))).astype(dtype)
+    gamma, beta = rng.standard_normal(5).astype(dtype), rng.standard_normal(5).astype(dtype)
+    g = rng.standard_normal(x.shape).astype(dtype)
+    results = {}
+    for engine in ("numba", "numpy"):
+        rm, rv = np.full(5, 0.5, dtype), np.full(5, 2.0, dtype)
+        out, cache = batchnorm2d_forward(x, gamma, beta, rm, rv, training, momentum=0.2, engine=engine)
+        results[engine] = (out, *batchnorm2d_backward(g, cache), rm, rv)
+        assert all(a.dtype == dtype for a in results[engine])
+    tol = 2e-5 if dtype == np.float32 else 1e-11
+    for a, b in zip(results["numba"], results["numpy"], strict=True):
+        np.testing.assert_allclose(a, b, rtol=tol, atol=tol * np.abs(b).max())

@@ -2,6 +2,14 @@
 
 Training mode normalises with the statistics of the current batch and updates exponential running averages;
 evaluation mode normalises with the running averages, so the layer becomes a fixed per-channel affine map.
+
+Two engines, as for the other layers: ``"numpy"`` (whole-array expressions, the readable version) and
+``"numba"`` (the default: one parallel task per channel, each making two passes over its values for the
+statistics and one for the output, sums accumulated in float64). Why a kernel here: NumPy's reductions
+over axes (0, 2, 3) run on one thread and make several passes; on a 16-core machine BatchNorm took 46 %
+of a VGG-small training step at 16 threads and 30 % at 2 (``bench_training.py --model vgg_small
+--profile``, ``paper_repro/README.md``, "Training speed"). The engines agree to float rounding (the numba
+one sums in float64, NumPy's float32 reductions use pairwise sums), tested in ``tests/test_nn_layers.py``.
 """
 
 from __future__ import annotations
@@ -9,8 +17,10 @@ from __future__ import annotations
 import numbers
 
 import numpy as np
+from numba import njit, prange
 
 from refimpl._validation import check_ndim, check_positive_int, check_probability
+from refimpl.nn._kernels import check_engine
 from refimpl.nn.module import Module
 
 __all__ = [
@@ -45,7 +55,8 @@ def _check_inputs(x, gamma, beta, running_mean, running_var) -> None:
 
 
 def batchnorm2d_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
-                        running_var: np.ndarray, training: bool, momentum: float = 0.1, eps: float = 1e-5):
+                        running_var: np.ndarray, training: bool, momentum: float = 0.1, eps: float = 1e-5,
+                        *, engine: str = "numba"):
     r"""Batch-normalise ``x`` per channel, then scale and shift.
 
     With :math:`M = N H W` values per channel :math:`c`:
@@ -80,17 +91,21 @@ def batchnorm2d_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, runn
         Weight :math:`m` of the new batch statistic in the running averages.
     eps : float > 0
         Added to the variance for numerical safety.
+    engine : {"numba", "numpy"}
+        Kernel (see the module docstring); the same numbers to float rounding.
 
     Returns
     -------
     out : ndarray, shape (N, C, H, W)
     cache : tuple
-        ``(x_hat, gamma, inv_std, training)`` for :func:`batchnorm2d_backward`.
+        ``(x_hat, gamma, inv_std, training, engine)`` for :func:`batchnorm2d_backward`.
     """
     _check_inputs(x, gamma, beta, running_mean, running_var)
     momentum = check_probability(momentum, "momentum")
     eps = _check_eps(eps)
     training = bool(training)
+    if check_engine(engine) == "numba":
+        return _forward_numba(x, gamma, beta, running_mean, running_var, training, momentum, eps)
     if training:
         m = x.shape[0] * x.shape[2] * x.shape[3]
         if m < 2:
@@ -107,7 +122,7 @@ def batchnorm2d_forward(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, runn
     inv_std = 1.0 / np.sqrt(var + eps)
     x_hat = (x - _per_channel(mean)) * _per_channel(inv_std)
     out = _per_channel(gamma) * x_hat + _per_channel(beta)
-    return out.astype(x.dtype, copy=False), (x_hat, gamma, inv_std, training)
+    return out.astype(x.dtype, copy=False), (x_hat, gamma, inv_std, training, "numpy")
 
 
 def batchnorm2d_backward(dout: np.ndarray, cache):
@@ -128,7 +143,12 @@ def batchnorm2d_backward(dout: np.ndarray, cache):
     :math:`y = \gamma_c (x - \hat\mu_c) / \sqrt{\hat\sigma^2_c + \epsilon} + \beta_c` and
     :math:`\partial L/\partial x = \gamma_c\, g / \sqrt{\hat\sigma^2_c + \epsilon}`.
     """
-    x_hat, gamma, inv_std, training = cache
+    x_hat, gamma, inv_std, training, engine = cache
+    dout = np.asarray(dout)
+    if dout.shape != x_hat.shape:
+        raise ValueError(f"dout must have the forward input's shape {x_hat.shape}, got {dout.shape}")
+    if engine == "numba":
+        return _backward_numba(np.ascontiguousarray(dout, dtype=x_hat.dtype), x_hat, gamma, inv_std, training)
     dbeta = dout.sum(axis=_AXES)
     dgamma = (dout * x_hat).sum(axis=_AXES)
     dx_hat = dout * _per_channel(gamma)
@@ -208,6 +228,103 @@ def batchnorm2d_backward_naive(dout: np.ndarray, x: np.ndarray, gamma: np.ndarra
     return dx, dgamma, dbeta
 
 
+# --- the numba engine ------------------------------------------------------------------------------------
+
+def _forward_numba(x, gamma, beta, running_mean, running_var, training, momentum, eps):
+    """:func:`batchnorm2d_forward` with the kernels below (same arguments, same returns)."""
+    x = np.ascontiguousarray(x)
+    n, c, h, w = x.shape
+    m = n * h * w
+    if training and m < 2:
+        raise ValueError(f"training mode needs more than one value per channel, got x.shape={x.shape}")
+    x3 = x.reshape(n, c, h * w)
+    if training:
+        mean, var = _channel_statistics(x3)  # float64, biased variance
+        running_mean *= 1.0 - momentum
+        running_mean += (momentum * mean).astype(running_mean.dtype)
+        running_var *= 1.0 - momentum
+        running_var += (momentum * var * (m / (m - 1))).astype(running_var.dtype)
+    else:
+        mean, var = running_mean.astype(np.float64), running_var.astype(np.float64)
+    inv_std = 1.0 / np.sqrt(var + eps)
+    out, x_hat = np.empty_like(x), np.empty_like(x)
+    _normalise(x3, mean, inv_std, gamma.astype(np.float64), beta.astype(np.float64),
+               out.reshape(n, c, h * w), x_hat.reshape(n, c, h * w))
+    return out, (x_hat, gamma, inv_std.astype(x.dtype), training, "numba")
+
+
+@njit(cache=True, parallel=True)
+def _channel_statistics(x3):
+    """Per-channel mean and biased variance of x3 (N, C, HW): two passes, float64 sums, a task per channel."""
+    n, c, hw = x3.shape
+    mean = np.empty(c)
+    var = np.empty(c)
+    for ch in prange(c):
+        total = 0.0
+        for i in range(n):
+            for k in range(hw):
+                total += x3[i, ch, k]
+        mu = total / (n * hw)
+        squares = 0.0
+        for i in range(n):
+            for k in range(hw):
+                d = x3[i, ch, k] - mu
+                squares += d * d
+        mean[ch] = mu
+        var[ch] = squares / (n * hw)
+    return mean, var
+
+
+@njit(cache=True, parallel=True)
+def _normalise(x3, mean, inv_std, gamma, beta, out3, x_hat3):
+    """``x_hat = (x - mean) * inv_std`` and ``out = gamma * x_hat + beta``, per channel."""
+    n, c, hw = x3.shape
+    for ch in prange(c):
+        mu, inv, g, b = mean[ch], inv_std[ch], gamma[ch], beta[ch]
+        for i in range(n):
+            for k in range(hw):
+                xh = (x3[i, ch, k] - mu) * inv
+                x_hat3[i, ch, k] = xh
+                out3[i, ch, k] = g * xh + b
+
+
+def _backward_numba(dout, x_hat, gamma, inv_std, training):
+    """:func:`batchnorm2d_backward` with one parallel task per channel (same formulas)."""
+    n, c, h, w = x_hat.shape
+    dx = np.empty_like(x_hat)
+    dgamma, dbeta = _backward_kernel(dout.reshape(n, c, h * w), x_hat.reshape(n, c, h * w),
+                                     gamma.astype(np.float64), inv_std.astype(np.float64), training,
+                                     dx.reshape(n, c, h * w))
+    return dx, dgamma.astype(x_hat.dtype), dbeta.astype(x_hat.dtype)
+
+
+@njit(cache=True, parallel=True)
+def _backward_kernel(g3, x_hat3, gamma, inv_std, training, dx3):
+    r"""Per channel: :math:`\sum g`, :math:`\sum g \hat x`, then ``dx`` by the closed form (float64 sums)."""
+    n, c, hw = g3.shape
+    m = n * hw
+    dgamma = np.empty(c)
+    dbeta = np.empty(c)
+    for ch in prange(c):
+        sum_g = 0.0
+        sum_gx = 0.0
+        for i in range(n):
+            for k in range(hw):
+                sum_g += g3[i, ch, k]
+                sum_gx += g3[i, ch, k] * x_hat3[i, ch, k]
+        dbeta[ch] = sum_g
+        dgamma[ch] = sum_gx
+        scale = gamma[ch] * inv_std[ch]
+        for i in range(n):
+            for k in range(hw):
+                if training:
+                    # dx = gamma inv / m * (m g - sum g - x_hat sum g x_hat), dx_hat = gamma g
+                    dx3[i, ch, k] = scale / m * (m * g3[i, ch, k] - sum_g - x_hat3[i, ch, k] * sum_gx)
+                else:
+                    dx3[i, ch, k] = scale * g3[i, ch, k]
+    return dgamma, dbeta
+
+
 class BatchNorm2d(Module):
     """Batch normalisation layer for NCHW input, PyTorch's names and defaults.
 
@@ -227,13 +344,14 @@ class BatchNorm2d(Module):
         self.grads = {k: np.zeros_like(v) for k, v in self.params.items()}
         self.buffers["running_mean"] = np.zeros(num_features, dtype=dtype)
         self.buffers["running_var"] = np.ones(num_features, dtype=dtype)
+        self.engine = "numba"
         self._cache = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> same shape; in training mode also updates the running statistics."""
         out, self._cache = batchnorm2d_forward(
             x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
-            self.buffers["running_var"], self.training, self.momentum, self.eps)
+            self.buffers["running_var"], self.training, self.momentum, self.eps, engine=self.engine)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

@@ -72,6 +72,21 @@ class LayerSpec:
     """The forward returns ``(value, gradient)`` itself (the loss) and there is no backward."""
 
 
+def _batchnorm2d_forward_numpy(*args, **kwargs):
+    """Run :func:`refimpl.nn.batchnorm2d_forward` with its NumPy engine, the oracle's reference.
+
+    The plain whole-array version is the reference; the numba engine sums in another order
+    (``tests/test_nn_layers.py`` checks the two agree), and the golden vectors must not depend on the
+    kernel the layer uses for speed.
+    """
+    from refimpl import nn
+
+    return nn.batchnorm2d_forward(*args, engine="numpy", **kwargs)
+
+
+_batchnorm2d_forward_numpy.__name__ = "batchnorm2d_forward"  # the name the golden files record
+
+
 def _layers() -> dict[str, LayerSpec]:
     from refimpl import nn
 
@@ -180,7 +195,7 @@ def _layers() -> dict[str, LayerSpec]:
             ),
         ),
         "batchnorm2d": LayerSpec(
-            nn.batchnorm2d_forward,
+            _batchnorm2d_forward_numpy,
             nn.batchnorm2d_backward,
             ("out", "dx", "dgamma", "dbeta"),
             (
