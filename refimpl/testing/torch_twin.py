@@ -76,7 +76,7 @@ def _twin(torch, module: Module, path: str):
     if isinstance(module, Dropout):
         return nn.Dropout(module.p)
     if isinstance(module, BasicBlock):
-        return _TorchBasicBlock(torch, module, path)
+        return _torch_basic_block(torch, module, path)
     if isinstance(module, Sequential):
         children = {name: _twin(torch, child, f"{path}.{name}" if path else name)
                     for name, child in module.children()}
@@ -84,7 +84,7 @@ def _twin(torch, module: Module, path: str):
     raise TypeError(f"no PyTorch twin for {type(module).__name__} at {path or '<root>'!r}")
 
 
-def _TorchBasicBlock(torch, block: BasicBlock, path: str):
+def _torch_basic_block(torch, block: BasicBlock, path: str):
     """``relu(bn2(conv2(relu(bn1(conv1 x)))) + shortcut(x))`` with refimpl's child names."""
 
     class TwinBasicBlock(torch.nn.Module):
