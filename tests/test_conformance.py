@@ -105,6 +105,12 @@ def shapes_keep0_returns_input(w, sparsity=None, keep=None):
     return project_shapes(w, sparsity=sparsity, keep=keep)
 
 
+def mask_by_multiplication(w, sparsity=None, keep=None):
+    """The right filters, applied as ``w * mask``: a negative dropped weight becomes -0.0, not +0.0."""
+    mask = project_filters(w, sparsity=sparsity, keep=keep) != 0
+    return w * mask.astype(w.dtype)
+
+
 @pytest.mark.parametrize(
     ("fn", "structure", "params", "prop", "says"),
     [
@@ -122,6 +128,8 @@ def shapes_keep0_returns_input(w, sparsity=None, keep=None):
         ),
         (filters_by_l1, "filters", {}, "optimal", "||W - fn(W)||^2"),
         (shapes_keep0_returns_input, "shapes", {"keep": 0}, "count", "kept"),
+        (mask_by_multiplication, "filters", {}, "kept unchanged, dropped exactly 0",
+         "multiplying by the mask gives -0.0"),
     ],
 )
 def test_planted_bugs_are_reported_with_the_right_property(fn, structure, params, prop, says):

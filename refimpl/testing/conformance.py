@@ -601,13 +601,19 @@ def diagnose_projection(
             )
         )
     if structure != "unified":
-        bad = ~((got == w) | (got == 0))
+        # bit for bit (docs/ALGORITHMS.md): a kept entry is the input, its sign of zero included; a dropped
+        # one is +0.0. (`w * mask`, a common way to apply a mask, writes -0.0 for negative dropped weights.)
+        kept = (got == w) & (np.signbit(got) == np.signbit(w))
+        dropped = (got == 0) & ~np.signbit(got)
+        bad = ~(kept | dropped)
         if np.any(bad):
             where = tuple(int(i) for i in np.argwhere(bad)[0])
+            why = (" (a dropped entry must be +0.0; multiplying by the mask gives -0.0 for negative weights)"
+                   if got[where] == 0 else "")
             found.append(
                 (
                     "kept unchanged, dropped exactly 0",
-                    f"entry {where} is {got[where]!r}, neither the input {w[where]!r} nor 0",
+                    f"entry {where} is {got[where]!r}, neither the input {w[where]!r} nor +0.0{why}",
                 )
             )
     eps = float(np.finfo(w.dtype).eps)
