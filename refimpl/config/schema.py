@@ -122,6 +122,9 @@ class TrainConfig:
     schedule: str = "constant"          # constant | step | cosine (cosine decays to 0 at `epochs`)
     step_size: int | None = None        # epochs between step decays (None: max(1, epochs // 3))
     gamma: float = 0.1                  # factor of the step schedule
+    augment: str = "none"               # none | crop | crop_flip: random shifts of up to augment_pad pixels
+                                        # (zero fill), and left-right mirroring (refimpl.train.augment)
+    augment_pad: int = 2                # largest shift, in pixels
 
 
 @dataclass

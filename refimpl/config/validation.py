@@ -29,6 +29,7 @@ import numbers
 from collections.abc import Mapping
 
 from refimpl.config.schema import METHODS, OPTIMIZERS, SCHEDULES, ExperimentConfig, TrainConfig
+from refimpl.train.augment import AUGMENTATIONS
 
 __all__ = ["validate"]
 
@@ -183,6 +184,10 @@ def _validate_training(t: TrainConfig, section: str, fail) -> None:
         fail(f"{section}.optimizer", f"must be one of {list(OPTIMIZERS)}, got {t.optimizer!r}")
     if t.schedule not in SCHEDULES:
         fail(f"{section}.schedule", f"must be one of {list(SCHEDULES)}, got {t.schedule!r}")
+    if t.augment not in AUGMENTATIONS:
+        fail(f"{section}.augment", f"must be one of {list(AUGMENTATIONS)}, got {t.augment!r}")
+    if t.augment_pad < 0:
+        fail(f"{section}.augment_pad", f"must be >= 0, got {t.augment_pad}")
     for key in ("lr", "momentum", "weight_decay", "gamma"):
         value = getattr(t, key)
         if not (math.isfinite(value) and value >= 0):

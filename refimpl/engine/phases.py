@@ -131,6 +131,7 @@ class Run:
         checkpoint (a fresh phase has none and starts from scratch). Returns the per-epoch records.
         """
         from refimpl.train import Trainer
+        from refimpl.train.augment import make_augmentation
 
         if phase.epochs == 0:
             return []
@@ -143,6 +144,7 @@ class Run:
             schedule=build_schedule(settings, phase.epochs), hooks=hooks + extra,
             seed=phase_seed(self.config.seed, phase.index), out_dir=self.out / phase.name,
             checkpoint_every=self.config.output.checkpoint_every, progress=self.progress,
+            augment=make_augmentation(settings.augment, settings.augment_pad),
         )
         return trainer.fit(resume=True)
 

@@ -212,9 +212,10 @@ class Trainer:
         optimizer's ``lr`` is left alone.
     hooks : sequence of Hook, default ()
     seed : int, default 0
-        Seeds, through :class:`numpy.random.SeedSequence`, two independent generators: ``rng`` (the
-        shuffling order) and ``model_rng`` (handed to ``model.set_rng``, used by dropout). Same seed, same
-        data, same initial model: bitwise identical runs.
+        Seeds, through :class:`numpy.random.SeedSequence`, three independent generators: ``rng`` (the
+        shuffling order), ``model_rng`` (handed to ``model.set_rng``, used by dropout) and
+        ``augment_rng`` (handed to ``augment``). Same seed, same data, same initial model: bitwise
+        identical runs.
     loss_fn : callable, optional
         ``loss_fn(logits, labels) -> (mean loss, dlogits)``; default
         :func:`refimpl.nn.loss.softmax_cross_entropy`. Accuracy is ``argmax(logits) == labels``.
@@ -224,6 +225,10 @@ class Trainer:
         Save every this many epochs, and always after the last one; 0 disables checkpoints.
     progress : bool, default True
         Show a tqdm progress bar per epoch (on stderr).
+    augment : callable, optional
+        ``augment(x_batch, rng) -> x_batch`` applied to every training batch (not to validation), e.g.
+        :class:`refimpl.train.augment.RandomShiftFlip`; its generator is saved in checkpoints, so an
+        augmented run resumes exactly.
 
     Attributes
     ----------
@@ -257,7 +262,7 @@ class Trainer:
     def __init__(self, model: Module, optimizer: Optimizer, train_data, *, val_data=None,
                  batch_size: int = 64, epochs: int = 10, schedule: Schedule | None = None,
                  hooks: Sequence = (), seed: int = 0, loss_fn: LossFn | None = None,
-                 out_dir=None, checkpoint_every: int = 1, progress: bool = True) -> None:
+                 out_dir=None, checkpoint_every: int = 1, progress: bool = True, augment=None) -> None:
         if not isinstance(model, Module):
             raise TypeError(f"model must be a refimpl Module, got {type(model).__name__}")
         if not isinstance(optimizer, Optimizer):
@@ -266,6 +271,9 @@ class Trainer:
             raise TypeError(f"schedule must be a refimpl Schedule, got {type(schedule).__name__}")
         if loss_fn is not None and not callable(loss_fn):
             raise TypeError(f"loss_fn must be callable, got {type(loss_fn).__name__}")
+        if augment is not None and not callable(augment):
+            raise TypeError(f"augment must be callable (x_batch, rng) -> x_batch, "
+                            f"got {type(augment).__name__}")
         self.model, self.optimizer, self.schedule = model, optimizer, schedule
         self.params = model.parameters()
         self.grads = model.gradients()
@@ -281,9 +289,12 @@ class Trainer:
         self.out_dir = None if out_dir is None else Path(out_dir)
         self.progress = bool(progress)
 
-        shuffle_seq, model_seq = np.random.SeedSequence(self.seed).spawn(2)
+        self.augment = augment
+        # spawn(3)'s first two children are spawn(2)'s: adding the augmentation stream changed no run
+        shuffle_seq, model_seq, augment_seq = np.random.SeedSequence(self.seed).spawn(3)
         self.rng = np.random.default_rng(shuffle_seq)
         self.model_rng = np.random.default_rng(model_seq)
+        self.augment_rng = np.random.default_rng(augment_seq)
         model.set_rng(self.model_rng)
 
         self.step = 0
@@ -384,7 +395,10 @@ class Trainer:
                   leave=False, dynamic_ncols=True) as bar:
             for batch in _batches(n, self.batch_size):
                 index = order[batch]
-                loss, n_correct = self._train_step(self.x_train[index], self.y_train[index])
+                x_batch = self.x_train[index]
+                if self.augment is not None:
+                    x_batch = self.augment(x_batch, self.augment_rng)
+                loss, n_correct = self._train_step(x_batch, self.y_train[index])
                 total_loss += loss * len(index)
                 correct += n_correct
                 bar.set_postfix(loss=f"{loss:.4f}", refresh=False)
@@ -434,6 +448,7 @@ class Trainer:
             "seed": self.seed,
             "n_train": int(len(self.y_train)),
             "hooks": [type(h).__name__ for h in self.hooks],
+            "augment": None if self.augment is None else repr(self.augment),
         }
 
     def state_dict(self) -> dict:
@@ -444,6 +459,7 @@ class Trainer:
             "position": {"epoch": self.epoch, "step": self.step},
             "rng": self.rng.bit_generator.state,
             "model_rng": self.model_rng.bit_generator.state,
+            "augment_rng": self.augment_rng.bit_generator.state,
             "hooks": [getattr(h, "state_dict", dict)() for h in self.hooks],
             "config": self.config(),
             "record": {  # for the reader, not used when restoring
@@ -481,6 +497,8 @@ class Trainer:
         self.rng.bit_generator.state = state["rng"]
         # In place: the dropout layers hold this very generator object.
         self.model_rng.bit_generator.state = state["model_rng"]
+        if "augment_rng" in state:  # checkpoints written before augmentation existed have none
+            self.augment_rng.bit_generator.state = state["augment_rng"]
         for hook, hook_state in zip(self.hooks, state["hooks"], strict=True):
             loader = getattr(hook, "load_state_dict", None)
             if loader is not None:
