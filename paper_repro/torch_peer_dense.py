@@ -4,9 +4,10 @@ A refimpl training config (``method = "none"``, a ``[pretrain]`` phase) is read,
 ``refimpl train`` builds it (same seed, so the same initial weights), and its PyTorch twin
 (:func:`refimpl.testing.torch_twin.torch_twin`) trained with the same recipe: SGD with the config's
 momentum, Nesterov flag and weight decay (PyTorch's update rules are refimpl's, line for line), the
-learning rate of refimpl's schedule set at the start of every epoch, the same batch size, on the same
-training images (the same validation split is held out). Only the batch order differs (PyTorch's run
-shuffles with its own seeded NumPy generator), so the two runs are two draws of one recipe: the question
+learning rate of refimpl's schedule set at the start of every epoch, the same batch size and data
+augmentation (``augment``), on the same training images (the same validation split is held out). Only
+the batch order and the augmentation draws differ (the peer has its own seeded NumPy generators), so the
+two runs are two draws of one recipe: the question
 is whether they end within seed noise of each other, not whether they match step for step (that is what
 ``tests/test_models.py`` checks).
 
@@ -35,6 +36,7 @@ from refimpl.config.loading import load_config  # noqa: E402
 from refimpl.data import load_dataset  # noqa: E402
 from refimpl.engine.build import build_model_for, build_schedule  # noqa: E402
 from refimpl.testing.torch_twin import torch_twin  # noqa: E402
+from refimpl.train.augment import make_augmentation  # noqa: E402
 
 
 def accuracy(torch, model, x: np.ndarray, y: np.ndarray, batch: int = 1000) -> float:
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
     optimizer = torch.optim.SGD(model.parameters(), lr=phase.lr, momentum=phase.momentum,
                                 nesterov=phase.nesterov, weight_decay=phase.weight_decay)
     schedule = build_schedule(phase, epochs)
-    rng = np.random.default_rng(config.seed)
+    augment = make_augmentation(phase.augment, phase.augment_pad)  # the config's, on the NumPy batch
+    rng, augment_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2))
     history = []
     for epoch in range(epochs):
         for group in optimizer.param_groups:
@@ -93,8 +96,9 @@ def main(argv: list[str] | None = None) -> dict:
         losses = []
         for start in range(0, len(order), phase.batch_size):
             idx = order[start:start + phase.batch_size]
+            x_batch = x_train[idx] if augment is None else augment(x_train[idx], augment_rng)
             optimizer.zero_grad(set_to_none=True)
-            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x_train[idx])),
+            loss = torch.nn.functional.cross_entropy(model(torch.from_numpy(x_batch)),
                                                      torch.from_numpy(y_train[idx]))
             loss.backward()
             optimizer.step()
