@@ -130,3 +130,34 @@ def test_thread_limit_splits_from_the_documented_thread_count(monkeypatch):
     with thread_limit(2):
         assert parallel.split_workers() == 0
     assert parallel.split_workers() == 0
+
+
+@pytest.mark.parametrize("engine", ["numba", "numpy"])
+@pytest.mark.parametrize("stride, padding, input_grad", [(1, 1, True), (2, 0, True), (1, 2, False)])
+def test_image_groups_give_the_plain_convolution_bit_for_bit(rng, monkeypatch, engine, stride, padding,
+                                                              input_grad):
+    # inside split_gemms the image-by-image convolution runs as one group of images per thread, built a
+    # chunk at a time; with chunks of 2 images (a partial last one) and 1-4 threads it must give exactly
+    # the plain single-threaded numbers, dW's image-order sum included
+    from refimpl.nn import conv
+
+    x = rng.standard_normal((7, 2, 13, 12)).astype(np.float32)
+    w = rng.standard_normal((4, 2, 3, 3)).astype(np.float32)
+    b = rng.standard_normal(4).astype(np.float32)
+    with threadpool_limits(1):
+        out, cache = conv.conv2d_forward(x, w, b, stride, padding, engine=engine)
+        g = rng.standard_normal(out.shape).astype(np.float32)
+        expected = (out, *conv.conv2d_backward(g, cache, input_grad=input_grad))
+    assert cache[5].ndim == 2  # the plain path keeps the im2col matrix
+    oh, ow = out.shape[2:]
+    monkeypatch.setattr(conv, "CHUNK_BYTES", 2 * 2 * 9 * oh * ow * 4)  # 2 images per chunk
+    for threads in (2, 3, 4):
+        with parallel.split_gemms(threads):
+            got_out, got_cache = conv.conv2d_forward(x, w, b, stride, padding, engine=engine)
+            got = (got_out, *conv.conv2d_backward(g, got_cache, input_grad=input_grad))
+        assert got_cache[5].shape == (7, 2, 13 + 2 * padding, 12 + 2 * padding)  # the padded input
+        for a, e in zip(got, expected, strict=True):
+            if e is None:
+                assert a is None
+            else:
+                np.testing.assert_array_equal(a, e)

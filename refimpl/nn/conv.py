@@ -39,7 +39,17 @@ import numpy as np
 
 from refimpl._validation import check_allocation, check_positive_int
 from refimpl.nn import parallel
-from refimpl.nn._kernels import check_engine, check_float_array, col2im, conv_output_size, im2col, pair
+from refimpl.nn._kernels import (
+    _pad,
+    check_engine,
+    check_float_array,
+    col2im,
+    col2im_rows_last_into,
+    conv_output_size,
+    im2col,
+    im2col_into,
+    pair,
+)
 from refimpl.nn.init import uniform_fan_in
 from refimpl.nn.module import Module
 
@@ -119,7 +129,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: i
     x, w, b, stride, padding, oh, ow = _check_conv_args(x, w, b, stride, padding)
     engine = check_engine(engine)
     n = x.shape[0]
-    f, _, kh, kw = w.shape
+    f, c, kh, kw = w.shape
+    if parallel.split_workers() > 1 and _per_image(oh, ow, c * kh * kw):
+        return _forward_image_groups(x, w, b, stride, padding, oh, ow, engine)
     cols = im2col(x, kh, kw, stride, padding, engine=engine)
     w_gemm = w.reshape(f, -1)
     r = cols.shape[0]
@@ -168,17 +180,22 @@ def conv2d_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
     db : ndarray, shape (F,), or None when the forward pass had no bias
         ``sum over n, o_h, o_w`` of ``dout``.
     """
-    x_shape, w, has_bias, stride, padding, cols, engine = cache
+    x_shape, w, has_bias, stride, padding, saved, engine = cache
     dout = check_float_array(dout, "dout", 4)
     n, _, oh, ow = dout.shape
     f, _, kh, kw = w.shape
-    if dout.shape != (x_shape[0], f, *dout.shape[2:]) or cols.shape[1] != n * oh * ow:
-        raise ValueError(f"dout has shape {dout.shape}, the forward pass produced "
-                         f"{(x_shape[0], f)} + (OH, OW) with OH*OW = {cols.shape[1] // x_shape[0]}")
-    dw = _weight_gradient(dout, cols).reshape(w.shape)
+    expected = (x_shape[0], f, (x_shape[2] + 2 * padding - kh) // stride + 1,
+                (x_shape[3] + 2 * padding - kw) // stride + 1)
+    if dout.shape != expected:
+        raise ValueError(f"dout has shape {dout.shape}, the forward pass produced {expected}")
     # einsum, not dout.sum(axis=(0, 2, 3)): the same sum, as accurate in float32 (relative error 3e-7 on
     # LeNet-5's conv1), 3-4x faster (0.14 -> 0.04 ms there): NumPy's multi-axis reduction is slow on it
     db = np.einsum("nfk->f", dout.reshape(n, f, -1)) if has_bias else None
+    if saved.ndim == 4:  # the image-group path kept the padded input, not the columns
+        dx, dw = _backward_image_groups(dout, saved, w, stride, padding, x_shape, engine, input_grad)
+        return dx, dw, db
+    cols = saved
+    dw = _weight_gradient(dout, cols).reshape(w.shape)
     dx = None
     if input_grad:
         # dcols^T = G_g^T W_g, with G_g^T = dout as (N*OH*OW, F): "rows last", see col2im(transposed=True)
@@ -186,6 +203,92 @@ def conv2d_backward(dout: np.ndarray, cache, *, input_grad: bool = True):
         dcols_t = parallel.matmul(dout_rows, w.reshape(f, -1), split="rows")
         dx = col2im(dcols_t, x_shape, kh, kw, stride, padding, transposed=True, engine=engine)
     return dx, dw, db
+
+
+# --- image groups on threads (inside refimpl.nn.parallel.split_gemms) ----------------------------------
+
+#: Bytes of im2col columns an image-group task builds at a time: about what a core's L2 cache holds, so
+#: the columns are still there when the GEMM reads them.
+CHUNK_BYTES = 1 << 21
+
+
+def _chunks(lo: int, hi: int, image_bytes: int):
+    """Consecutive ranges covering ``lo..hi-1`` of about :data:`CHUNK_BYTES` of columns each."""
+    step = max(1, CHUNK_BYTES // image_bytes)
+    return [(start, min(hi, start + step)) for start in range(lo, hi, step)]
+
+
+def _forward_image_groups(x, w, b, stride, padding, oh, ow, engine):
+    r"""Run the image-by-image forward pass with the batch split into one group of images per thread.
+
+    Each thread builds the columns of its images a chunk at a time (a serial, GIL-free im2col into its
+    own buffer) and multiplies them right away with single-threaded BLAS, so the columns are still in
+    its cache, and the threads never synchronise inside a kernel. Every image's product is the same
+    (F, R) x (R, OH·OW) GEMM as in :func:`conv2d_forward`'s batched version. The cache keeps the padded
+    input (N·C·H'·W' entries) instead of the columns (R·N·OH·OW, 9x larger for a 3x3 kernel): backward
+    rebuilds them the same way.
+    """
+    n = x.shape[0]
+    f, c, kh, kw = w.shape
+    r, p = c * kh * kw, oh * ow
+    w_gemm = w.reshape(f, r)
+    x_pad = _pad(np.ascontiguousarray(x), padding)
+    out = np.empty((n, f, p), dtype=np.result_type(x, w))
+
+    def task(lo: int, hi: int) -> None:
+        chunks = _chunks(lo, hi, r * p * x_pad.itemsize)
+        buf = np.empty((r, chunks[0][1] - chunks[0][0], oh, ow), dtype=x_pad.dtype)
+        for start, stop in chunks:
+            cols4 = buf[:, :stop - start]
+            im2col_into(x_pad[start:stop], kh, kw, stride, cols4, engine, serial=True)
+            np.matmul(w_gemm, cols4.reshape(r, stop - start, p).transpose(1, 0, 2), out=out[start:stop])
+
+    parallel.map_ranges(task, n)
+    if b is not None:
+        out += b[:, None]
+    return out.reshape(n, f, oh, ow), (x.shape, w, b is not None, stride, padding, x_pad, engine)
+
+
+def _backward_image_groups(dout, x_pad, w, stride, padding, x_shape, engine, input_grad):
+    r"""``(dx, dw)`` of :func:`_forward_image_groups`, with the same groups, chunks and serial kernels.
+
+    :math:`\partial L/\partial W_g = \sum_n G_n \mathrm{cols}_n^T`: every thread writes its images' terms
+    into one (N, F, R) array, summed over the images afterwards in image order, so the sum is the one
+    :func:`_weight_gradient` computes and does not depend on the number of threads;
+    :math:`\mathrm{dcols}_n^T = G_n^T W_g` is scattered back by a serial col2im into the thread's own
+    images of ``dx``.
+    """
+    n, f, oh, ow = dout.shape
+    _, c, kh, kw = w.shape
+    r, p = c * kh * kw, oh * ow
+    dtype = np.result_type(dout, x_pad)
+    dout3 = np.ascontiguousarray(dout).reshape(n, f, p)
+    w_gemm = w.reshape(f, r)
+    terms = np.empty((n, f, r), dtype=dtype)
+    dx_pad = np.zeros(x_pad.shape, dtype=dtype) if input_grad else None
+
+    def task(lo: int, hi: int) -> None:
+        chunks = _chunks(lo, hi, r * p * x_pad.itemsize)
+        buf = np.empty((r, chunks[0][1] - chunks[0][0], oh, ow), dtype=x_pad.dtype)
+        for start, stop in chunks:
+            m = stop - start
+            cols4 = buf[:, :m]
+            im2col_into(x_pad[start:stop], kh, kw, stride, cols4, engine, serial=True)
+            np.matmul(dout3[start:stop], cols4.reshape(r, m, p).transpose(1, 2, 0), out=terms[start:stop])
+            if input_grad:
+                # dcols^T = G^T W_g with G^T = dout as (m*OH*OW, F): "rows last", see col2im(transposed=True)
+                dout_rows = np.ascontiguousarray(dout[start:stop].transpose(0, 2, 3, 1)).reshape(-1, f)
+                col2im_rows_last_into((dout_rows @ w_gemm).reshape(m, oh, ow, r), kh, kw, stride,
+                                      dx_pad[start:stop], engine, serial=True)
+
+    parallel.map_ranges(task, n)
+    dw = terms.sum(axis=0).reshape(w.shape)
+    dx = None
+    if input_grad:
+        h, wd = x_shape[2:]
+        dx = dx_pad if padding == 0 else np.ascontiguousarray(
+            dx_pad[:, :, padding:padding + h, padding:padding + wd])
+    return dx, dw
 
 
 def _per_image(oh: int, ow: int, r: int) -> bool:

@@ -26,6 +26,9 @@ threads differed from the single-threaded one by up to 4e-5.
 The pieces run on a pool of Python threads: NumPy releases the GIL inside BLAS, so they run truly in
 parallel, and the pool's workers sleep between products, so they never spin against numba's kernels.
 
+Inside the block the convolution's image-by-image layers also run as one group of images per thread
+(:func:`refimpl.nn.conv._forward_image_groups`), with the same numbers bit for bit.
+
 Use :func:`split_gemms` (which :func:`refimpl.threads.thread_limit` enters with ``split=True``, or for
 ``threads >=`` :data:`SPLIT_FROM_THREADS`): inside it :func:`matmul` splits; outside it is ``np.matmul``.
 **Measured, it is not the default**: see :data:`SPLIT_FROM_THREADS`. It stays as an option because the
@@ -44,7 +47,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-__all__ = ["SPLIT_FROM_THREADS", "matmul", "split_gemms", "split_workers"]
+__all__ = ["SPLIT_FROM_THREADS", "map_ranges", "matmul", "split_gemms", "split_workers"]
 
 #: :func:`refimpl.threads.thread_limit` splits GEMMs from this many threads on (the environment variable
 #: ``REFIMPL_SPLIT_FROM_THREADS`` overrides it). Default 0: never, by measurement. On a 16-core machine
@@ -142,9 +145,29 @@ def matmul(a: np.ndarray, b: np.ndarray, *, split: str = "rows") -> np.ndarray:
                 np.matmul(a, b[:, lo:hi], out=out[:, lo:hi])
 
     work = out.size * (a.shape[-1])  # multiply-adds
-    first, *rest = _bounds(length, min(_workers, work // MIN_PIECE_WORK))
-    futures = [_pool.submit(piece, lo, hi) for lo, hi in rest]
-    piece(*first)  # the calling thread takes a piece too, rather than only waiting
-    for future in futures:
-        future.result()  # re-raises a piece's exception here
+    _run(piece, _bounds(length, min(_workers, work // MIN_PIECE_WORK)))
     return out
+
+
+def map_ranges(fn, length: int) -> None:
+    """Call ``fn(lo, hi)`` on contiguous ranges covering ``range(length)``, one range per thread.
+
+    Inside :func:`split_gemms` the ranges run on the pool; outside it this is ``fn(0, length)``. ``fn``
+    must write disjoint outputs for disjoint ranges (no locks are taken) and should release the GIL for
+    its heavy work (NumPy's BLAS calls and ``nogil`` numba kernels do).
+    """
+    if length <= 0:
+        return
+    if _workers <= 1:
+        fn(0, length)
+        return
+    _run(fn, _bounds(length, _workers))
+
+
+def _run(fn, bounds: list[tuple[int, int]]) -> None:
+    """``fn(lo, hi)`` for every range, the first on the calling thread, the others on the pool."""
+    first, *rest = bounds
+    futures = [_pool.submit(fn, lo, hi) for lo, hi in rest]
+    fn(*first)  # the calling thread takes a range too, rather than only waiting
+    for future in futures:
+        future.result()  # re-raises a range's exception here
