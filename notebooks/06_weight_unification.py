@@ -507,6 +507,22 @@ for name, rows in curves.items():
         print(f"  not run yet; to run it (budget in the sweep file):\n"
               f"  refimpl sweep paper_repro/sweeps/unify/{name}.toml --out paper_repro/results/unify/{name} "
               f"--workers 2")
+for name, rows in curves.items():
+    if not rows:
+        continue
+    print(f"{name}, mean over the finished seeds: storage (bits, and times below dense), accuracy after the "
+          f"cut and after retraining (min-max)")
+    points = {}
+    for row in rows:
+        points.setdefault(row["run"].rsplit("-s", 1)[0], []).append(row)
+    for point, runs in sorted(points.items(), key=lambda item: (method_of(item[1][0]["variant"]),
+                                                                -item[1][0]["storage.bits"])):
+        final = [row["accuracy.final"] for row in runs]
+        bits = np.mean([row["storage.bits"] for row in runs])
+        smaller = np.mean([row["storage.compression"] for row in runs])
+        cut = np.mean([row["accuracy.after_hard_prune"] for row in runs])
+        print(f"  {point:<18} {len(runs)} seed(s)  {bits:>11,.0f} bits ({smaller:5.2f}x)   cut {cut:.4f}   "
+              f"final {np.mean(final):.4f} ({min(final):.4f}-{max(final):.4f})")
 ready = [(name, rows) for name, rows in curves.items() if rows]
 if ready:
     fig, axes = plt.subplots(1, len(ready), figsize=(6 * len(ready), 4), squeeze=False)
