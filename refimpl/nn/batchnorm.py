@@ -162,8 +162,8 @@ def batchnorm2d_backward(dout: np.ndarray, cache):
 
 
 def batchnorm2d_forward_naive(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, running_mean: np.ndarray,
-                      running_var: np.ndarray, training: bool, momentum: float = 0.1,
-                      eps: float = 1e-5) -> np.ndarray:
+                              running_var: np.ndarray, training: bool, momentum: float = 0.1,
+                              eps: float = 1e-5) -> np.ndarray:
     """Loop twin of :func:`batchnorm2d_forward` (explicit sums, one channel at a time; tests only).
 
     Updates the running statistics in place in training mode, like the fast version. Returns ``out``.
