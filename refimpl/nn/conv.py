@@ -108,7 +108,9 @@ def conv2d_forward(x: np.ndarray, w: np.ndarray, b: np.ndarray | None, stride: i
         (float32 in, float32 out). Computed as one GEMM over the batch, or image by image when
         :math:`OH \cdot OW \ge C \cdot KH \cdot KW` (faster for BLAS; see :func:`_per_image`).
     cache : tuple
-        What :func:`conv2d_backward` needs, including the im2col matrix.
+        What :func:`conv2d_backward` needs, including the im2col matrix (inside
+        :func:`refimpl.nn.parallel.split_gemms`, for the image-by-image layers, the padded input instead:
+        see :func:`_forward_image_groups`).
 
     Raises
     ------
