@@ -51,7 +51,6 @@ import json
 import os
 import platform
 import time
-from collections import OrderedDict
 from pathlib import Path
 
 import numba
@@ -61,6 +60,7 @@ from refimpl.models import lenet5, vgg_small
 from refimpl.projections import mask_blocks, mask_filters, mask_shapes, mask_unstructured
 from refimpl.prune.masking import apply_masks
 from refimpl.sparse import compile as sparse_compile
+from refimpl.testing.torch_twin import torch_twin
 from refimpl.threads import thread_info
 
 RESULTS = Path(__file__).resolve().parent / "results" / "inference.json"
@@ -106,39 +106,6 @@ def make_masks(net, kind: str, sparsity: float) -> dict[str, np.ndarray]:
 # --------------------------------------------------------------------------------------------------------
 # the variants
 # --------------------------------------------------------------------------------------------------------
-
-
-def torch_model(net, torch):
-    """The same (masked, evaluation-mode) network in PyTorch, children with the same names."""
-    from refimpl.nn.activation import ReLU
-    from refimpl.nn.batchnorm import BatchNorm2d
-    from refimpl.nn.conv import Conv2d
-    from refimpl.nn.flatten import Flatten
-    from refimpl.nn.linear import Linear
-    from refimpl.nn.pool import MaxPool2d
-
-    layers = []
-    for name, m in net.children():
-        if isinstance(m, Conv2d):
-            t = torch.nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding,
-                                bias="bias" in m.params)
-        elif isinstance(m, Linear):
-            t = torch.nn.Linear(m.in_features, m.out_features, bias="bias" in m.params)
-        elif isinstance(m, BatchNorm2d):
-            t = torch.nn.BatchNorm2d(m.num_features, eps=m.eps)
-        elif isinstance(m, ReLU):
-            t = torch.nn.ReLU()
-        elif isinstance(m, MaxPool2d):
-            t = torch.nn.MaxPool2d(m.kernel_size, m.stride)
-        elif isinstance(m, Flatten):
-            t = torch.nn.Flatten()
-        else:
-            raise TypeError(f"no PyTorch twin for {type(m).__name__}")
-        with torch.no_grad():
-            for key, value in (*m.params.items(), *m.buffers.items()):
-                getattr(t, key).copy_(torch.from_numpy(np.ascontiguousarray(value)))
-        layers.append((name, t))
-    return torch.nn.Sequential(OrderedDict(layers)).eval().float()
 
 
 class Runner:
@@ -191,7 +158,7 @@ def variants(net, sparsity: float, x: np.ndarray, torch):
     if torch is not None:
         ref = copy.deepcopy(net)
         apply_masks(ref, unstructured)
-        tnet = torch_model(ref.eval(), torch)
+        tnet = torch_twin(ref.eval()).eval()
         out["torch_dense"] = (Runner(tnet.named_children(), torch.from_numpy(x), torch), {}, 1.0)
     return out
 
