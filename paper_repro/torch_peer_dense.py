@@ -26,12 +26,12 @@ from refimpl.threads import configure_defaults  # noqa: E402  (before NumPy/numb
 configure_defaults()
 
 import argparse  # noqa: E402
-import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from refimpl._io import atomic_write_json  # noqa: E402
 from refimpl.config.loading import load_config  # noqa: E402
 from refimpl.data import load_dataset  # noqa: E402
 from refimpl.engine.build import build_model_for, build_schedule  # noqa: E402
@@ -88,6 +88,8 @@ def main(argv: list[str] | None = None) -> dict:
     augment = make_augmentation(phase.augment, phase.augment_pad)  # the config's, on the NumPy batch
     rng, augment_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(config.seed).spawn(2))
     history = []
+    result = {"config": str(args.config), "epochs": epochs, "epochs_done": 0, "history": history,
+              "final_test_accuracy": None}
     for epoch in range(epochs):
         for group in optimizer.param_groups:
             group["lr"] = schedule.lr_at(epoch)
@@ -110,12 +112,13 @@ def main(argv: list[str] | None = None) -> dict:
         history.append(row)
         print(f"epoch {epoch}: lr {row['lr']:.4f} loss {row['train_loss']:.4f} val {row['val_acc']} "
               f"test {row['test_acc']:.4f} ({seconds:.0f} s)", flush=True)
-    result = {"config": str(args.config), "torch": torch.__version__, "threads": torch.get_num_threads(),
-              "train_images": int(len(x_train)), "epochs": epochs, "history": history,
-              "final_test_accuracy": history[-1]["test_acc"] if history else None}
+        result = {"config": str(args.config), "torch": torch.__version__, "threads": torch.get_num_threads(),
+                  "train_images": int(len(x_train)), "epochs": epochs, "epochs_done": epoch + 1,
+                  "history": history, "final_test_accuracy": row["test_acc"] if epoch + 1 == epochs else None}
+        if args.output is not None:  # after every epoch, atomically: a stopped run keeps what it did
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(args.output, result)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(json.dumps(result, indent=2) + "\n")
         print(f"wrote {args.output}")
     return result
 
