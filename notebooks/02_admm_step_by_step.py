@@ -600,11 +600,12 @@ plt.show()
 # What the controls show, in this run (printout above; section 8 repeats them over three seeds, and the
 # first point does not survive that):
 #
-# * **In this run the rule for $U$ decides the residuals.** With $U$ kept as $\rho$ grows (the authors' rule) the
-#   primal residual stalls near 0.1 and the residuals are never small by the thresholds of section 3;
-#   with $U$ rescaled (Boyd) it keeps falling, to 0.028 at the last update, and both residuals are small
-#   from update 70. Keeping $U$ while $\rho$ grows makes the multiplier $\rho U$ jump ×1.3 at each of
-#   the first 27 updates, so the pull of past disagreements is stronger than ADMM's theory intends.
+# * **In this run the rule for $U$ decides the residuals.** With $U$ kept as $\rho$ grows (the authors'
+#   rule) the primal residual stalls near 0.1 and the residuals are never small by the thresholds of
+#   section 3; with $U$ rescaled (Boyd) it keeps falling, to 0.028 at the last update, and both
+#   residuals are small from update 70. Keeping $U$ while $\rho$ grows makes the multiplier $\rho U$ jump
+#   ×1.3 at each of the first 27 updates, so the pull of past disagreements is stronger than ADMM's
+#   theory intends.
 # * **Accuracy does not follow the residuals here.** The authors' rule ends at 0.981 test accuracy, the
 #   rescaled one at 0.972: 3 of 360 test images, with one seed — noise-level. refimpl's default stays the
 #   authors' rule (`rescale_dual=False`): it is what their published numbers were produced with, and
@@ -659,8 +660,9 @@ else:
     for group, primal in columns["primal_end"].items():
         dual, cut = columns["dual_end"][group], columns["accuracy.after_hard_prune"][group]
         final = columns["accuracy.final"][group]
-        print(f"{group[0]:15s} {group[1]:6.0e} {primal['mean']:7.3f} ({primal['min']:.3f}-{primal['max']:.3f})"
-              f" {dual['mean']:7.3f} ({dual['min']:.3f}-{dual['max']:.3f}) {cut['mean']:7.3f} ± {cut['std']:.3f}"
+        print(f"{group[0]:15s} {group[1]:6.0e} {primal['mean']:7.3f} "
+              f"({primal['min']:.3f}-{primal['max']:.3f}) {dual['mean']:7.3f} "
+              f"({dual['min']:.3f}-{dual['max']:.3f}) {cut['mean']:7.3f} ± {cut['std']:.3f}"
               f" {final['mean']:9.3f} ± {final['std']:.3f}")
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4), constrained_layout=True)
@@ -709,8 +711,9 @@ else:
 #   360 test images), so no schedule is distinguishable from another here.
 # * **The control, repeated.** Right after the cut ADMM keeps more (0.974 kept, 0.975 rescaled) than
 #   magnitude pruning (0.956 ± 0.015); after the same 25 epochs magnitude pruning ends at 0.979 ± 0.004,
-#   level with ADMM (0.976 ± 0.004 kept, 0.976 ± 0.003 rescaled). Section 7's "2 test images behind ADMM" was one seed: on this
-#   easy problem ADMM's head start at the cut is real and its advantage at the end is not.
+#   level with ADMM (0.976 ± 0.004 kept, 0.976 ± 0.003 rescaled). Section 7's "2 test images behind ADMM"
+#   was one seed: on this easy problem ADMM's head start at the cut is real and its advantage at the end
+#   is not.
 
 # %% [markdown]
 # ## What to take away
@@ -722,9 +725,8 @@ else:
 # * The growing $\rho$ is what ends the period-2 cycle: early, a weak spring barely disturbs training
 #   (and $Z$ only cycles); late, a strong spring makes $W$ follow $Z - U$ and turns the choice into a
 #   decision. With growth 1.3 or 1.5 the primal residual ends small under either rule for $U$; with a
-#   constant $
-ho$ it never falls (section 8, three seeds; section 7's single run had the kept rule
-#   stalling, which the seeds did not repeat).
+#   constant $\rho$ it never falls (section 8, three seeds; section 7's single run had the kept
+#   rule stalling, which the seeds did not repeat).
 # * "The cut costs little" is not "ADMM beats magnitude pruning": with the same 25 epochs, magnitude
 #   pruning ends level with ADMM on this easy problem (section 8, three seeds), where even the cut of
 #   the dense model loses little. Notebook 4 compares the methods on Fashion-MNIST.

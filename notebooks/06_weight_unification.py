@@ -587,5 +587,6 @@ if ready:
 # * (ii) and (iii) on trained networks (section 6, LeNet-5, two seeds): with ADMM and unified
 #   retraining, unification plus pruning is at least as good as pruning alone only at high compression:
 #   level at 1.96x, behind pruning by 0.12 to 0.45 points at 3.2x and 4.6x, ahead by 0.32 to 0.40 points
-#   at 8.3x to 8.7x and by 1.04 points at 13.57x against pruning's 15.30x. (iv), the block-shape ablation (`block_shapes.toml`), has not been run yet, and neither has
+#   at 8.3x to 8.7x and by 1.04 points at 13.57x against pruning's 15.30x. (iv), the block-shape
+#   ablation (`block_shapes.toml`), has not been run yet, and neither has
 #   VGG-small; `paper_repro/README.md` carries the rows.
