@@ -1,6 +1,12 @@
-"""Training speed: one epoch of LeNet-5 on Fashion-MNIST, refimpl (NumPy/numba) against PyTorch CPU.
+"""Training speed on Fashion-MNIST, refimpl (NumPy/numba) against PyTorch CPU: LeNet-5, VGG-small, ResNet-20.
 
-The setting: LeNet-5 "20-50-500-10" (conv 20@5×5 → ReLU → max-pool 2 → conv 50@5×5 → ReLU → max-pool 2 →
+``--model`` picks the networks (``lenet5``, ``vgg_small``, ``resnet_small`` at depth 20; the PyTorch side is
+:func:`refimpl.testing.torch_twin.torch_twin` of the refimpl model), ``--threads`` a list of thread counts
+and ``--gemm`` how refimpl's GEMMs use them (``blas``: OpenBLAS's threads; ``split``: one single-threaded
+piece per thread, :mod:`refimpl.nn.parallel`; ``auto``: refimpl's default). Every combination is one row
+of the JSON (``rows``), timed as below. The default, one row:
+
+LeNet-5 "20-50-500-10" (conv 20@5×5 → ReLU → max-pool 2 → conv 50@5×5 → ReLU → max-pool 2 →
 flatten → fc 500 → ReLU → fc 10; :func:`refimpl.models.lenet5`), float32, batch 64, plain SGD with learning
 rate 0.01 and momentum 0.9, softmax cross-entropy, one epoch over the 60,000 training images (``--limit N``
 for fewer). PyTorch gets the same initial weights (copied from the refimpl model), the same batches in the
@@ -45,6 +51,8 @@ Usage::
     python paper_repro/bench_training.py                  # full epoch, 2 threads, writes results JSON
     python paper_repro/bench_training.py --limit 3200     # a quick run (50 batches)
     python paper_repro/bench_training.py --profile        # add the per-layer table
+    python paper_repro/bench_training.py --model vgg_small resnet_small --threads 2 8 16 --gemm blas split
+    bash paper_repro/bench_threads.sh OUT                 # the thread-scaling table (a 16-core machine)
 
 Results go to ``paper_repro/results/bench_training.json`` (``--output`` to change; ``--no-save`` to skip).
 """
