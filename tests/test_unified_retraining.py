@@ -40,11 +40,13 @@ OPTIMIZERS = {
 }
 
 
+@pytest.mark.parametrize("mean", [False, True], ids=["sum", "mean"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("name", sorted(OPTIMIZERS))
-def test_tied_gradients_alone_keep_every_block_unified_bit_for_bit(name, dtype):
-    # No guard: only the tied gradient g_i = s_i G_b, then the optimizer. The symmetry argument of the
-    # module docstring says the blocks stay exactly +-m; a wrong tie (e.g. the mean, or g_i = G_b) breaks it.
+def test_tied_gradients_alone_keep_every_block_unified_bit_for_bit(name, dtype, mean):
+    # No guard: only the tied gradient g_i = s_i G_b (or s_i G_b / n_b), then the optimizer. The symmetry
+    # argument of the module docstring says the blocks stay exactly +-m; a wrong tie (g_i = G_b without
+    # the sign, or the untied gradient of the next test) breaks it.
     z, blocks = projected((12, 3, 2, 2), (2, 3), dtype=dtype, unify=0.5, prune=0.2)
     assert blocks.counts()["unified"] > 0
     opt = OPTIMIZERS[name]({"w": z})
@@ -52,7 +54,7 @@ def test_tied_gradients_alone_keep_every_block_unified_bit_for_bit(name, dtype):
     start = blocks.magnitudes(z)
     for _ in range(60):
         g = rng.standard_normal(z.shape).astype(dtype)
-        blocks.tie_gradient(g)
+        blocks.tie_gradient(g, mean=mean)
         opt.step({"w": g})
         assert blocks.is_unified(z)
         # odd state is s_i * B_b, even state one value per block
@@ -68,6 +70,30 @@ def test_untied_gradients_break_unification():
     opt = SGD({"w": z}, lr=0.05)
     opt.step({"w": np.random.default_rng(2).standard_normal(z.shape).astype(z.dtype)})
     assert not blocks.is_unified(z)
+
+
+def test_the_mean_tie_is_the_projected_gradient_step_and_the_sum_n_times_it():
+    # Plain SGD, float64. "mean": one step is the Euclidean projection of the free step w - eta g onto
+    # the block's structure {s m} (m_b <- mean of s_i (w_i - eta g_i)); "sum" moves m_b n_b times as far.
+    z, blocks = projected((6, 12), (2, 3), seed=7, dtype=np.float64, unify=0.5, prune=0.25)
+    g = np.random.default_rng(8).standard_normal(z.shape)
+    eta, unified = 0.1, blocks.kinds == UNIFY
+    start = blocks.magnitudes(z)
+    tiles = (3, 2, 4, 3)  # the (2, 3) blocks of the 6 x 12 weight: block (i, j) is [i, :, j, :]
+    signs = blocks.signs.reshape(tiles)
+    n = np.abs(signs).sum(axis=(1, 3))  # entries with a nonzero sign per block
+    free_step = (z - eta * g).reshape(tiles)
+    want = np.where(unified, (signs * free_step).sum(axis=(1, 3)) / np.maximum(n, 1), 0)
+    moved = {}
+    for mean in (False, True):
+        w = z.copy()
+        tied = g.copy()
+        blocks.tie_gradient(tied, mean=mean)
+        SGD({"w": w}, lr=eta).step({"w": tied})
+        moved[mean] = blocks.magnitudes(w) - start
+    np.testing.assert_allclose(blocks.magnitudes(z) + moved[True], want, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(moved[False][unified], (n * moved[True])[unified], rtol=1e-12)
+    assert np.all(n[unified] > 1) and np.any(moved[True][unified] != 0)
 
 
 def linear_loss(layer, x, y):
@@ -229,6 +255,8 @@ def test_the_hook_checks_its_arguments():
         UnifiedRetraining({"w": np.ones((2, 2), bool)}, {"w": blocks})
     with pytest.raises(ValueError, match="grad has shape"):
         blocks.tie_gradient(np.ones((2, 2)))
+    with pytest.raises(ValueError, match="magnitude_gradient must be one of"):
+        UnifiedRetraining({}, {"w": blocks}, magnitude_gradient="median")
 
 
 def test_state_dict_round_trip():
@@ -336,3 +364,25 @@ def test_report_and_results_table_count_the_unified_blocks_in_bits(unified_run):
     row = collect_results(out)[0]
     assert row["storage.bits"] == report["storage"]["bits"]
     assert row["storage.bits_fp16"] == report["storage"]["bits_fp16"] < row["storage.bits"]
+
+
+def test_engine_magnitude_gradient_mean_keeps_blocks_unified_and_trains_differently(unified_run, tmp_path):
+    reference, _ = unified_run
+    out = tmp_path / "run"
+    run_experiment(load_config(None, {**SETTINGS, "retrain.magnitude_gradient": "mean"}), out,
+                   progress=False, echo=None)
+    state = json.loads((out / "state.json").read_text())["phases"]
+    assert state["retrain"]["metrics"]["unified_intact"] is True
+    recorded = arrays(out / "prune" / "unified.npz")
+    # the same run up to the cut, then a smaller step for the magnitudes
+    cut, reference_cut = (arrays(d / "prune" / "model.npz")["fc1.weight"] for d in (out, reference))
+    assert cut.tobytes() == reference_cut.tobytes()
+    blocks = UnifiedBlocks.from_arrays(recorded, "fc1.weight")
+    mean, summed = (arrays(d / "model_masked.npz")["fc1.weight"] for d in (out, reference))
+    assert blocks.is_unified(mean)
+    assert not np.array_equal(blocks.magnitudes(mean), blocks.magnitudes(summed))
+
+
+def test_config_rejects_an_unknown_magnitude_gradient():
+    with pytest.raises(ValueError, match="retrain.magnitude_gradient"):
+        load_config(None, {**SETTINGS, "retrain.magnitude_gradient": "median"})

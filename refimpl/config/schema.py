@@ -191,6 +191,9 @@ class RetrainConfig(TrainConfig):
     """Masked retraining after every hard prune (pruned weights stay exactly zero)."""
 
     epochs: int = 5                     # per pruning step (the total budget for magnitude_iterative)
+    magnitude_gradient: str = "sum"     # sum | mean: what a unified block's shared magnitude trains with,
+                                        # the chain rule's sum or the projected gradient's mean over the
+                                        # block (refimpl.prune.UnifiedRetraining)
 
 
 @dataclass

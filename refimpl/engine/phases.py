@@ -331,7 +331,11 @@ def _masked_retrain(run: Run, phase: Phase) -> dict:
     """Masked retraining; unified blocks (``run.unified``) train only their shared magnitudes."""
     from refimpl.prune import MaskedRetraining, UnifiedRetraining
 
-    hook = UnifiedRetraining(run.masks, run.unified) if run.unified else MaskedRetraining(run.masks)
+    if run.unified:
+        hook = UnifiedRetraining(run.masks, run.unified,
+                                 magnitude_gradient=run.config.retrain.magnitude_gradient)
+    else:
+        hook = MaskedRetraining(run.masks)
     history = run.train(phase, run.config.retrain, [hook])
     out = {"test_acc": run.evaluate(), **_last(history)}
     if run.unified:

@@ -56,6 +56,19 @@ state stay exactly zero) with, per unified block:
   optimizer without the symmetry above; the mean is the Euclidean projection onto the block's
   structure).
 
+The magnitude's step size: sum or mean
+--------------------------------------
+:math:`G_b` is the exact gradient of the loss in the parameter :math:`m_b`, so SGD on the
+reparametrised network moves :math:`m_b` by :math:`\eta G_b`, a sum of :math:`n_b` entry gradients: at
+the weights' learning rate a 4 x 4 block moves like 16 weights pushed the same way at once. The other
+natural choice is the **projected gradient** in weight space: project the free step
+:math:`w - \eta g` onto the block's structure :math:`\{s\,m\}` (the Euclidean projection is the mean of
+:math:`s_i (w_i - \eta g_i)`), which moves :math:`m_b` by :math:`\eta G_b / n_b`, the step of the free
+weights averaged over the block. ``magnitude_gradient="mean"`` trains with that tied gradient
+:math:`s_i G_b / n_b`; the default ``"sum"`` is the chain rule's. The two differ only in the step size
+of each block (a per-block learning rate :math:`\eta / n_b`); the symmetry argument above holds for both.
+The engine sets it with ``retrain.magnitude_gradient``.
+
 Which blocks are unified is fixed by the hard prune: :func:`hard_prune_unified` projects like
 :func:`~refimpl.prune.hard_prune` and records each ``"unified"`` parameter's :class:`UnifiedBlocks`.
 """
@@ -77,7 +90,10 @@ from refimpl.prune.constraints import (
 )
 from refimpl.prune.masking import OPTIMIZER_STATE_KEYS, MaskedRetraining, _live_params, hard_prune
 
-__all__ = ["UnifiedBlocks", "UnifiedRetraining", "hard_prune_unified"]
+__all__ = ["MAGNITUDE_GRADIENTS", "UnifiedBlocks", "UnifiedRetraining", "hard_prune_unified"]
+
+#: The gradients a unified block's shared magnitude can train with (module notes, "sum or mean").
+MAGNITUDE_GRADIENTS = ("sum", "mean")
 
 #: Optimizer state entries that are sign-symmetric copies of the gradient (odd) and squares (even).
 _ODD_STATE = ("momentum_buffer", "exp_avg")
@@ -229,12 +245,18 @@ class UnifiedBlocks:
         return bool(np.all(high == low))
 
     # --- in-place operations of the hook -------------------------------------------------------------
-    def tie_gradient(self, grad: np.ndarray) -> None:
-        r"""In place: :math:`g_i \leftarrow s_i G_b` on the entries of unified blocks."""
+    def tie_gradient(self, grad: np.ndarray, *, mean: bool = False) -> None:
+        r"""In place: :math:`g_i \leftarrow s_i G_b` on the entries of unified blocks.
+
+        With ``mean=True`` the tied gradient is :math:`s_i G_b / n_b` instead (:math:`n_b` the block's
+        entries with a nonzero sign): the projected gradient of :class:`UnifiedRetraining`'s notes.
+        """
         g = self._check(grad, "grad")
         if not self._index.size:
             return
         total = np.add.reduceat(self._sign * g.reshape(-1)[self._index].astype(np.float64), self._starts)
+        if mean:
+            total = total / self._counts
         g.reshape(-1)[self._index] = self._sign * np.repeat(total.astype(g.dtype), self._counts)
 
     def unify(self, x: np.ndarray, *, odd: bool = True) -> None:
@@ -358,6 +380,9 @@ class UnifiedRetraining(MaskedRetraining):
     unified : dict of param name -> UnifiedBlocks
         The unified blocks of each unified parameter (:func:`hard_prune_unified`). Entries outside the
         parameter's mask get sign 0 (a purification that removes a filter removes its blocks too).
+    magnitude_gradient : {"sum", "mean"}
+        The gradient each unified block's magnitude trains with: the chain rule's :math:`G_b` (default)
+        or the projected gradient's :math:`G_b / n_b` (module notes, "sum or mean").
 
     Examples
     --------
@@ -373,8 +398,14 @@ class UnifiedRetraining(MaskedRetraining):
     array([[ 2.1 , -2.1 ,  0.  , -0.25]])
     """
 
-    def __init__(self, masks: Mapping[str, np.ndarray], unified: Mapping[str, UnifiedBlocks]) -> None:
+    def __init__(self, masks: Mapping[str, np.ndarray], unified: Mapping[str, UnifiedBlocks], *,
+                 magnitude_gradient: str = "sum") -> None:
         super().__init__(masks)
+        if magnitude_gradient not in MAGNITUDE_GRADIENTS:
+            raise ValueError(
+                f"magnitude_gradient must be one of {list(MAGNITUDE_GRADIENTS)}, got {magnitude_gradient!r}"
+            )
+        self.magnitude_gradient = magnitude_gradient
         if not isinstance(unified, Mapping):
             raise TypeError(f"unified must be a dict of name -> UnifiedBlocks, got {type(unified).__name__}")
         for name, blocks in unified.items():
@@ -410,10 +441,13 @@ class UnifiedRetraining(MaskedRetraining):
         self._unify_weights_and_state(trainer)
 
     def after_backward(self, trainer) -> None:
-        r"""Zero the pruned gradients, then tie each unified block's: :math:`g_i \leftarrow s_i G_b`."""
+        r"""Zero the pruned gradients, then tie each unified block's: :math:`g_i \leftarrow s_i G_b`.
+
+        With ``magnitude_gradient="mean"``: :math:`g_i \leftarrow s_i G_b / n_b`.
+        """
         super().after_backward(trainer)
         for name, blocks in self._effective.items():
-            blocks.tie_gradient(trainer.grads[name])
+            blocks.tie_gradient(trainer.grads[name], mean=self.magnitude_gradient == "mean")
 
     def after_step(self, trainer) -> None:
         """Zero pruned weights and state; the guard that keeps weights and state on the structure."""
@@ -446,5 +480,5 @@ class UnifiedRetraining(MaskedRetraining):
     def __repr__(self) -> str:
         return (
             f"UnifiedRetraining({len(self.masks)} masks, {len(self.unified)} unified parameters, "
-            f"unified share {self.unified_fraction():.4f})"
+            f"unified share {self.unified_fraction():.4f}, magnitude_gradient={self.magnitude_gradient!r})"
         )
