@@ -79,6 +79,44 @@ def test_the_sweeps_use_the_rho_chosen_on_validation():
     if any(rows.get(run.name, {}).get("status") != "finished" for run in select.runs):
         pytest.skip("the selection sweep paper_repro/sweeps/unify/select.toml has not finished")
     best = max(select.runs, key=lambda run: rows[run.name]["accuracy.val_final"])  # first of equals wins
-    for name in ("unify_vs_prune.toml", "block_shapes.toml"):
+    for name in ("unify_vs_prune.toml", "block_shapes.toml", "vgg_small.toml", "magnitude_gradient.toml"):
         rhos = {run.config.admm.rho for run in load_sweep(SWEEPS / "unify" / name).runs}
         assert rhos == {best.config.admm.rho}, name
+
+
+def test_the_vgg_small_sweep_has_the_lenet_levels_on_the_six_large_layers():
+    lenet = {r.name: r for r in load_sweep(SWEEPS / "unify" / "unify_vs_prune.toml").runs}
+    sweep = load_sweep(SWEEPS / "unify" / "vgg_small.toml")
+    assert "30 runs x 4 epochs" in sweep.budget
+    assert {r.name for r in sweep.runs} == set(lenet)
+    layers = [f"conv{i}.weight" for i in range(2, 7)] + ["fc1.weight"]
+    for run in sweep.runs:
+        (table,) = run.config.admm.constraints
+        (twin,) = lenet[run.name].config.admm.constraints
+        assert table["params"] == layers
+        assert {k: v for k, v in table.items() if k != "params"} == {
+            k: v for k, v in twin.items() if k != "params"
+        }
+        assert run.config.model.name == "vgg_small" and run.config.pretrain.epochs == 0
+        assert run.config.pretrain.init_weights.endswith("vgg_small_dense.npz")
+        assert (
+            run.config.data.split_seed == 0 and run.config.data.val_fraction == 0.1
+        )  # the dense run's split
+
+
+def test_the_magnitude_gradient_ablation_differs_from_unify_vs_prune_only_in_the_retraining_gradient():
+    import dataclasses
+
+    lenet = {r.name: r for r in load_sweep(SWEEPS / "unify" / "unify_vs_prune.toml").runs}
+    sweep = load_sweep(SWEEPS / "unify" / "magnitude_gradient.toml")
+    assert "6 runs x 8 epochs" in sweep.budget and len(sweep.runs) == 6
+    for run in sweep.runs:
+        twin = lenet[run.name.removeprefix("mean-")]
+        assert run.config.retrain.magnitude_gradient == "mean"
+        assert twin.config.retrain.magnitude_gradient == "sum"
+        mine = dataclasses.replace(
+            run.config,
+            name=twin.config.name,
+            retrain=dataclasses.replace(run.config.retrain, magnitude_gradient="sum"),
+        )
+        assert mine == twin.config
