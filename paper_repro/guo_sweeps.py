@@ -34,8 +34,20 @@ start (``configs/curves_base.toml``, ``results/curves_dense.npz``; the paper use
 Compute: one 8-epoch LeNet-5 run takes about 4.3 min on one core, so a 4-epoch run about 2.2 min; with 2
 workers on the 2 cores, 2 runs at a time. Each file's ``budget`` line states its share; together 206 runs,
 ~450 core-minutes, ~3.8 h with 2 workers: the issue's whole 4-hour budget. That is why a run gets 4 epochs
-after the dense model, not the accuracy curves' 8 (which would need ~7.5 h). VGG-small is not in these
-files and does not fit in the 4 hours on top of them.
+after the dense model, not the accuracy curves' 8 (which would need ~7.5 h). VGG-small comes on top
+(below).
+
+**VGG-small** (``gradual_vgg_small.toml``, base ``configs/guo_vgg_small_base.toml``; the paper's own
+setting is VGG-16 on CIFAR-10, which cannot be downloaded here): from the trained dense VGG-small (test
+93.63 %), the layers conv2-conv6 and fc1 (:data:`VGG_LAYERS`, 99.5 % of the weights; conv1 and fc2 stay
+dense). Their GEMM views are 32k x 288k, so the levels are the kept shares 1/2 ... 1/32
+(:data:`VGG_LEVELS`: 50, 75, 87.5, 93.75, 96.875 %), which every structure meets exactly: unstructured,
+blocks 16 x 16, balanced ``V = 32``, N:M (2:4, then 1:4 ... 1:32) and vector ∧ block (16 x 16 blocks,
+``V = 16``, split evenly in log density). One block shape and one vector length, not two, and no ADMM
+runs: the budget. Gradual as on LeNet-5 (3 epochs with the ramp over 2, hard prune, 1 epoch of
+retraining, here with a cosine rate) on the first 10,800 training images, 2 seeds: 50 runs of ~4.5 min on
+one core, ~1.9 h with 2 workers — beyond the issue's 4 hours together with the LeNet-5 files, which is
+said in the budget line rather than hidden by dropping the network the issue asks for.
 
 Run: ``python paper_repro/guo_sweeps.py [--gradual-lr LR] [--admm-rho RHO]`` (writes the files);
 ``tests/test_guo_sweeps.py`` checks that the committed files are this script's output.
@@ -82,7 +94,50 @@ STRUCTURES = {
 }
 
 #: N:M pattern of each level: 2:4 at 50 %, else 1:m with m = 1 / (1 - level).
-NM = {0.5: (2, 4), 0.75: (1, 4), 0.8: (1, 5), 0.9: (1, 10), 0.95: (1, 20), 0.98: (1, 50), 0.99: (1, 100)}
+NM = {0.5: (2, 4), 0.75: (1, 4), 0.8: (1, 5), 0.9: (1, 10), 0.95: (1, 20), 0.98: (1, 50), 0.99: (1, 100),
+      0.875: (1, 8), 0.9375: (1, 16), 0.96875: (1, 32)}
+
+# --- VGG-small (module notes, "VGG-small") ---------------------------------------------------------------
+#: The pruned layers: every weight but conv1's 288 and fc2's 2,560 (99.5 % of VGG-small's weights).
+VGG_LAYERS = [f"conv{i}.weight" for i in range(2, 7)] + ["fc1.weight"]
+#: Kept shares 1/2 ... 1/32: the levels every structure meets exactly on GEMM views of 32k x 288k.
+VGG_LEVELS = (0.5, 0.75, 0.875, 0.9375, 0.96875)
+#: label -> (structure, extra arguments): one block shape, one vector length (budget), and vector ∧ block
+#: on the block structure's 16 x 16 grid.
+VGG_STRUCTURES = {
+    "unstructured": ("unstructured", {}),
+    "block16x16": ("blocks", {"block_shape": [16, 16]}),
+    "balanced32": ("balanced", {"vector_size": 32}),
+    "nm": ("nm", {}),
+    "vector_block": ("vector_block", {"vector_size": 16, "block_shape": [16, 16], "vector_share": 0.5}),
+}
+#: Minutes of one 4-epoch VGG-small run on 10,800 images on one core (test passes included).
+VGG_MINUTES_PER_RUN = 4.5
+#: Gradual training on VGG-small: the schedule of the LeNet-5 runs in steps of 64 images (169 per epoch,
+#: a mask update every 20), SGD at the unification runs' lr = 0.01 (not selected again on VGG-small), a
+#: cosine retraining epoch so that the last steps settle.
+VGG_GRADUAL = {
+    "method": "gradual",
+    "gradual.epochs": 3,
+    "gradual.end_epoch": 2,
+    "gradual.initial_sparsity": 0.0,
+    "gradual.update_every": 20,
+    "gradual.optimizer": "sgd",
+    "gradual.batch_size": 64,
+    "gradual.lr": 0.01,
+    "gradual.momentum": 0.9,
+    "gradual.nesterov": True,
+    "gradual.weight_decay": 5e-4,
+    "gradual.schedule": "constant",
+    "retrain.epochs": 1,
+    "retrain.optimizer": "sgd",
+    "retrain.batch_size": 64,
+    "retrain.lr": 0.01,
+    "retrain.momentum": 0.9,
+    "retrain.nesterov": True,
+    "retrain.weight_decay": 5e-4,
+    "retrain.schedule": "cosine",
+}
 
 GRADUAL = {
     "method": "gradual",
@@ -101,9 +156,9 @@ GRADUAL = {
 ADMM = {"method": "admm", "admm.epochs": 2, "retrain.epochs": 2}
 
 
-def constraint(label: str, level: float, params, structure_level=None) -> dict:
-    """The constraint table of structure ``label`` at ``level`` on ``params``."""
-    structure, extra, _ = STRUCTURES[label]
+def constraint(label: str, level: float, params, structures=None) -> dict:
+    """The constraint table of structure ``label`` (of ``structures``, default LeNet-5's) at ``level``."""
+    structure, extra = (structures or STRUCTURES)[label][:2]
     table = {"params": params, "structure": structure, **extra}
     if structure == "nm":
         n, m = NM[level]
@@ -147,13 +202,19 @@ def _key(k: str) -> str:
 
 
 def _sweep(
-    name: str, header: list[str], budget: str, settings: dict, variants: list[tuple[str, dict]], seeds=SEEDS
+    name: str,
+    header: list[str],
+    budget: str,
+    settings: dict,
+    variants: list[tuple[str, dict]],
+    seeds=SEEDS,
+    base: str = "curves_base.toml",
 ) -> str:
     lines = [
         *(f"# {h}" if h else "#" for h in header),
         f"name = {json.dumps(name)}",
         f"budget = {json.dumps(budget)}",
-        'base = "../../configs/curves_base.toml"',
+        f"base = {json.dumps('../../configs/' + base)}",
         "# seed 0 of every variant first: a sweep stopped part-way has whole seed-0 curves",
         'order = "interleaved"',
         'name_format = "{variant}-s{seed}"',
@@ -219,6 +280,29 @@ def admm_sweep(rho: float) -> str:
     return _sweep("guo-admm", header, _budget(runs), {**ADMM, "admm.rho": rho}, variants)
 
 
+def gradual_vgg_sweep() -> str:
+    variants = [
+        (f"{label}-{level:g}", {"admm.constraints": [constraint(label, level, VGG_LAYERS, VGG_STRUCTURES)]})
+        for label in VGG_STRUCTURES
+        for level in VGG_LEVELS
+    ]
+    runs = len(variants) * len(SEEDS)
+    minutes = runs * VGG_MINUTES_PER_RUN
+    budget = (
+        f"{runs} runs x 4 epochs on 10,800 images, VGG-small (~{VGG_MINUTES_PER_RUN} min each on one core): "
+        f"~{minutes:.0f} core-minutes, ~{minutes / 2:.0f} min with 2 workers on 2 cores"
+    )
+    header = [
+        "Guo et al.'s comparison on VGG-small, method gradual, conv2-conv6 + fc1 (issue 10).",
+        "WRITTEN BY paper_repro/guo_sweeps.py (its docstring, \"VGG-small\": structures, levels, budget);",
+        "gradual and retraining lr = 0.01 (the unification runs' value, not selected again on VGG-small).",
+        "  refimpl sweep paper_repro/sweeps/guo/gradual_vgg_small.toml "
+        "--out paper_repro/results/guo/gradual_vgg_small --workers 2",
+    ]
+    return _sweep("guo-gradual-vgg-small", header, budget, VGG_GRADUAL, variants,
+                  base="guo_vgg_small_base.toml")
+
+
 def select_sweep() -> str:
     table = constraints("unstructured", 0.95, "conv2_fc1")
     variants = [(f"gradual-lr{lr:g}", {**GRADUAL, "gradual.lr": lr, "retrain.lr": lr}) for lr in GRADUAL_LRS]
@@ -242,6 +326,7 @@ def files(gradual_lr: float = DEFAULTS["gradual_lr"], admm_rho: float = DEFAULTS
         "select.toml": select_sweep(),
         **{f"gradual_{scope}.toml": gradual_sweep(scope, gradual_lr) for scope in SCOPES},
         "admm.toml": admm_sweep(admm_rho),
+        "gradual_vgg_small.toml": gradual_vgg_sweep(),
     }
 
 

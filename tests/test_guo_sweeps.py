@@ -37,7 +37,8 @@ GUO = _script()
 MODEL = lenet5()
 WEIGHTS = {name: np.random.default_rng(0).standard_normal(p.shape) for name, p in MODEL.parameters().items()}
 # runs each file claims: select 3 + 3; per scope the levels of every structure x 2 seeds; ADMM 7 x 2 x 2 x 2
-CLAIMED = {"select.toml": 6, "gradual_conv2_fc1.toml": 2 * 36, "gradual_all.toml": 2 * 36, "admm.toml": 56}
+CLAIMED = {"select.toml": 6, "gradual_conv2_fc1.toml": 2 * 36, "gradual_all.toml": 2 * 36, "admm.toml": 56,
+           "gradual_vgg_small.toml": 2 * 5 * 5}  # VGG-small: 5 structures x 5 levels x 2 seeds
 
 
 def test_the_files_are_the_script_s_output():
@@ -76,9 +77,12 @@ def test_same_budget_start_and_split_for_every_run(sweeps, name):
     for run in sweeps[name].runs:
         c = run.config
         assert _epochs_after_dense(c) == 4, run.name
-        assert c.pretrain.epochs == 0 and c.pretrain.init_weights.endswith("curves_dense.npz")
+        vgg = name == "gradual_vgg_small.toml"
+        dense = "vgg_small_dense.npz" if vgg else "curves_dense.npz"
+        assert c.pretrain.epochs == 0 and c.pretrain.init_weights.endswith(dense)
         assert c.data.name == "fashion-mnist" and c.data.val_fraction > 0 and c.data.split_seed == 0
-        assert c.model.name == "lenet5"
+        assert c.model.name == ("vgg_small" if vgg else "lenet5")
+        assert c.data.limit_train == (10800 if vgg else None)
         if c.method == "gradual":
             g = c.gradual
             assert (g.epochs, g.end_epoch, g.start_epoch, g.initial_sparsity) == (3, 2, 0.0, 0.0)
@@ -164,6 +168,32 @@ def test_every_structure_has_at_least_five_levels_beyond_the_easy_region(sweeps)
         assert all(len(lv) >= 5 for lv in levels.values()), levels
         assert all(max(lv) >= 0.95 for lv in levels.values())
         assert sum(max(lv) > 0.97 for lv in levels.values()) >= 6  # all but balanced V = 20 go past 97 %
+
+
+def test_vgg_constraints_build_and_meet_their_level_exactly():
+    from refimpl.models import vgg_small
+
+    model = vgg_small(in_channels=1, input_size=28)
+    weights = {n: np.random.default_rng(1).standard_normal(p.shape) for n, p in model.parameters().items()}
+    sweep = load_sweep(SWEEPS / "gradual_vgg_small.toml")
+    levels = Counter()
+    for run in sweep.runs:
+        if run.config.seed:
+            continue
+        constraints = expand_constraints(run.config.admm.constraints, model)
+        assert sorted(c.param for c in constraints) == sorted(GUO.VGG_LAYERS)
+        level = _level(run.name)
+        levels[run.name.rsplit("-", 2)[0]] += 1
+        achieved = {c.param: 1.0 - float(np.mean(c.mask(weights[c.param]))) for c in constraints}
+        for c in constraints:
+            # exact, but for whole 16 x 16 blocks, which round by up to half a block (conv2 has 36)
+            rows, cols = weights[c.param].shape[0], weights[c.param][0].size
+            tolerance = 0.5 * 256 / (rows * cols) if c.structure == "blocks" else 1e-12
+            assert abs(achieved[c.param] - level) <= tolerance, (run.name, c.param, achieved[c.param])
+        sizes = {p: weights[p].size for p in achieved}
+        total = sum(achieved[p] * sizes[p] for p in achieved) / sum(sizes.values())
+        assert abs(total - level) <= 0.001, (run.name, total)
+    assert levels == {label: 5 for label in GUO.VGG_STRUCTURES}
 
 
 def test_the_comparison_uses_the_values_chosen_on_validation():
