@@ -420,7 +420,7 @@ for r in vb_bench["results"]:
 
 # %%
 GUO = RESULTS / "guo"
-SWEEPS = ("select", "gradual_conv2_fc1", "gradual_all", "admm")
+SWEEPS = ("select", "gradual_conv2_fc1", "gradual_all", "admm", "gradual_vgg_small")
 OUT = "paper_repro/results/guo"  # written by the sweeps themselves, absent until they start
 COMMANDS = {name: f"refimpl sweep paper_repro/sweeps/guo/{name}.toml --out {OUT}/{name} --workers 2"
             for name in SWEEPS}
@@ -515,6 +515,45 @@ if any(runs[s] for s, _, _ in SCOPES) or runs["admm"]:
                 print(f"  {r['variant']:30s} {r['n']} seed(s): {r['mean']:.4f}{spread}")
 else:
     print("no comparison run has finished yet: the curves are drawn once the sweeps above have run")
+
+# %% [markdown]
+# **VGG-small** (`gradual_vgg_small.toml`), closer to the paper's VGG-16: conv2-conv6 and fc1 pruned from
+# the trained dense VGG-small, the same gradual schedule on a smaller budget (the first 10,800 training
+# images), one block shape (16×16, the grid vector ∧ block shares) and one vector length (32). Its
+# levels are the kept shares 1/2 to 1/32, which every structure meets exactly on VGG-small's layers.
+
+# %%
+VGG_FAMILIES = ("unstructured", "block16x16", "balanced32", "nm", "vector_block")
+vgg_dense = json.loads((RESULTS / "vgg_small_dense" / "report.json").read_text())["accuracy"]["dense"]
+print(f"dense VGG-small (the start): test accuracy {vgg_dense:.4f}")
+if runs["gradual_vgg_small"]:
+    summary = seed_summary(runs["gradual_vgg_small"], ["variant"])
+    fig, ax = plt.subplots(figsize=(6.5, 4.2), constrained_layout=True)
+    for k, family in enumerate(VGG_FAMILIES):
+        points = sorted((family_and_level(r["variant"])[1], r) for r in summary
+                        if family_and_level(r["variant"])[0] == family and r["n"])
+        if points:
+            kept = np.array([1 - p for p, _ in points])
+            mean = np.array([r["mean"] for _, r in points])
+            low = mean - np.array([r["min"] for _, r in points])
+            high = np.array([r["max"] for _, r in points]) - mean
+            ax.errorbar(kept, mean, yerr=[low, high], fmt="o-", ms=3, capsize=2, color=f"C{k}", label=family)
+    ax.axhline(vgg_dense, color="k", lw=0.8, ls=":", label="dense")
+    ax.set_xscale("log", base=2)
+    ax.invert_xaxis()
+    ax.set_xlabel("kept share of conv2-conv6 + fc1 (1 - sparsity)")
+    ax.set_ylabel("final test accuracy (mean, min-max over seeds)")
+    ax.set_title("VGG-small, gradual", fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    if not SMOKE:
+        fig.savefig(FIG_DIR / "05_accuracy_curves_vgg_small.png", dpi=120)
+    plt.show()
+    for r in summary:
+        spread = "" if r["std"] is None else f" (min {r['min']:.4f}, max {r['max']:.4f})"
+        print(f"  {r['variant']:24s} {r['n']} seed(s): {r['mean']:.4f}{spread}")
+else:
+    print("no VGG-small run has finished yet")
 
 # %% [markdown]
 # ## 6. Guo et al.'s claims against what is measured here
