@@ -210,6 +210,14 @@ GIVENS: dict[str, list[Given]] = {
               equals=(("4", "3 + 1"),)),
         Given("at unstructured 95 % on conv2 + fc1", S + "the selection level",
               code=('paper_repro/sweeps/guo/select.toml::structure = "unstructured", sparsity = 0.95',)),
+        Given("on a smaller budget (the first 10,800 training images), one block shape (16×16, the grid "
+              "vector ∧ block shares) and one vector length (32)",
+              S + "the VGG-small sweep's base and structures",
+              code=("paper_repro/configs/guo_vgg_small_base.toml::limit_train = 10800",
+                    'paper_repro/guo_sweeps.py::"block16x16": ("blocks", {"block_shape": [16, 16]}),',
+                    'paper_repro/guo_sweeps.py::"balanced32": ("balanced", {"vector_size": 32}),')),
+        Given("the kept shares 1/2 to 1/32", S + "VGG_LEVELS",
+              code=("paper_repro/guo_sweeps.py::VGG_LEVELS = (0.5, 0.75, 0.875, 0.9375, 0.96875)",)),
         Given("An independent calibration at 75–97 % on conv2 + fc1", F + "issue 10, also stated in "
               "paper_repro/guo_sweeps.py",
               code=("paper_repro/guo_sweeps.py::calibration at 75-97 % on conv2",)),
