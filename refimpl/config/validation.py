@@ -160,9 +160,11 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
         fail("magnitude.rounds", f"must be >= 1, got {config.magnitude.rounds}")
     if config.magnitude.schedule not in ("geometric", "linear"):
         fail("magnitude.schedule", f"must be 'geometric' or 'linear', got {config.magnitude.schedule!r}")
-    if config.retrain.magnitude_gradient not in ("sum", "mean"):
+    from refimpl.prune.unified_retraining import MAGNITUDE_GRADIENTS
+
+    if config.retrain.magnitude_gradient not in MAGNITUDE_GRADIENTS:
         fail("retrain.magnitude_gradient",
-             f"must be 'sum' or 'mean', got {config.retrain.magnitude_gradient!r}")
+             f"must be one of {list(MAGNITUDE_GRADIENTS)}, got {config.retrain.magnitude_gradient!r}")
     p = config.purify
     if not 0 <= p.eta <= 1:
         fail("purify.eta", f"must lie in [0, 1], got {p.eta}")

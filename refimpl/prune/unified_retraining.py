@@ -67,7 +67,9 @@ natural choice is the **projected gradient** in weight space: project the free s
 weights averaged over the block. ``magnitude_gradient="mean"`` trains with that tied gradient
 :math:`s_i G_b / n_b`; the default ``"sum"`` is the chain rule's. The two differ only in the step size
 of each block (a per-block learning rate :math:`\eta / n_b`); the symmetry argument above holds for both.
-The engine sets it with ``retrain.magnitude_gradient``.
+Under SGD that changes the step; under Adam it changes almost nothing, since Adam's step
+:math:`M_b / (\sqrt{V_b} + \epsilon)` does not depend on the gradient's scale (except through
+:math:`\epsilon`). The engine sets it with ``retrain.magnitude_gradient``.
 
 Which blocks are unified is fixed by the hard prune: :func:`hard_prune_unified` projects like
 :func:`~refimpl.prune.hard_prune` and records each ``"unified"`` parameter's :class:`UnifiedBlocks`.
