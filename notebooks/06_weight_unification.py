@@ -553,6 +553,34 @@ if ready:
 #   block's 16 entries, so at the weights' learning rate it moves like 16 weights at once. The next cell
 #   tries a smaller step.
 #
+# ### The block shape
+#
+# `block_shapes.toml` unifies the same shares of conv2 and fc1 in blocks of 16 weights of three shapes:
+# 1×16 (a run along one filter's inputs, a GEMM row), 16×1 (one input position across 16 filters, a
+# GEMM column) and 4×4. A unified block costs 48 bits in all three, so at equal shares they store about
+# the same (16×1 a little more: conv2's 50 filters leave edge blocks of 2). Its 4×4 runs are configured
+# exactly like the unify-only runs of `unify_vs_prune` (only the run's name differs), so they must agree
+# with them to the last digit — a check of determinism across two sweeps run on different days:
+
+# %%
+shapes = curves["block_shapes"]
+unify_runs = {row["run"]: row for row in curves["unify_vs_prune"]}
+squares = [row for row in shapes if row["variant"] == "square-4x4"]
+same = [all(row[key] == unify_runs[row["run"].replace("square-4x4", "unify")][key]
+            for key in ("accuracy.after_hard_prune", "accuracy.final", "accuracy.val_final", "storage.bits"))
+        for row in squares]
+print(f"square-4x4 runs identical to unify_vs_prune's unify runs: {sum(same)} of {len(same)}")
+by_level = {}
+for row in shapes:
+    level = row["run"].rsplit("-s", 1)[0].rsplit("-", 1)[1]
+    by_level.setdefault(level, {}).setdefault(row["variant"], []).append(row["accuracy.final"])
+for level, per_shape in sorted(by_level.items()):
+    square = np.mean(per_shape.get("square-4x4", [np.nan]))
+    cells = [f"{shape} {np.mean(acc):.4f} ({np.mean(acc) - square:+.4f})"
+             for shape, acc in sorted(per_shape.items())]
+    print(f"  unified share {level}, final test accuracy (minus 4x4's): " + ",  ".join(cells))
+
+# %% [markdown]
 # ### The magnitude's step: the chain rule's sum or the projected gradient's mean
 #
 # `UnifiedRetraining` can train each magnitude with $G_b / n_b$ instead of $G_b = \sum_i s_i g_i$

@@ -4,14 +4,18 @@ A training step allocates the same large arrays again and again: the im2col colu
 are 9× its input (VGG-small's conv2 at a batch of 64: 288 × 50,176 float32 values, 58 MB), their gradient
 as much again, plus every layer's activations. glibc's ``malloc`` serves requests above its *mmap
 threshold* (128 KB to 32 MB, adjusted at run time) with fresh ``mmap`` pages and gives them back to the
-kernel on ``free``; the next step faults them in again, and the kernel zeroes every page first. On the
-2-core machine, in the worker of a sweep (one thread, two workers), that cost 35–40 % of the CPU time of
-a VGG-small run in the kernel (``clear_page`` and the page-fault path under ``perf``; 110,000 minor faults
-a second). Asking ``malloc`` to keep what it frees — no ``mmap`` for large blocks, no trimming of the
-heap — took the faults of the same live process from 1.2 million to 300 over 20 s, and its user-mode
-CPU share from 62 % to 96 %: about 1.5× more training per second (measured 2026-11-26 on a running
-unification sweep, one worker changed and the other as the control; the numbers of a run do not change,
-only where its memory comes from).
+kernel on ``free``; the next step faults them in again, and the kernel zeroes every page first.
+
+Measured on the 2-core machine (2026-11-26), in the two workers of a VGG-small sweep (one thread each,
+``paper_repro/sweeps/unify/vgg_small.toml``): 110,000 minor page faults a second per worker and 35–40 %
+of their CPU time in the kernel (``clear_page`` and the page-fault path under ``perf``). Asking
+``malloc`` to keep what it frees — no ``mmap`` for large blocks, no trimming of the heap — was applied
+to the running workers (``mallopt`` called through ``gdb``): the faults fell to about 2,000 a second,
+the kernel's share to 4 %, and the runs' phases got faster — ADMM (2 epochs on 10,800 images) from
+196–199 s to 131–134 s, retraining from 214–215 s to 125–127 s, about 1.5×. A fresh, short process
+gains less, since its young heap still gets large pages: the same run on 1,280 images in a thread took
+6 % less CPU time (two runs each way, alternating). The numbers a run computes do not change, only
+where its memory comes from.
 
 :func:`retain_freed_memory` makes that request through ``mallopt`` (glibc only; elsewhere it does nothing
 and returns ``False``). Importing :mod:`refimpl` calls it unless the environment variable
