@@ -616,6 +616,43 @@ if gains:
           f"range {min(gains):+.4f} to {max(gains):+.4f}")
 
 # %% [markdown]
+# ### VGG-small
+#
+# `vgg_small.toml` repeats `unify_vs_prune` on the trained dense VGG-small (test accuracy 0.9363): the
+# same three methods and levels in 4×4 blocks of conv2–conv6 and fc1 (99.5 % of its weights), on a
+# smaller budget — ADMM 2 epochs and retraining 2 epochs on the first 10,800 training images — and with
+# ρ₀ = 0.1 carried over from LeNet-5 rather than selected again. The levels of the three methods meet at
+# about the same storage, so each row below compares them at matched storage (the i-th level of each):
+
+# %%
+def matched_levels(rows):
+    """Per method, its runs grouped by level in increasing order: {method: [(level, [rows]), ...]}."""
+    levels = {}
+    for row in rows:
+        method, level = row["variant"].rsplit("-", 1)
+        levels.setdefault(method, {}).setdefault(float(level), []).append(row)
+    return {method: sorted(by_level.items()) for method, by_level in levels.items()}
+
+
+for name in ("unify_vs_prune", "vgg_small"):
+    rows = curves[name]
+    if not rows:
+        print(f"{name}: no finished run yet")
+        continue
+    methods = matched_levels(rows)
+    print(f"{name} (dense {rows[0]['accuracy.dense']:.4f}): means over the seeds; x: times below dense "
+          "storage")
+    for i in range(max(len(levels) for levels in methods.values())):
+        cells = []
+        for method in ("prune", "unify", "both"):
+            if i < len(methods.get(method, [])):
+                runs = methods[method][i][1]
+                cells.append(f"{method} {np.mean([r['storage.compression'] for r in runs]):5.2f}x "
+                             f"cut {np.mean([r['accuracy.after_hard_prune'] for r in runs]):.4f} "
+                             f"final {np.mean([r['accuracy.final'] for r in runs]):.4f}")
+        print("  " + " | ".join(cells))
+
+# %% [markdown]
 # ## 7. What the paper claims, and what is measured here
 #
 # Lin, Jiang et al. claim that (i) unifying the weights of micro-structured blocks compresses a network
