@@ -474,8 +474,8 @@ if select:
 
 # %%
 def method_of(variant):
-    """'prune-0.5' -> 'prune', 'square-4x4-0.77' -> 'square-4x4'."""
-    return variant.rsplit("-", 1)[0] if variant.startswith(("prune", "unify", "both")) else variant
+    """'prune-0.5' -> 'prune', 'mean-unify-0.77' -> 'mean-unify', 'square-4x4-0.77' -> 'square-4x4'."""
+    return variant.rsplit("-", 1)[0] if variant.startswith(("prune", "unify", "both", "mean-")) else variant
 
 
 def plot_curves(ax, rows, title):
@@ -524,7 +524,10 @@ for name, rows in curves.items():
         cut = np.mean([row["accuracy.after_hard_prune"] for row in runs])
         print(f"  {point:<18} {len(runs)} seed(s)  {bits:>11,.0f} bits ({smaller:5.2f}x)   cut {cut:.4f}   "
               f"final {np.mean(final):.4f} ({min(final):.4f}-{max(final):.4f})")
-ready = [(name, rows) for name, rows in curves.items() if rows]
+# The LeNet-5 panel also draws the unify-only levels retrained with the projected gradient
+# (magnitude_gradient.toml, "mean-unify"), discussed after the block shapes below.
+plotted = {**curves, "unify_vs_prune": curves["unify_vs_prune"] + finished("magnitude_gradient")}
+ready = [(name, rows) for name, rows in plotted.items() if rows]
 if ready:
     fig, axes = plt.subplots(1, len(ready), figsize=(5.5 * len(ready), 4), squeeze=False)
     for ax, (name, rows) in zip(axes[0], ready, strict=True):
