@@ -13,9 +13,12 @@ of their CPU time in the kernel (``clear_page`` and the page-fault path under ``
 to the running workers (``mallopt`` called through ``gdb``): the faults fell to about 2,000 a second,
 the kernel's share to 4 %, and the runs' phases got faster — ADMM (2 epochs on 10,800 images) from
 196–199 s to 131–134 s, retraining from 214–215 s to 125–127 s, about 1.5×. A fresh, short process
-gains less, since its young heap still gets large pages: the same run on 1,280 images in a thread took
-6 % less CPU time (two runs each way, alternating). The numbers a run computes do not change, only
-where its memory comes from.
+gains less, since its young heap still gets large pages: ``paper_repro/bench_memory.py`` (VGG-small
+steps in a worker thread of a fresh process, trials alternating) measured 1,354 against 59 faults per
+step and 5.7 % less CPU time. The phase times above are in the committed runs' ``state.json``
+(``paper_repro/results/unify/vgg_small``: ``prune-0.5-s0`` and ``prune-0.7-s0`` ran before the change,
+``unify-0.77-s0`` and ``unify-0.99-s0`` after). The numbers a run computes do not change, only where its
+memory comes from.
 
 :func:`retain_freed_memory` makes that request through ``mallopt`` (glibc only; elsewhere it does nothing
 and returns ``False``). Importing :mod:`refimpl` calls it unless the environment variable
