@@ -48,7 +48,8 @@ def work():
             opt.step(model.gradients())
     r1 = resource.getrusage(resource.RUSAGE_SELF)
     out.update(minflt=r1.ru_minflt - r0.ru_minflt, user=r1.ru_utime - r0.ru_utime,
-               sys=r1.ru_stime - r0.ru_stime, wall=time.perf_counter() - t0)
+               sys=r1.ru_stime - r0.ru_stime, wall=time.perf_counter() - t0,
+               max_rss_mb=r1.ru_maxrss / 1024)
 
 thread = threading.Thread(target=work)
 thread.start()
@@ -77,7 +78,8 @@ def main(argv=None) -> None:
             rows[retain].append(r)
             print(f"REFIMPL_RETAIN_MEMORY={int(retain)}: {r['minflt'] / args.steps:9.0f} faults/step  "
                   f"user {r['user'] / args.steps * 1e3:6.1f} ms  sys {r['sys'] / args.steps * 1e3:6.1f} ms  "
-                  f"wall {r['wall'] / args.steps * 1e3:6.1f} ms per step", flush=True)
+                  f"wall {r['wall'] / args.steps * 1e3:6.1f} ms per step, peak RSS {r['max_rss_mb']:.0f} MB",
+                  flush=True)
     cpu = {k: sum(r["user"] + r["sys"] for r in v) for k, v in rows.items()}
     print(f"CPU time with the settings / without: {cpu[True] / cpu[False]:.3f}")
 

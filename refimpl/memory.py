@@ -23,7 +23,8 @@ memory comes from.
 :func:`retain_freed_memory` makes that request through ``mallopt`` (glibc only; elsewhere it does nothing
 and returns ``False``). Importing :mod:`refimpl` calls it unless the environment variable
 ``REFIMPL_RETAIN_MEMORY`` is ``0`` (:func:`retain_requested`). The cost: a process keeps the peak
-of its heap until it exits (a VGG-small training run: under 1 GB), which suits the training jobs and
+of its heap until it exits (VGG-small steps of 64 images: 527 MB peak against 479 MB without, in
+``paper_repro/bench_memory.py``), which suits the training jobs and
 sweeps this library runs; set ``REFIMPL_RETAIN_MEMORY=0`` in a long-lived process that needs the memory
 back. Code that relied on freshly allocated memory being zero was always wrong (``np.empty`` promises
 nothing), but fresh ``mmap`` pages hid it; CI runs the test suite with glibc's ``MALLOC_PERTURB_``, which
