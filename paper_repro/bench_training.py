@@ -77,6 +77,7 @@ import numba  # noqa: E402
 import numpy as np  # noqa: E402
 
 from refimpl.data import load_dataset  # noqa: E402
+from refimpl.memory import retain_requested  # noqa: E402
 from refimpl.models import lenet5, resnet_small, set_engine, vgg_small  # noqa: E402
 from refimpl.nn import parallel  # noqa: E402
 from refimpl.nn.loss import softmax_cross_entropy  # noqa: E402
@@ -228,6 +229,8 @@ def main(argv: list[str] | None = None) -> dict:
             "openblas_thread_timeout": os.environ.get("OPENBLAS_THREAD_TIMEOUT"),
             "gomp_spincount": os.environ.get("GOMP_SPINCOUNT"),
             "split_from_threads": parallel.SPLIT_FROM_THREADS,
+            # refimpl.memory's malloc settings apply to the whole process, PyTorch's allocations too
+            "retain_freed_memory": retain_requested(),
         },
         "rows": [],
     }

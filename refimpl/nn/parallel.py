@@ -51,9 +51,10 @@ __all__ = ["SPLIT_FROM_THREADS", "map_ranges", "matmul", "split_gemms", "split_w
 
 #: :func:`refimpl.threads.thread_limit` splits GEMMs from this many threads on (the environment variable
 #: ``REFIMPL_SPLIT_FROM_THREADS`` overrides it). Default 0: never, by measurement. On a 16-core machine
-#: (``paper_repro/bench_threads.sh``, table in ``paper_repro/README.md``, "Training speed") splitting made
-#: LeNet-5's epoch slower at 2-8 threads (8 threads: 0.71 s against 0.52 s) and equal at 16, and moved
-#: VGG-small and ResNet-20 by -11 % to +7 %: the GEMMs are not what keeps refimpl from scaling there.
+#: (``paper_repro/bench_threads.sh``, table in ``paper_repro/README.md``, "Training speed"; second run)
+#: splitting made LeNet-5's epoch slower at 8 and 16 threads (8 threads: 0.58 s against 0.46 s; 16: 0.71
+#: against 0.60 s), left VGG-small's within 5 % and made ResNet-20's 14 % shorter at 2 and 8 threads
+#: (7 % longer at 16): no single setting wins everywhere, so the default stays the plain product.
 SPLIT_FROM_THREADS = int(os.environ.get("REFIMPL_SPLIT_FROM_THREADS", "0"))
 
 #: Smallest piece worth a thread, in multiply-adds (~50 µs of one core): a product is cut into at most
