@@ -96,8 +96,9 @@ def test_admm_nn_rates_are_the_papers_kept_shares():
     assert Counter(r.config.method for r in sweep.runs) == {"admm": 2, "magnitude": 2}
 
 
-def test_decisive_seeds_are_the_curves_runs_with_another_seed():
-    extra = load_sweep(SWEEPS / "decisive_seeds.toml")
+@pytest.mark.parametrize("name", ["decisive_seeds.toml", "decisive_seeds_lenet5.toml"])
+def test_decisive_seeds_are_the_curves_runs_with_another_seed(name):
+    extra = load_sweep(SWEEPS / name)
     curves: dict = {}
     for run in extra.runs:
         curve_name, _, method = run.values["variant"].rpartition("-")
