@@ -25,6 +25,7 @@ class Bugs:
     nm_axis: str = "rows"  # "cols": N:M groups along the GEMM columns (output dimension)
     conv_dw: str = "right"  # "transposed": dW computed as (cols @ G.T) instead of (G @ cols.T)
     padding: int = 0  # added to the convolution's padding (off by one)
+    mask_product: bool = False  # a projection applied as w * mask: -0.0 for negative dropped entries
 
 
 # --- projections -------------------------------------------------------------------------------------
@@ -161,6 +162,8 @@ def project(structure, w, params, bugs=Bugs()):
         mask = vmask & _keep_groups(masked, labels, _kept(labels.max() + 1, counts, bugs, "block_"), bugs)
     elif structure == "unified":
         return _unify(w2d, *params["block_shape"], params, bugs).reshape(w.shape)
+    if bugs.mask_product:
+        return (w2d * mask).reshape(w.shape)
     return np.where(mask, w2d, w2d.dtype.type(0)).reshape(w.shape)
 
 

@@ -128,6 +128,13 @@ def test_compare_arrays_forms():
     assert compare_arrays("z", np.array([np.inf, -np.inf]), np.array([np.inf, -np.inf])) is None
     m = compare_arrays("z", np.array([1.0, np.inf]), np.array([1.0, -np.inf]), rtol=1e-8)
     assert m.property == "values" and m.index == (1,)
+    # the sign of zero counts only when asked, and ranks below any entry that is off in value
+    assert compare_arrays("z", np.array([0.0, -0.0]), np.array([-0.0, 0.0])) is None
+    m = compare_arrays("z", np.array([0.0, -0.0, 1.0]), np.array([0.0, 0.0, 1.0]), signed_zeros=True)
+    assert m.index == (1,) and m.message.startswith("1 of 3 entries off")
+    assert m.message.endswith("expected -0.0, got 0.0 (sign of zero differs)")
+    m = compare_arrays("z", np.array([0.0, 1.0]), np.array([-0.0, 1.5]), signed_zeros=True, rtol=0.1)
+    assert m.index == (1,) and m.message.startswith("2 of 2 entries off")
     assert compare_arrays("z", np.array([np.inf]), np.array([1e308])).index == (0,)
 
 

@@ -144,6 +144,20 @@ def test_zero_entry_takes_positive_sign():
 
 
 @pytest.mark.parametrize("engine", ENGINES)
+def test_pruned_entries_are_positive_zero(engine):
+    # Dropped entries are +0.0 (docs/ALGORITHMS.md), also where the weight was negative: the golden set had
+    # -0.0 there (sign(v) * 0) until compare_arrays learnt to check the sign of zero.
+    w = np.array([[-3.0, -3.0, 5.0, 5.1, -0.1, 0.2]])
+    z = project_unified(w, (1, 2), unify=1 / 3, prune=1 / 3, engine=engine)
+    np.testing.assert_array_equal(z, [[-3.0, -3.0, 5.0, 5.1, 0.0, 0.0]])
+    assert not np.signbit(z[0, 4:]).any()
+    # a unified block keeps each entry's sign, a copied -0.0 stays -0.0
+    z = project_unified(np.array([[-0.0, 4.0, -1.0, -3.0]]), (1, 2), unify=0.5, engine=engine)
+    assert np.signbit(z[0, 0]) and z[0, 1] == 4.0
+    np.testing.assert_array_equal(z[0, 2:], [-2.0, -2.0])
+
+
+@pytest.mark.parametrize("engine", ENGINES)
 @pytest.mark.parametrize(
     ("w", "prune_first_cost", "unify_first_cost"),
     [

@@ -643,10 +643,12 @@ def project_unified(w, block_shape, sparsity=None, keep=None, *, unify=None, pru
 
 
 def _assemble_numpy(w2d, kinds, scale, bh, bw):
-    """Build the projection: copied entries from ``w2d``, others ``sign+(v) * scale`` (NumPy twin)."""
-    copied = expand_tiles(kinds == COPY, w2d.shape, bh, bw)
+    """Build the projection: copies of ``w2d``, unified ``sign+(v) * scale``, pruned +0.0 (NumPy twin)."""
+    kind = expand_tiles(kinds, w2d.shape, bh, bw)
     c = expand_tiles(scale, w2d.shape, bh, bw)
-    return np.where(copied, w2d, np.where(w2d >= 0, c, -c))  # sign+: a zero entry takes +
+    unified = np.where(w2d >= 0, c, -c)  # sign+: a zero entry takes +
+    # a pruned entry is +0.0 (docs/ALGORITHMS.md: dropped entries are +0.0), not -scale = -0.0
+    return np.where(kind == COPY, w2d, np.where(kind == PRUNE, np.zeros((), w2d.dtype), unified))
 
 
 @njit(cache=True)
@@ -660,8 +662,10 @@ def _assemble_numba(w2d, kinds, scale, bh, bw):  # pragma: no cover - compiled
         for bj in range(nbc):
             c0 = bj * bw
             c1 = min(c0 + bw, cols)
-            if kinds[bi, bj] == 0:
+            if kinds[bi, bj] == COPY:
                 z[r, c0:c1] = w2d[r, c0:c1]
+            elif kinds[bi, bj] == PRUNE:  # +0.0, whatever the sign of the entry
+                z[r, c0:c1] = 0
             else:
                 s = scale[bi, bj]
                 for c in range(c0, c1):

@@ -11,7 +11,10 @@ An entry is within tolerance when
 .. math:: |\mathrm{got} - \mathrm{expected}| \le \mathrm{atol} + \mathrm{rtol}\,|\mathrm{expected}|
 
 (``numpy.isclose``'s rule; NaN only matches NaN, an infinity only the same infinity), and the *worst
-entry* is the one that exceeds its allowance the most.
+entry* is the one that exceeds its allowance the most. With ``signed_zeros=True`` a zero must also carry
+the expected sign: the projections' rule (a kept entry is copied bit for bit, −0.0 included; a dropped
+one is +0.0; ``docs/ALGORITHMS.md``), which ``-0.0 == 0.0`` alone cannot check. A wrong sign of zero
+counts as off, but ranks below every entry that is off in value.
 """
 
 from __future__ import annotations
@@ -54,7 +57,8 @@ class Mismatch:
 
 
 def compare_arrays(
-    name: str, expected: np.ndarray, got, *, rtol: float = 0.0, atol: float = 0.0, check_dtype: bool = True
+    name: str, expected: np.ndarray, got, *, rtol: float = 0.0, atol: float = 0.0, check_dtype: bool = True,
+    signed_zeros: bool = False,
 ) -> Mismatch | None:
     """Return ``None`` if ``got`` matches ``expected`` (shape, dtype, values within tolerance), else why not.
 
@@ -69,12 +73,18 @@ def compare_arrays(
         The tolerance (module docstring); both 0 for exact equality.
     check_dtype : bool
         Whether a different dtype is a mismatch.
+    signed_zeros : bool
+        Whether a zero of the other sign (``-0.0`` for ``+0.0`` or back) is a mismatch (module docstring).
 
     Examples
     --------
     >>> m = compare_arrays("z", np.array([1.0, 2.0]), np.array([1.0, 2.5]))
     >>> m.property, m.index, m.expected, m.got
     ('values', (1,), 2.0, 2.5)
+    >>> compare_arrays("z", np.array([0.0]), np.array([-0.0])) is None
+    True
+    >>> compare_arrays("z", np.array([0.0]), np.array([-0.0]), signed_zeros=True).message
+    '1 of 1 entries off; worst entry (0,): expected 0.0, got -0.0 (sign of zero differs)'
     """
     expected = np.asarray(expected)
     if got is None:
@@ -108,6 +118,11 @@ def compare_arrays(
             # Equal values match whatever the tolerance: inf - inf is NaN, but inf is the right answer to inf.
             excess = np.where((np.isnan(e) & np.isnan(g)) | (g == e), -1.0, excess)
             excess = np.where(nan_mismatch | np.isnan(excess), np.inf, excess)
+            if signed_zeros:
+                # equal as numbers, so excess is -1 there: the smallest positive excess flags the entry
+                # without outranking any entry that is off in value
+                wrong_sign = (e == 0) & (g == 0) & (np.signbit(e) != np.signbit(g))
+                excess = np.where(wrong_sign, np.finfo(np.float64).tiny, excess)
         bad = excess > 0
     n_bad = int(np.count_nonzero(bad))
     if n_bad == 0:
@@ -119,6 +134,10 @@ def compare_arrays(
         f"{n_bad} of {expected.size} entries off; worst entry {index}: expected {exp_v!r}, got {got_v!r}"
     )
     if expected.dtype != np.bool_ and got.dtype != np.bool_:
-        allowed_at = atol + rtol * abs(float(exp_v))
-        message += f" (|got - expected| = {abs(float(got_v) - float(exp_v)):.3g} > allowed {allowed_at:.3g})"
+        if float(exp_v) == 0 and float(got_v) == 0:
+            message += " (sign of zero differs)"
+        else:
+            allowed_at = atol + rtol * abs(float(exp_v))
+            off = abs(float(got_v) - float(exp_v))
+            message += f" (|got - expected| = {off:.3g} > allowed {allowed_at:.3g})"
     return Mismatch(name, "values", message, index, exp_v, got_v)

@@ -256,8 +256,10 @@ def check_results(golden_dir, results_dir) -> GoldenReport:
                 result.mismatch = Mismatch(key, "unreadable", f"{path}: {err}")
                 result.violated = "unreadable"
                 break
+            # A projection's output is exact to the bit, sign of zero included (docs/ALGORITHMS.md)
             mismatch = compare_arrays(
-                key, expected, got, rtol=spec.get("rtol", 0.0), atol=spec.get("atol", 0.0)
+                key, expected, got, rtol=spec.get("rtol", 0.0), atol=spec.get("atol", 0.0),
+                signed_zeros=case.get("kind") == "projection",
             )
             if mismatch is not None:
                 result.mismatch = mismatch
