@@ -48,3 +48,14 @@ def test_a_foreign_project_loads_the_plugin_in_one_line(tmp_path):
     )
     assert run.returncode == 0, run.stdout + run.stderr
     assert f"{len(STRUCTURES)} passed" in run.stdout
+
+
+def test_structure_cases_are_hashable_and_equal_cases_hash_alike():
+    from refimpl.testing.pytest_plugin import StructureCase
+
+    assert len(set(STRUCTURES)) == len(STRUCTURES)  # usable as dict keys and in sets
+    a = StructureCase("blocks", {"block_shape": (2, 2)})
+    b = StructureCase("blocks", {"block_shape": (2, 2)})
+    assert a == b and hash(a) == hash(b) and {a: 1}[b] == 1
+    assert hash(StructureCase("nm", {"n": 2, "m": 4})) == hash(StructureCase("nm", {"m": 4, "n": 2}))
+    assert StructureCase("blocks", {"block_shape": (2, 4)}) != a

@@ -60,6 +60,16 @@ class StructureCase:
     def __str__(self) -> str:
         return self.name + "".join(f"-{k}={v}" for k, v in self.params.items()).replace(" ", "")
 
+    def __hash__(self) -> int:
+        # the generated hash would hash the params dict and fail; equal cases (same name, equal params in
+        # any order) hash alike, so cases can key a dict or fill a set
+        return hash((self.name, tuple(sorted((k, _hashable(v)) for k, v in self.params.items()))))
+
+
+def _hashable(value):
+    """``value`` with lists turned into tuples (a ``block_shape`` may come as either)."""
+    return tuple(_hashable(v) for v in value) if isinstance(value, (list, tuple)) else value
+
 
 #: Every structure of :data:`refimpl.projections.PROJECTIONS` with parameters that fit
 #: :func:`~refimpl.testing.check_projection`'s default shapes.
