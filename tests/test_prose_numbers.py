@@ -53,6 +53,10 @@ class Given:
 
 S, A, F = "setting: ", "arithmetic: ", "fact: "
 
+#: the levels of two curve sweeps, which several givens of notebook 04 name
+FILTERS_LEVELS = "paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]"
+SHAPES_LEVELS = "paper_repro/sweeps/curves/shapes.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]"
+
 GIVENS: dict[str, list[Given]] = {
     "00_from_scratch": [
         Given("in about 100 lines", F + "the plain-NumPy cells counted without prints and plots "
@@ -162,24 +166,24 @@ GIVENS: dict[str, list[Given]] = {
               S + "a level and the budget",
               code=("paper_repro/sweeps/curves/decisive_seeds.toml::sparsity = [0.98, 0.99]",)),
         Given("ADMM's cut keeps 0.8662 at 90 %", S + "a level of the filters curve (0.8662 is printed)",
-              code=("paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+              code=(FILTERS_LEVELS,)),
         Given("within a few tenths of a point up to 80 %", S + "a level of the filters curve",
-              code=("paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+              code=(FILTERS_LEVELS,)),
         Given("a third at 70 % and 90 %", S + "the decisive points of the filters curve",
               code=("paper_repro/sweeps/curves/decisive_seeds_lenet5.toml::sparsity = [0.7, 0.9]",)),
         Given("At 90 % ADMM ends ahead", S + "a level of the filters curve",
-              code=("paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+              code=(FILTERS_LEVELS,)),
         Given("Filters at 90 % do not yet break", S + "a level of the filters curve",
-              code=("paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+              code=(FILTERS_LEVELS,)),
         Given("At 30–50 % magnitude pruning ends on top", S + "levels of the shapes curve",
-              code=("paper_repro/sweeps/curves/shapes.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+              code=(SHAPES_LEVELS,)),
         Given("From 70 % on ADMM leads", S + "a level of the shapes curve",
-              code=("paper_repro/sweeps/curves/shapes.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+              code=(SHAPES_LEVELS,)),
         Given("at 90 % ADMM ends at 0.8935", S + "a level of the shapes curve (0.8935 is printed)",
-              code=("paper_repro/sweeps/curves/shapes.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",)),
+              code=(SHAPES_LEVELS,)),
         Given("Shapes at 90 % break LeNet-5 sooner than filters at 90 %", S + "levels of the two curves",
-              code=("paper_repro/sweeps/curves/shapes.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]",
-                    "paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]")),
+              code=(SHAPES_LEVELS,
+                    FILTERS_LEVELS)),
         Given("its 4 epochs towards the set are 4 epochs less", S + "ADMM's share of the budget",
               code=("paper_repro/configs/curves_base.toml::epochs = 4",)),
         Given("on Fashion-MNIST with 8 epochs after the dense model", S + "the curves' budget",
