@@ -221,10 +221,10 @@ rows = [r for r in load_results(prm_dir) if r["status"] == "finished"] if prm_di
 if not rows:
     print(f"not run yet: refimpl sweep paper_repro/sweeps/resnet/prm.toml --out {prm_dir.relative_to(ROOT)}"
           " --workers 2 (it needs the dense ResNet-20 first)")
-for r in sorted(rows, key=lambda r: r["name"]):
-    state = json.loads((prm_dir / "runs" / r["name"] / "state.json").read_text())
+for r in sorted(rows, key=lambda r: r["run"]):
+    state = json.loads((prm_dir / "runs" / r["run"] / "state.json").read_text())
     m = {name: phase["metrics"] for name, phase in state["phases"].items()}
-    print(f"{r['name']:16} cut {m['prune']['test_acc']:.4f}  retrained {m['retrain']['test_acc']:.4f}  "
+    print(f"{r['run']:16} cut {m['prune']['test_acc']:.4f}  retrained {m['retrain']['test_acc']:.4f}  "
           f"purified {m['purify']['test_acc']:.4f} ({m['purify']['num_removed']} filters)  "
           f"+ retraining {m['purify_retrain']['test_acc']:.4f}  compact {m['compact']['test_acc']:.4f}, "
           f"{m['compact']['params_before']:,} -> {m['compact']['params_after']:,} parameters")
