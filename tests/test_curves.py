@@ -110,3 +110,20 @@ def test_decisive_seeds_are_the_curves_runs_with_another_seed(name):
         differs = {k for k, v in run.config.to_dict().items() if twin.config.to_dict()[k] != v}
         assert differs == {"seed", "name"}, (run.name, twin.name, differs)
         assert run.config.seed not in {r.config.seed for r in curves[curve_name].runs}
+
+
+def test_filters_shapes_rho_diagnostic_differs_from_the_curve_only_in_rho():
+    """The diagnostic repeats the curve's ADMM runs at its breaking levels with the grid's larger rho_0."""
+    diagnostic = load_sweep(SWEEPS / "filters_shapes_rho.toml")
+    curve = load_sweep(SWEEPS / "filters_shapes.toml")
+    selection = json.loads((ROOT / "paper_repro" / "results" / "curves" / "selection.json").read_text())
+    grid = {c["settings"]["admm.rho"] for c in selection["filters_shapes"]["methods"]["admm"]["candidates"]}
+    chosen = selection["filters_shapes"]["methods"]["admm"]["settings"]["admm.rho"]
+    assert {r.config.admm.rho for r in diagnostic.runs} == grid - {chosen}
+    for run in diagnostic.runs:
+        twin = next(r for r in curve.runs if r.config.method == "admm" and r.config.seed == run.config.seed
+                    and r.values["sparsity"] == run.values["sparsity"])
+        differs = {k for k, v in run.config.to_dict().items() if twin.config.to_dict()[k] != v}
+        assert differs == {"admm", "name"}, (run.name, differs)
+        assert run.config.admm.constraints == twin.config.admm.constraints
+        assert {k for k, v in vars(run.config.admm).items() if getattr(twin.config.admm, k) != v} == {"rho"}
