@@ -41,6 +41,7 @@ from refimpl.config.loading import load_config  # noqa: E402
 from refimpl.data import load_dataset  # noqa: E402
 from refimpl.engine.build import build_model_for  # noqa: E402
 from refimpl.nn.conv import Conv2d  # noqa: E402
+from refimpl.nn.module import no_grad  # noqa: E402
 from refimpl.projections import mask_filters  # noqa: E402
 from refimpl.prune.masking import apply_masks  # noqa: E402
 from refimpl.sparse import compile as sparse_compile  # noqa: E402
@@ -75,8 +76,8 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--weights", type=Path, required=True, help="the trained model (.npz)")
     parser.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--images", type=int, default=2000,
-                        help="test images compared, in one forward pass (memory: each layer keeps its im2col "
-                             "matrix; ResNet-20 at 2,000 images needed over 20 GB, use 500)")
+                        help="test images compared, in one forward pass (under no_grad(), so memory is the "
+                             "largest layer's working set)")
     parser.add_argument("--batch", type=int, default=256, help="batch of the timing")
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--output", type=Path, default=None)
@@ -92,7 +93,9 @@ def main(argv: list[str] | None = None) -> dict:
     dense.eval()
     x, y = np.ascontiguousarray(data.x_test[:args.images]), data.y_test[:args.images]
     rows = []
-    with thread_limit(1):
+    # no_grad(): logits only, so no layer keeps its im2col matrix for a backward pass (ResNet-20
+    # kept over 20 GB for 2,000 images that way).
+    with thread_limit(1), no_grad():
         dense_logits = dense.forward(x)
         for level in args.levels:
             masks = filter_masks(dense, level)

@@ -82,7 +82,8 @@ class ReLU(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``max(x, 0)``, any shape."""
-        out, self._cache = relu_forward(x)
+        out, cache = relu_forward(x)
+        self._cache = self._keep(cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

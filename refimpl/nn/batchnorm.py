@@ -349,9 +349,10 @@ class BatchNorm2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> same shape; in training mode also updates the running statistics."""
-        out, self._cache = batchnorm2d_forward(
+        out, cache = batchnorm2d_forward(
             x, self.params["weight"], self.params["bias"], self.buffers["running_mean"],
             self.buffers["running_var"], self.training, self.momentum, self.eps, engine=self.engine)
+        self._cache = self._keep(cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

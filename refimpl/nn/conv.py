@@ -492,8 +492,9 @@ class Conv2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> (N, F, OH, OW)."""
-        out, self._cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
-                                          self.stride, self.padding, engine=self.engine)
+        out, cache = conv2d_forward(x, self.params["weight"], self.params.get("bias"),
+                                    self.stride, self.padding, engine=self.engine)
+        self._cache = self._keep(cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from refimpl._validation import check_probability
-from refimpl.nn.module import Module
+from refimpl.nn.module import Module, keeps_for_backward
 
 __all__ = ["Dropout", "dropout_backward", "dropout_forward"]
 
@@ -73,8 +73,9 @@ class Dropout(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Drop and rescale in training mode; identity in evaluation mode."""
-        out, self._cache = dropout_forward(x, self.p, self.training, self.rng)
-        self._forwarded = True
+        out, cache = dropout_forward(x, self.p, self.training, self.rng)
+        self._cache = self._keep(cache)
+        self._forwarded = keeps_for_backward()
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

@@ -41,7 +41,8 @@ class Flatten(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Collapse all axes after the first."""
-        out, self._cache = flatten_forward(x)
+        out, cache = flatten_forward(x)
+        self._cache = self._keep(cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

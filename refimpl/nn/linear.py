@@ -120,7 +120,8 @@ class Linear(Module):
         x = check_float_array(x, "x", 2)
         if x.shape[1] != self.in_features:
             raise ValueError(f"x must have shape (N, {self.in_features}), got {x.shape}")
-        out, self._cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
+        out, cache = linear_forward(x, self.params["weight"], self.params.get("bias"))
+        self._cache = self._keep(cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

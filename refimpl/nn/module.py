@@ -14,16 +14,47 @@ The contract (relied upon by the trainer, the pruning code, compaction and the s
 * ``named_parameters()`` / ``named_gradients()`` / ``named_buffers()`` yield PyTorch-style dotted names
   (``"conv1.weight"``, ``"layer1.0.bn1.running_mean"``) so weights load into PyTorch with no renaming.
 * ``training`` switches BatchNorm and dropout behaviour; ``train()`` / ``eval()`` set it recursively.
+* ``with no_grad():`` forward passes keep nothing for ``backward`` (inference over many images without
+  every layer's im2col matrix staying alive; the analogue of ``torch.no_grad()``).
 * Randomness (dropout) comes only from a :class:`numpy.random.Generator` given by :meth:`Module.set_rng`.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import numpy as np
 
-__all__ = ["Module", "Sequential"]
+__all__ = ["Module", "Sequential", "no_grad", "keeps_for_backward"]
+
+# Per thread, as torch.no_grad(): a forward pass in another thread is not affected by this one's block.
+_state = threading.local()
+
+
+@contextmanager
+def no_grad():
+    """Within the ``with`` block, forward passes (in this thread) keep nothing for ``backward``.
+
+    Outputs are bit for bit those of a plain forward pass; a ``backward`` after such a forward raises.
+    The analogue of ``torch.no_grad()``: evaluation (:func:`refimpl.train.trainer.evaluate`) needs only
+    the outputs, and dropping each layer's cache as soon as the next layer has its input bounds the memory
+    by one layer's working set instead of the sum over all layers (a convolution's cache holds its im2col
+    matrix, ``k·k·C`` times its input). Blocks nest; the previous setting returns on exit, also after
+    an error.
+    """
+    previous = keeps_for_backward()
+    _state.keeps = False
+    try:
+        yield
+    finally:
+        _state.keeps = previous
+
+
+def keeps_for_backward() -> bool:
+    """Return False inside a :func:`no_grad` block of this thread, else True."""
+    return getattr(_state, "keeps", True)
 
 
 class Module:
@@ -54,8 +85,14 @@ class Module:
         """
         value = getattr(self, attribute, None)
         if value is None:
-            raise RuntimeError(f"{type(self).__name__}.backward called before forward")
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward "
+                               "(or after a forward pass under no_grad())")
         return value
+
+    @staticmethod
+    def _keep(cache):
+        """Return what ``forward`` stores for ``backward``: ``cache``, or ``None`` inside :func:`no_grad`."""
+        return cache if keeps_for_backward() else None
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """Run :meth:`forward` (modules are callable, as in PyTorch)."""

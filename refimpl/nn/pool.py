@@ -21,7 +21,7 @@ from refimpl.nn._kernels import (
     pair,
     window_view,
 )
-from refimpl.nn.module import Module
+from refimpl.nn.module import Module, keeps_for_backward
 
 __all__ = [
     "AvgPool2d",
@@ -184,8 +184,9 @@ class MaxPool2d(_WindowPool2d):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> (N, C, OH, OW)."""
-        out, self._cache = maxpool2d_forward(x, self.kernel_size, self.stride, engine=self.engine,
-                                             for_backward=self.training)
+        out, cache = maxpool2d_forward(x, self.kernel_size, self.stride, engine=self.engine,
+                                       for_backward=self.training and keeps_for_backward())
+        self._cache = self._keep(cache)
         self._eval_forward = not self.training
         return out
 
@@ -261,7 +262,8 @@ class AvgPool2d(_WindowPool2d):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> (N, C, OH, OW)."""
-        out, self._cache = avgpool2d_forward(x, self.kernel_size, self.stride)
+        out, cache = avgpool2d_forward(x, self.kernel_size, self.stride)
+        self._cache = self._keep(cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:
@@ -315,7 +317,8 @@ class GlobalAvgPool2d(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, C, H, W) -> (N, C)."""
-        out, self._cache = global_avgpool_forward(x)
+        out, cache = global_avgpool_forward(x)
+        self._cache = self._keep(cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

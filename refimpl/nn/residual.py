@@ -113,10 +113,12 @@ class BasicBlock(Module):
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """``x`` (N, in, H, W) -> (N, out, H', W') with ``H' = ceil(H / stride)``."""
-        h, self._relu1_cache = relu_forward(self.bn1.forward(self.conv1.forward(x)))
+        h, relu1_cache = relu_forward(self.bn1.forward(self.conv1.forward(x)))
+        self._relu1_cache = self._keep(relu1_cache)
         h = self.bn2.forward(self.conv2.forward(h))
         s = x if self.shortcut is None else self.shortcut.forward(x)
-        out, self._relu2_cache = relu_forward(h + s)
+        out, relu2_cache = relu_forward(h + s)
+        self._relu2_cache = self._keep(relu2_cache)
         return out
 
     def backward(self, dout: np.ndarray) -> np.ndarray:

@@ -34,7 +34,7 @@ import numpy as np
 from tqdm import tqdm
 
 from refimpl._validation import as_float_array, check_ndim, check_positive_int
-from refimpl.nn.module import Module, Sequential
+from refimpl.nn.module import Module, Sequential, no_grad
 from refimpl.train.checkpoint import (
     CHECKPOINT_NAME,
     CheckpointError,
@@ -159,7 +159,9 @@ def evaluate(model: Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
     ----------
     model : Module
         Switched to eval mode (BatchNorm running statistics, no dropout) and back to its previous mode
-        afterwards (``model.train(previous)``, recursively), even if an error occurs.
+        afterwards (``model.train(previous)``, recursively), even if an error occurs. The forward passes
+        run under :func:`refimpl.nn.no_grad`: no layer keeps a cache for backward, so memory is one layer's
+        working set, not the whole network's.
     x : ndarray, shape (N, ...)
     y : ndarray of int, shape (N,)
     batch_size : int, default 256
@@ -180,11 +182,12 @@ def evaluate(model: Module, x: np.ndarray, y: np.ndarray, batch_size: int = 256,
     model.eval()
     total_loss, correct = 0.0, 0
     try:
-        for batch in _batches(len(y), batch_size):
-            logits = model.forward(x[batch])
-            loss, _ = loss_fn(logits, y[batch])
-            total_loss += float(loss) * len(y[batch])  # loss_fn returns a batch mean
-            correct += int(np.count_nonzero(np.argmax(logits, axis=1) == y[batch]))
+        with no_grad():
+            for batch in _batches(len(y), batch_size):
+                logits = model.forward(x[batch])
+                loss, _ = loss_fn(logits, y[batch])
+                total_loss += float(loss) * len(y[batch])  # loss_fn returns a batch mean
+                correct += int(np.count_nonzero(np.argmax(logits, axis=1) == y[batch]))
     finally:
         model.train(was_training)
     return {"loss": total_loss / len(y), "accuracy": correct / len(y)}
