@@ -47,6 +47,7 @@ import json
 import numpy as np
 
 from refimpl.compact import compact, purify
+from refimpl.config import load_config
 from refimpl.engine import load_results
 from refimpl.models import resnet_small
 from refimpl.notebook import repo_root
@@ -214,20 +215,42 @@ for label, name in TRAINED.items():
 # of the block convolutions at two levels, hard cut, masked retraining, purification with a short
 # retraining, compaction; two seeds (the budget and its reasons are in the file). Each run's report gives
 # the test accuracy and the parameter count after every step.
+#
+# A pilot run came first (filters 50 %, seed 0, `paper_repro/results/resnet/prm_pilot/`). Its ADMM phase
+# updated ρ every 40 steps, 8 updates in all, so ρ ended at 8.2e-2; the weights never came near the set
+# (the primal residual stayed near 1) and the hard cut left a network at chance. Its retraining after
+# purification restarted at the retraining's peak learning rate. The sweep's base config changes both
+# (16 updates, as in the LeNet-5 curves, and `purify.lr`), and says why.
 
 # %%
+def prm_line(name: str, state: dict) -> str:
+    """One run's accuracy after every P-RM step and its compact size."""
+    m = {phase: record["metrics"] for phase, record in state["phases"].items()}
+    return (f"{name:16} cut {m['prune']['test_acc']:.4f}  retrained {m['retrain']['test_acc']:.4f}  "
+            f"purified {m['purify']['test_acc']:.4f} ({m['purify']['num_removed']} filters)  "
+            f"+ retraining {m['purify_retrain']['test_acc']:.4f}  compact {m['compact']['test_acc']:.4f}, "
+            f"{m['compact']['params_before']:,} -> {m['compact']['params_after']:,} parameters")
+
+
+pilot = json.loads((RESULTS / "resnet" / "prm_pilot" / "runs" / "filters-0.5-s0" / "state.json").read_text())
+primal = [v for k, v in pilot["phases"]["admm"]["metrics"]["updates"][-1].items() if k.endswith(".primal")]
+print("pilot:", prm_line("filters-0.5-s0", pilot))
+print(f"pilot: ADMM made {len(pilot['phases']['admm']['metrics']['updates'])} updates, rho ended at "
+      f"{pilot['phases']['admm']['metrics']['rho']:.1e}; primal residual at the last one "
+      f"{min(primal):.2f}-{max(primal):.2f}")
+prm_config = load_config(ROOT / "paper_repro" / "configs" / "prm_resnet20_base.toml")
+base = prm_config.admm
+steps = base.epochs * -(-prm_config.data.limit_train // base.batch_size)  # the last batch is partial
+updates = steps // base.update_every
+print(f"sweep: ADMM updates every {base.update_every} of {steps} steps: {updates} updates, rho "
+      f"{base.rho:.0e} -> {min(base.rho * base.rho_growth ** updates, base.rho_max):.2f}")
 prm_dir = RESULTS / "resnet" / "prm"
 rows = [r for r in load_results(prm_dir) if r["status"] == "finished"] if prm_dir.is_dir() else []
 if not rows:
-    print(f"not run yet: refimpl sweep paper_repro/sweeps/resnet/prm.toml --out {prm_dir.relative_to(ROOT)}"
-          " --workers 2 (it needs the dense ResNet-20 first)")
+    print(f"sweep not run yet: refimpl sweep paper_repro/sweeps/resnet/prm.toml --out "
+          f"{prm_dir.relative_to(ROOT)} --workers 2")
 for r in sorted(rows, key=lambda r: r["run"]):
-    state = json.loads((prm_dir / "runs" / r["run"] / "state.json").read_text())
-    m = {name: phase["metrics"] for name, phase in state["phases"].items()}
-    print(f"{r['run']:16} cut {m['prune']['test_acc']:.4f}  retrained {m['retrain']['test_acc']:.4f}  "
-          f"purified {m['purify']['test_acc']:.4f} ({m['purify']['num_removed']} filters)  "
-          f"+ retraining {m['purify_retrain']['test_acc']:.4f}  compact {m['compact']['test_acc']:.4f}, "
-          f"{m['compact']['params_before']:,} -> {m['compact']['params_after']:,} parameters")
+    print(prm_line(r["run"], json.loads((prm_dir / "runs" / r["run"] / "state.json").read_text())))
 
 # %% [markdown]
 # ## 5. The claims and what was measured

@@ -455,3 +455,24 @@ def test_admm_rescale_dual_setting_reaches_the_hook(tmp_path, monkeypatch):
                             "pretrain.epochs": 1})
     run_experiment(config, tmp_path / "run", progress=False, echo=None)
     assert len(made) == 1 and made[0].rescale_dual is True and made[0].updates == 2
+
+
+@pytest.mark.parametrize("purify_lr", [None, 0.0123])
+def test_purification_retrains_at_purify_lr_where_it_is_set(tmp_path, purify_lr):
+    """purify.lr: the retraining after purification starts there instead of at retrain.lr."""
+    started = {}
+
+    class Capture:
+        def __init__(self, phase):
+            self.phase = phase
+
+        def on_train_begin(self, trainer):
+            started[self.phase.name] = trainer.optimizer.lr
+
+    config = tiny_config(**{"purify.enabled": True, "purify.epochs": 1, "purify.lr": purify_lr,
+                            "retrain.schedule": "constant"})
+    run_experiment(config, tmp_path / "run", progress=False, echo=None, hooks=lambda phase: [Capture(phase)])
+    assert started["retrain"] == config.retrain.lr != 0.0123
+    assert started["purify_retrain"] == (config.retrain.lr if purify_lr is None else purify_lr)
+    with pytest.raises(ValueError, match="purify.lr"):
+        tiny_config(**{"purify.lr": 0.0})

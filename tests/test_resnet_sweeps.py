@@ -77,3 +77,20 @@ def test_prm_pipeline_runs_end_to_end_on_a_small_resnet(sweep, tmp_path):
     results = json.loads((tmp_path / "run" / "results.json").read_text())  # the sweep table's row
     assert results["accuracy_compact"] == results["accuracy_pruned"]
     assert results["params_compact"] < results["params_dense"]
+
+
+def test_prm_rho_schedule_grows_as_often_as_the_lenet5_curves_and_purification_retrains_gently(sweep):
+    """The two settings the pilot run changed (configs/prm_resnet20_base.toml says why)."""
+    curves = load_config(ROOT / "paper_repro" / "configs" / "curves_base.toml")
+
+    def updates(config):
+        images = config.data.limit_train or 54_000  # the curves train on all 54,000 non-validation images
+        steps = config.admm.epochs * -(-images // config.admm.batch_size)
+        return steps // config.admm.update_every
+
+    assert updates(curves) == 16
+    for run in sweep.runs:
+        c = run.config
+        assert c.admm.update_unit == "step" and updates(c) == updates(curves)
+        assert (c.admm.rho, c.admm.rho_growth) == (curves.admm.rho, curves.admm.rho_growth)
+        assert c.purify.lr is not None and c.purify.lr < c.retrain.lr

@@ -205,6 +205,8 @@ class PurifyConfig:
     sigma: float = 0.1                  # ...and relative L2 norm below sigma is removed (heuristic
                                         # defaults, not tuned: refimpl.compact.purify, Notes)
     epochs: int = 2                     # masked retraining after purification (retrain's optimizer settings)
+    lr: float | None = None             # its learning rate; None: retrain.lr. A retraining whose cosine
+                                        # schedule ended near 0 is undone in part by restarting at its peak
 
 
 @dataclass

@@ -172,6 +172,8 @@ def validate(config: ExperimentConfig, origin: Mapping[str, str] | None = None,
         fail("purify.sigma", f"must be a finite number >= 0, got {p.sigma}")
     if p.epochs < 0:
         fail("purify.epochs", f"must be >= 0, got {p.epochs}")
+    if p.lr is not None and not (math.isfinite(p.lr) and p.lr > 0):
+        fail("purify.lr", f"must be a finite number > 0 (or absent: retrain.lr), got {p.lr}")
     if p.enabled and config.method == "none":
         fail("purify.enabled", "purification needs a pruning method (method is 'none')")
     if config.output.checkpoint_every < 1:

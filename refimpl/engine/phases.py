@@ -32,6 +32,7 @@ kind                  what it does
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -327,16 +328,19 @@ def prune(run: Run, phase: Phase) -> dict:
     return out
 
 
-def _masked_retrain(run: Run, phase: Phase) -> dict:
-    """Masked retraining; unified blocks (``run.unified``) train only their shared magnitudes."""
+def _masked_retrain(run: Run, phase: Phase, settings=None) -> dict:
+    """Masked retraining with ``settings`` (default: ``retrain``'s).
+
+    Unified blocks (``run.unified``) train only their shared magnitudes.
+    """
     from refimpl.prune import MaskedRetraining, UnifiedRetraining
 
+    settings = run.config.retrain if settings is None else settings
     if run.unified:
-        hook = UnifiedRetraining(run.masks, run.unified,
-                                 magnitude_gradient=run.config.retrain.magnitude_gradient)
+        hook = UnifiedRetraining(run.masks, run.unified, magnitude_gradient=settings.magnitude_gradient)
     else:
         hook = MaskedRetraining(run.masks)
-    history = run.train(phase, run.config.retrain, [hook])
+    history = run.train(phase, settings, [hook])
     out = {"test_acc": run.evaluate(), **_last(history)}
     if run.unified:
         out["unified_intact"] = hook.intact(run.model.parameters())
@@ -359,8 +363,12 @@ def purify(run: Run, phase: Phase) -> dict:
             "num_removed": report.num_removed}
 
 
-phase_kind("purify_retrain", trains=True, accuracy="after_purify_retrain",
-           label="after purify + retraining")(_masked_retrain)
+@phase_kind("purify_retrain", trains=True, accuracy="after_purify_retrain", label="after purify + retraining")
+def purify_retrain(run: Run, phase: Phase) -> dict:
+    """Masked retraining after purification: ``retrain``'s settings at ``purify.lr`` where it is set."""
+    lr = run.config.purify.lr
+    settings = run.config.retrain if lr is None else dataclasses.replace(run.config.retrain, lr=lr)
+    return _masked_retrain(run, phase, settings)
 
 
 @phase_kind("compact", saves_weights=False, accuracy="compact", label="compact (must equal masked)")
