@@ -355,10 +355,10 @@ for sweep in dict.fromkeys(r["sweep"] for r in ablation["rows"]):
 # * The shapes curve (section 4, two seeds at every level) shows both regimes in one structure. At 30–50 %
 #   magnitude pruning ends on top (0.9179 and 0.9164 against ADMM's 0.9161 and 0.9136, seed ranges apart
 #   at 30 %): retraining alone suffices there, and for ADMM its 4 epochs towards the set are 4 epochs
-#   less of plain training. From 70 % on ADMM leads, and the gap grows with the level: at 90 % ADMM ends at 0.8935
-#   against 0.8839 (magnitude) and 0.8835 (SSL), its seeds' range (0.8917..0.8952) above both others',
-#   while its cut keeps 0.8614 against 0.1659. Shapes at 90 % break LeNet-5 sooner than filters at 90 %
-#   do for magnitude pruning and SSL, and that is where ADMM's head start pays.
+#   less of plain training. From 70 % on ADMM leads, and the gap grows with the level: at 90 % ADMM ends
+#   at 0.8935 against 0.8839 (magnitude) and 0.8835 (SSL), its seeds' range (0.8917..0.8952) above both
+#   others', while its cut keeps 0.8614 against 0.1659. Shapes at 90 % break LeNet-5 sooner than filters
+#   at 90 % do for magnitude pruning and SSL, and that is where ADMM's head start pays.
 # * Purification (section 8) finds nothing to remove after filter or channel pruning with its default
 #   thresholds — after filter pruning no kept filter is close to empty, after channel pruning every
 #   filter has the same zero share, the level itself — and after unstructured pruning it removes a few per
