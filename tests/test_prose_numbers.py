@@ -56,6 +56,9 @@ S, A, F = "setting: ", "arithmetic: ", "fact: "
 #: the levels of two curve sweeps, which several givens of notebook 04 name
 FILTERS_LEVELS = "paper_repro/sweeps/curves/filters.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]"
 SHAPES_LEVELS = "paper_repro/sweeps/curves/shapes.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]"
+UNSTRUCTURED_LEVELS = ("paper_repro/sweeps/curves/unstructured.toml::"
+                       "sparsity = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99]")
+FILTERS_SHAPES_LEVELS = "paper_repro/sweeps/curves/filters_shapes.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]"
 
 GIVENS: dict[str, list[Given]] = {
     "00_from_scratch": [
@@ -184,6 +187,32 @@ GIVENS: dict[str, list[Given]] = {
         Given("Shapes at 90 % break LeNet-5 sooner than filters at 90 %", S + "levels of the two curves",
               code=(SHAPES_LEVELS,
                     FILTERS_LEVELS)),
+        Given("Up to 90 % ADMM ends about half a point", S + "a level of the unstructured curve",
+              code=(UNSTRUCTURED_LEVELS,)),
+        Given("0.9105 at 90 %, the seeds'", S + "a level of the unstructured curve (0.9105 is printed)",
+              code=(UNSTRUCTURED_LEVELS,)),
+        Given("at 50 % magnitude pruning's cut", S + "a level of the unstructured curve",
+              code=(UNSTRUCTURED_LEVELS,)),
+        Given("chosen on validation at 95 %, where", S + "the unstructured selection level",
+              code=('paper_repro/sweeps/curves/select_unstructured.toml::structure = "unstructured", '
+                    'sparsity = 0.95',)),
+        Given("At 98–99 % magnitude pruning ends ahead", S + "levels of the unstructured curve",
+              code=(UNSTRUCTURED_LEVELS,)),
+        Given("ADMM's 0.8909 at 99 %", S + "a level of the unstructured curve (0.8909 is printed)",
+              code=(UNSTRUCTURED_LEVELS,)),
+        Given("its 8 epochs of retraining recover it", S + "magnitude pruning's budget",
+              code=('paper_repro/sweeps/curves/unstructured.toml::"retrain.epochs" = 8',)),
+        Given("Pruning conv2 and fc1 to 99 % does not break", S + "a level of the unstructured curve",
+              code=(UNSTRUCTURED_LEVELS,)),
+        Given("so at 90 % only 1 % of the weights remain",
+              A + "a share 0.9 of the filters and of the columns keeps (1 - 0.9) ** 2 of the weights",
+              code=(FILTERS_SHAPES_LEVELS,),
+              equals=(("1", "round(100 * (1 - 0.9) ** 2)"),)),
+        Given("and at 90 % ADMM is last", S + "a level of the filters + shapes curve",
+              code=(FILTERS_SHAPES_LEVELS,)),
+        Given("chose $\\rho_0$ = 1e-3 at 70 % by a hair", S + "the filters + shapes selection level",
+              code=('paper_repro/sweeps/curves/select_filters_shapes.toml::'
+                    'structure = "filters", sparsity = 0.7',)),
         Given("its 4 epochs towards the set are 4 epochs less", S + "ADMM's share of the budget",
               code=("paper_repro/configs/curves_base.toml::epochs = 4",)),
         Given("on Fashion-MNIST with 8 epochs after the dense model", S + "the curves' budget",
