@@ -81,8 +81,8 @@ def rows_of(name):
 
 def curve_rows_of(name):
     """A curve's finished runs, with its third seed at the decisive points (sweeps decisive_seeds*)."""
-    extra = [r for sweep in ("decisive_seeds", "decisive_seeds_lenet5") for r in rows_of(sweep)
-             if r["variant"].rpartition("-")[0] == name]
+    decisive = ("decisive_seeds", "decisive_seeds_lenet5", "decisive_seeds_lenet5_unstructured")
+    extra = [r for sweep in decisive for r in rows_of(sweep) if r["variant"].rpartition("-")[0] == name]
     return rows_of(name) + extra
 
 
