@@ -128,3 +128,27 @@ def test_filters_shapes_rho_diagnostic_differs_from_the_curve_only_in_rho():
         assert differs == {"admm", "name"}, (run.name, differs)
         assert run.config.admm.constraints == twin.config.admm.constraints
         assert {k for k, v in vars(run.config.admm).items() if getattr(twin.config.admm, k) != v} == {"rho"}
+
+
+def test_filters_shapes_grid_runs_the_rest_of_the_selection_grid_at_the_breaking_levels():
+    """With filters_shapes_rho.toml and the curve, every method has all three candidates at 80 / 90 %."""
+    selection = json.loads((ROOT / "paper_repro" / "results" / "curves" / "selection.json").read_text())
+    curve = load_sweep(SWEEPS / "filters_shapes.toml")
+    extra = [r for name in ("filters_shapes_grid.toml", "filters_shapes_rho.toml")
+             for r in load_sweep(SWEEPS / name).runs]
+    for method, spec in selection["filters_shapes"]["methods"].items():
+        grid = [c["settings"] for c in spec["candidates"]]
+        for level in (0.8, 0.9):
+            for seed in (0, 1):
+                twin = next(r for r in curve.runs if r.config.method == method and r.config.seed == seed
+                            and r.values["sparsity"] == level)
+                runs = [twin] + [r for r in extra if r.config.method == method and r.config.seed == seed
+                                 and r.values["sparsity"] == level]
+                got = []
+                for run in runs:
+                    got.append({k: getattr(getattr(run.config, k.split(".")[0]), k.split(".")[1])
+                                for k in grid[0]})
+                    differs = {k for k, v in run.config.to_dict().items() if twin.config.to_dict()[k] != v}
+                    assert differs <= {"name", "admm", "retrain", "ssl"}, (run.name, differs)
+                    assert run.config.admm.constraints == twin.config.admm.constraints
+                assert sorted(map(str, got)) == sorted(map(str, grid)), (method, level, seed)
