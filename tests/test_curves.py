@@ -96,8 +96,7 @@ def test_admm_nn_rates_are_the_papers_kept_shares():
     assert Counter(r.config.method for r in sweep.runs) == {"admm": 2, "magnitude": 2}
 
 
-@pytest.mark.parametrize("name", ["decisive_seeds.toml", "decisive_seeds_lenet5.toml",
-                                  "decisive_seeds_lenet5_unstructured.toml"])
+@pytest.mark.parametrize("name", sorted(p.name for p in SWEEPS.glob("decisive_seeds*.toml")))
 def test_decisive_seeds_are_the_curves_runs_with_another_seed(name):
     extra = load_sweep(SWEEPS / name)
     curves: dict = {}
