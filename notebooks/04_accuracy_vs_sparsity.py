@@ -376,8 +376,9 @@ if not progressive:
 for variant in dict.fromkeys(r["variant"] for r in progressive):
     runs = [r for r in progressive if r["variant"] == variant]
     final = [r["accuracy.final"] for r in runs]
+    cut = np.mean([r["accuracy.after_hard_prune"] for r in runs])  # the last step's cut
     print(f"{variant:<32} {len(runs)} seed(s): final {np.mean(final):.4f} "
-          f"({min(final):.4f}..{max(final):.4f})")
+          f"({min(final):.4f}..{max(final):.4f}), after the last cut {cut:.4f}")
 
 # %% [markdown]
 # ## 8. Purification: what is left to remove after pruning?
