@@ -59,6 +59,7 @@ SHAPES_LEVELS = "paper_repro/sweeps/curves/shapes.toml::sparsity = [0.3, 0.5, 0.
 UNSTRUCTURED_LEVELS = ("paper_repro/sweeps/curves/unstructured.toml::"
                        "sparsity = [0.5, 0.8, 0.9, 0.95, 0.98, 0.99]")
 FILTERS_SHAPES_LEVELS = "paper_repro/sweeps/curves/filters_shapes.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]"
+CHANNELS_LEVELS = "paper_repro/sweeps/curves/channels.toml::sparsity = [0.3, 0.5, 0.7, 0.8, 0.9]"
 
 GIVENS: dict[str, list[Given]] = {
     "00_from_scratch": [
@@ -212,6 +213,12 @@ GIVENS: dict[str, list[Given]] = {
               code=("paper_repro/sweeps/curves/filters_shapes_rho.toml::sparsity = [0.8, 0.9]",)),
         Given("level with it at 80 %", S + "a level of the rho_0 diagnostic",
               code=("paper_repro/sweeps/curves/filters_shapes_rho.toml::sparsity = [0.8, 0.9]",)),
+        Given("the filters and shapes curves: up to 80 % the three", S + "a level of the channels curve",
+              code=(CHANNELS_LEVELS,)),
+        Given("fall to about 0.30; at 90 %, where", S + "a level of the channels curve",
+              code=(CHANNELS_LEVELS,)),
+        Given("Channels at 90 % break LeNet-5 harder than filters or shapes at 90 %",
+              S + "levels of the three curves", code=(CHANNELS_LEVELS, FILTERS_LEVELS, SHAPES_LEVELS)),
         Given("and at 90 % ADMM is last", S + "a level of the filters + shapes curve",
               code=(FILTERS_SHAPES_LEVELS,)),
         Given("chose $\\rho_0$ = 1e-3 at 70 % by a hair", S + "the filters + shapes selection level",
