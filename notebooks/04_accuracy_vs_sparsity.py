@@ -81,8 +81,7 @@ def rows_of(name):
 
 def curve_rows_of(name):
     """A curve's finished runs, with its third seed at the decisive points (sweeps decisive_seeds*)."""
-    decisive = ("decisive_seeds", "decisive_seeds_lenet5", "decisive_seeds_lenet5_unstructured",
-                "decisive_seeds_lenet5_shapes")
+    decisive = sorted(path.name for path in RESULTS.glob("decisive_seeds*"))  # one sweep per grid of levels
     extra = [r for sweep in decisive for r in rows_of(sweep) if r["variant"].rpartition("-")[0] == name]
     return rows_of(name) + extra
 
