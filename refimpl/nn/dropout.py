@@ -81,7 +81,8 @@ class Dropout(Module):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         """Apply the mask of the last forward pass to the gradient."""
         if not self._forwarded:
-            raise RuntimeError("Dropout.backward called before forward")
+            raise RuntimeError("Dropout.backward called before forward "
+                               "(or after a forward pass under no_grad())")
         return dropout_backward(dout, self._cache)
 
     def extra_repr(self) -> str:
